@@ -1,0 +1,146 @@
+"""``manifest.json``: a movie's lineage and its stages' completion records.
+
+The manifest records what went in (input file, its content id, models and their hashes, the full
+config, code and package versions) and, per stage, the latest run (status, Prefect run ids, times,
+row counts, output files, config and code hashes) plus the history of every run. A stage counts as
+finished only when its record says ``completed`` *and* was made with the current config and code
+hashes *and* its output files exist: that is what re-runs and ``vcn rerun`` trust.
+
+Updates are read-modify-write under an exclusive file lock and written atomically, so two runs on
+the same title cannot interleave a half-written manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.metadata
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from storage.atomic import read_json, write_json
+from storage.layout import MovieLayout
+
+PACKAGES = (
+    "vcn", "numpy", "scipy", "pandas", "pyarrow", "av", "opencv-python", "scenedetect", "onnxruntime",
+    "onnx", "insightface", "torch", "prefect", "prefect-dask", "dask", "distributed",
+)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """blake2b-128 of a whole file (model files are small enough to hash completely)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages whose behaviour shapes the outputs."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _source_files() -> list[Path]:
+    root = Path(__file__).resolve().parent.parent
+    return sorted(p for pkg in ("vcn", "storage", "tasks") for p in (root / pkg).rglob("*.py"))
+
+
+def code_hash() -> str:
+    """Hash of the pipeline's source (vcn, storage, tasks): changes whenever behaviour can."""
+    h = hashlib.blake2b(digest_size=8)
+    for path in _source_files():
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def code_version() -> dict[str, str]:
+    """The package version, the git commit when run from a checkout, and the source hash."""
+    import vcn
+
+    commit = "unknown"
+    root = Path(__file__).resolve().parent.parent
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        res = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+        if res.returncode == 0:
+            commit = res.stdout.strip()
+    return {"vcn_version": vcn.__version__, "git_commit": commit, "code_hash": code_hash()}
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` body."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{path} is locked by another vcn run; wait for it or remove it"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_manifest(layout: MovieLayout) -> dict[str, Any]:
+    """The movie's manifest, or an empty skeleton when none exists yet."""
+    if layout.manifest.exists():
+        return read_json(layout.manifest)
+    return {"movie_id": layout.movie_id, "stages": {}, "history": []}
+
+
+def update_manifest(layout: MovieLayout, **fields: Any) -> dict[str, Any]:
+    """Set top-level ``fields`` (input, code, packages, models, config) and return the manifest."""
+    with file_lock(layout.root / ".manifest.lock"):
+        manifest = read_manifest(layout)
+        manifest.update(fields)
+        write_json(layout.manifest, manifest)
+    return manifest
+
+
+def record_stage(layout: MovieLayout, stage: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Store ``record`` as ``stage``'s latest run and append it to the history."""
+    record = {"stage": stage, "recorded_at": now_iso(), **record}
+    with file_lock(layout.root / ".manifest.lock"):
+        manifest = read_manifest(layout)
+        manifest.setdefault("stages", {})[stage] = record
+        manifest.setdefault("history", []).append(record)
+        write_json(layout.manifest, manifest)
+    return record
+
+
+def stage_is_complete(layout: MovieLayout, stage: str, config_hash: str, code: str) -> bool:
+    """True when ``stage`` completed with this config and code and its outputs still exist."""
+    rec = read_manifest(layout).get("stages", {}).get(stage)
+    if not rec or rec.get("status") != "completed":
+        return False
+    if rec.get("config_hash") != config_hash or rec.get("code_hash") != code:
+        return False
+    return all((layout.root / f).exists() for f in rec.get("outputs", []))

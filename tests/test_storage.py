@@ -1,0 +1,94 @@
+"""storage/: atomic writes, schemas, the crops store and the manifest."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from storage import schemas
+from storage.atomic import atomic_path, write_json, write_parquet
+from storage.crops import read_crops, write_crops
+from storage.layout import MovieLayout
+from storage.manifest import read_manifest, record_stage, stage_is_complete, update_manifest
+
+
+def test_atomic_write_leaves_old_file_on_crash(tmp_path):
+    dest = tmp_path / "a.json"
+    write_json(dest, {"v": 1})
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text('{"v": 2, "half')
+        raise RuntimeError("crash mid-write")
+    assert json.loads(dest.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"], "no temporary file left behind"
+
+
+def test_faces_table_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 7
+    emb = rng.normal(size=(n, 512)).astype(np.float32)
+    lmk = rng.uniform(0, 100, size=(n, 5, 2)).astype(np.float32)
+    cols = {
+        "face_id": np.arange(n), "frame_idx": np.arange(n) * 3, "t_sec": np.arange(n) * 0.12,
+        "x1": np.zeros(n), "y1": np.zeros(n), "x2": np.ones(n) * 10, "y2": np.ones(n) * 12,
+        "det_score": np.full(n, 0.9), "landmarks": lmk.reshape(n, 10), "sharpness": np.ones(n),
+        "yaw": np.zeros(n), "embedding": emb, "shot_id": np.zeros(n, np.int32),
+        "track_id": np.array(["t0"] * n, object), "cluster_id": np.array(["unknown"] * n, object),
+    }
+    path = tmp_path / "faces.parquet"
+    write_parquet(path, schemas.table_from_columns(schemas.FACES_SCHEMA, cols, metadata={"k": 1}))
+    table = pq.read_table(path)
+    assert table.schema.field("embedding").type == schemas.FACES_SCHEMA.field("embedding").type
+    back = schemas.columns_from_table(table)
+    np.testing.assert_array_equal(back["embedding"], emb)
+    np.testing.assert_array_equal(back["landmarks"], lmk)
+    assert schemas.table_metadata(str(path)) == {"k": 1}
+
+
+def test_crops_store_returns_requested_order(tmp_path):
+    rng = np.random.default_rng(1)
+    crops = np.zeros((6, 112, 112, 3), np.uint8)
+    for i in range(6):  # flat colours survive JPEG nearly exactly
+        crops[i] = rng.integers(0, 255, size=3)
+    write_crops(tmp_path / "chunk-00000.parquet", np.arange(3), crops[:3])
+    write_crops(tmp_path / "chunk-00001.parquet", np.arange(3, 6), crops[3:])
+    back = read_crops(tmp_path, np.array([4, 0, 5]))
+    assert back.shape == (3, 112, 112, 3)
+    assert np.abs(back.astype(int) - crops[[4, 0, 5]].astype(int)).max() <= 3
+    with pytest.raises(KeyError, match="99"):
+        read_crops(tmp_path, np.array([99]))
+
+
+def _record(root: str, i: int) -> None:
+    layout = MovieLayout(Path(root))
+    record_stage(layout, f"s{i % 3}", {"status": "completed", "i": i})
+
+
+def test_manifest_concurrent_updates_keep_every_record(tmp_path):
+    layout = MovieLayout(tmp_path / "m")
+    update_manifest(layout, input={"path": "x.mp4"})
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_record, args=(str(layout.root), i)) for i in range(12)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    m = read_manifest(layout)
+    assert len(m["history"]) == 12, "no update lost under concurrent writers"
+    assert m["input"] == {"path": "x.mp4"}
+
+
+def test_stage_complete_needs_matching_hashes_and_outputs(tmp_path):
+    layout = MovieLayout(tmp_path / "m")
+    (layout.root).mkdir(parents=True)
+    (layout.root / "faces.parquet").write_bytes(b"x")
+    record_stage(layout, "tracks", {"status": "completed", "config_hash": "c", "code_hash": "k",
+                                    "outputs": ["faces.parquet"]})
+    assert stage_is_complete(layout, "tracks", "c", "k")
+    assert not stage_is_complete(layout, "tracks", "other", "k")
+    (layout.root / "faces.parquet").unlink()
+    assert not stage_is_complete(layout, "tracks", "c", "k")
