@@ -1,0 +1,58 @@
+"""Where flows run: a Prefect API to report to and a Dask cluster to fan out on.
+
+``vcn run`` works with no server running: when ``PREFECT_API_URL`` is unset it starts a private
+Prefect server on 127.0.0.1 for the duration of the command (the same SQLite database a later
+``prefect server start`` shows), and exports its URL *before* the Dask workers start, so that
+worker processes report to it instead of each starting a temporary server of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+TASK_RUNNER_ENV = ("PREFECT_API_URL", "VCN_THREADS")
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """Yield the Prefect API URL in use, starting a private server when none is configured."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        yield url
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield server.api_url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
+@contextlib.contextmanager
+def dask_cluster(address: str | None = None, n_workers: int | None = None) -> Iterator[str]:
+    """Yield a Dask scheduler address: ``address`` itself, or a LocalCluster's, closed on exit.
+
+    The local cluster has one single-threaded worker process per core (ONNX Runtime and PyTorch
+    parallelise poorly below a few hundred ms of work, so processes beat threads for chunk
+    tasks); each model session gets ``cores // n_workers`` threads through ``VCN_THREADS``.
+    """
+    if address:
+        yield address
+        return
+    from distributed import LocalCluster
+
+    cores = os.cpu_count() or 1
+    n = n_workers or cores
+    os.environ["VCN_THREADS"] = str(max(1, cores // n))
+    env = {k: os.environ[k] for k in TASK_RUNNER_ENV if k in os.environ}
+    with LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
+        memory_limit=0,
+    ) as cluster:
+        yield cluster.scheduler_address

@@ -1,0 +1,69 @@
+"""Stage 4 task: tracks → clusters; writes cluster ids into faces, tracks and clusters.parquet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run, task_run
+
+from storage import schemas
+from storage.atomic import write_parquet
+from storage.manifest import now_iso, record_stage
+from tasks.context import MovieContext
+from tasks.policies import is_transient
+from vcn.clustering import hac
+from vcn.summary import TrackSummary, cluster_names, summarize_clusters
+
+
+def _set_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
+    idx = table.schema.get_field_index(name)
+    return table.set_column(idx, name, pa.array(list(values), pa.string()))
+
+
+def read_tracks(path: str) -> TrackSummary:
+    """Load ``tracks.parquet`` into a :class:`TrackSummary`."""
+    c = schemas.columns_from_table(pq.read_table(path))
+    return TrackSummary(
+        track_id=c["track_id"].astype(object), shot_id=c["shot_id"], first_frame=c["first_frame"],
+        last_frame=c["last_frame"], n_faces=c["n_faces"], mean_embedding=c["mean_embedding"],
+        quality=c["quality"],
+    )
+
+
+@task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient)
+def cluster_tracks(ctx: MovieContext) -> dict[str, Any]:
+    """Cluster the movie's tracks with the configured method and write the results."""
+    logger = get_run_logger()
+    started = now_iso()
+    layout = ctx.layout
+    cfg = ctx.config.cluster
+    tracks = read_tracks(str(layout.tracks))
+    faces_table = pq.read_table(layout.faces)
+    faces = schemas.columns_from_table(faces_table.select(["face_id", "track_id", "embedding"]))
+    labels = hac(tracks.mean_embedding, threshold=cfg.hac_threshold) if len(tracks.track_id) else \
+        np.zeros(0, np.int64)
+    track_cluster = cluster_names(labels, tracks.n_faces)
+    row_of = tracks.index_of(faces["track_id"].astype(object))
+    face_cluster = track_cluster[row_of] if len(row_of) else np.zeros(0, object)
+    write_parquet(layout.faces, _set_column(faces_table, "cluster_id", face_cluster))
+    tracks_table = _set_column(pq.read_table(layout.tracks), "cluster_id", track_cluster)
+    write_parquet(layout.tracks, tracks_table)
+    summary = summarize_clusters(
+        tracks, track_cluster, faces["face_id"], row_of, faces["embedding"], ctx.info.fps,
+        ctx.config.ingest.stride,
+    )
+    write_parquet(layout.clusters, schemas.table_from_columns(schemas.CLUSTERS_SCHEMA, vars(summary)))
+    n_clusters = int(np.sum(summary.cluster_id != schemas.UNKNOWN))
+    rows = {"clusters": n_clusters, "unknown_tracks": int(np.sum(track_cluster == schemas.UNKNOWN))}
+    record_stage(layout, "clusters", {
+        "status": "completed", "started": started, "ended": now_iso(), "method": cfg.method,
+        "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
+        "config_hash": ctx.stage_hash("clusters"), "code_hash": ctx.code_hash, "rows": rows,
+        "outputs": ["faces.parquet", "tracks.parquet", "clusters.parquet"],
+    })
+    logger.info("movie %s: %d clusters", ctx.movie_id, n_clusters)
+    return rows

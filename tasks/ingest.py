@@ -1,0 +1,182 @@
+"""Stage 1 tasks: prepare a movie, ingest its chunks (on Dask), stitch them into tracks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run, task_run
+
+from storage import schemas
+from storage.atomic import write_parquet
+from storage.crops import write_crops
+from storage.layout import MovieLayout
+from storage.manifest import (
+    code_hash,
+    code_version,
+    file_hash,
+    now_iso,
+    package_versions,
+    record_stage,
+    update_manifest,
+)
+from tasks.context import MovieContext
+from tasks.models import face_models
+from tasks.policies import chunk_cache_key, is_transient
+from vcn.assembly import ChunkFaces, assemble_movie
+from vcn.config import PipelineConfig
+from vcn.detection import default_model_dir, find_models
+from vcn.ingest import ChunkResult, process_chunk
+from vcn.video import Chunk, content_id, plan_chunks, probe
+
+
+@task(name="prepare-movie", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
+def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> MovieContext:
+    """Probe the video, derive its movie id and record its lineage in ``manifest.json``.
+
+    Raises :class:`vcn.errors.InputError` (not retried) naming the file when it is not a
+    usable video.
+    """
+    info = probe(video_path)
+    movie_id = content_id(video_path)
+    models = find_models(config.model_dir or default_model_dir())
+    layout = MovieLayout.of(out_dir, movie_id)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    ctx = MovieContext(
+        video_path=str(Path(video_path).resolve()), movie_id=movie_id, out_root=str(layout.root), info=info,
+        config=config, models=models, code_hash=code_hash(),
+        model_hashes={"detector": file_hash(models.detector), "recognizer": file_hash(models.recognizer)},
+    )
+    update_manifest(
+        layout,
+        movie_id=movie_id,
+        input={
+            "path": ctx.video_path, "size_bytes": Path(video_path).stat().st_size, "content_id": movie_id,
+            "duration_s": info.duration_s, "fps": info.fps, "n_frames": info.n_frames,
+            "width": info.width, "height": info.height, "codec": info.codec,
+        },
+        code=code_version(),
+        packages=package_versions(),
+        models={"detector": {"path": models.detector, "blake2b": ctx.model_hashes["detector"]},
+                "recognizer": {"path": models.recognizer, "blake2b": ctx.model_hashes["recognizer"]}},
+        config=config.to_dict(),
+    )
+    return ctx
+
+
+def chunk_plan(ctx: MovieContext) -> list[Chunk]:
+    """The movie's chunks under its config."""
+    return plan_chunks(ctx.info.n_frames, ctx.info.fps, ctx.config.ingest.chunk)
+
+
+def _chunk_is_done(ctx: MovieContext, chunk: Chunk) -> bool:
+    path, crops = ctx.layout.chunk_faces(chunk.index), ctx.layout.chunk_crops(chunk.index)
+    if not (path.exists() and crops.exists()):
+        return False
+    meta = schemas.table_metadata(str(path))
+    return meta.get("stage_hash") == ctx.stage_hash("tracks") and meta.get("code_hash") == ctx.code_hash
+
+
+def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
+    layout = ctx.layout
+    owned = res.owned
+    # Crops first, faces last: the faces file is the chunk's completion marker.
+    write_crops(layout.chunk_crops(res.chunk.index), res.face_id[owned], res.crops[owned])
+    table = schemas.table_from_columns(
+        schemas.CHUNK_FACES_SCHEMA,
+        {
+            "face_id": res.face_id, "frame_idx": res.frame_idx, "t_sec": res.frame_idx / ctx.info.fps,
+            "x1": res.boxes[:, 0], "y1": res.boxes[:, 1], "x2": res.boxes[:, 2], "y2": res.boxes[:, 3],
+            "det_score": res.scores, "landmarks": res.landmarks.reshape(-1, 10), "sharpness": res.sharpness,
+            "yaw": res.yaw, "embedding": res.embeddings, "local_track": res.local_track, "owned": owned,
+        },
+        metadata={
+            "chunk": vars(res.chunk), "cuts": res.cuts.tolist(), "n_frames": res.n_frames,
+            "timings": res.timings, "stage_hash": ctx.stage_hash("tracks"), "code_hash": ctx.code_hash,
+            "flow_run_id": str(flow_run.id), "written_at": now_iso(),
+        },
+    )
+    write_parquet(layout.chunk_faces(res.chunk.index), table)
+
+
+@task(
+    name="ingest-chunk",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=is_transient,
+    cache_key_fn=chunk_cache_key,
+    timeout_seconds=3600,
+    task_run_name="ingest-chunk-{chunk.index}",
+)
+def ingest_chunk(ctx: MovieContext, chunk: Chunk) -> dict[str, Any]:
+    """Run stage 1 on one chunk and write its faces and crops; skip when already done."""
+    if _chunk_is_done(ctx, chunk):
+        meta = schemas.table_metadata(str(ctx.layout.chunk_faces(chunk.index)))
+        return {"index": chunk.index, "computed": False, "n_frames": meta["n_frames"], "timings": {}}
+    cfg = ctx.config.ingest
+    models = face_models(ctx.models.detector, ctx.models.recognizer, cfg.detection, cfg.embedding)
+    t0 = time.perf_counter()
+    res = process_chunk(ctx.video_path, chunk, models, cfg)
+    _write_chunk(ctx, res)
+    return {
+        "index": chunk.index, "computed": True, "n_frames": res.n_frames, "n_faces": int(res.owned.sum()),
+        "seconds": time.perf_counter() - t0, "timings": res.timings,
+    }
+
+
+def read_chunk(path: Path) -> ChunkFaces:
+    """Load one chunk's faces file into the arrays stitching needs."""
+    table = pq.read_table(path)
+    meta = schemas.table_metadata(table)
+    cols = schemas.columns_from_table(table)
+    return ChunkFaces(chunk=Chunk(**meta["chunk"]), cuts=np.asarray(meta["cuts"], np.int64), columns=cols,
+                      meta=meta)
+
+
+@task(name="assemble-tracks", retries=1, retry_condition_fn=is_transient)
+def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stitch the chunks into movie-level faces, tracks and shots and write them."""
+    logger = get_run_logger()
+    started = now_iso()
+    layout = ctx.layout
+    chunks = [read_chunk(layout.chunk_faces(c.index)) for c in chunk_plan(ctx)]
+    movie = assemble_movie(chunks, ctx.movie_id, ctx.info.n_frames, ctx.info.fps, ctx.config.ingest)
+    faces = movie.faces
+    write_parquet(layout.faces, schemas.table_from_columns(schemas.FACES_SCHEMA, {
+        **faces, "landmarks": faces["landmarks"].reshape(-1, 10),
+        "cluster_id": np.full(len(faces["face_id"]), schemas.UNKNOWN, object),
+    }))
+    tr = movie.tracks
+    write_parquet(layout.tracks, schemas.table_from_columns(schemas.TRACKS_SCHEMA, {
+        "track_id": tr.track_id, "shot_id": tr.shot_id, "first_frame": tr.first_frame,
+        "last_frame": tr.last_frame, "n_faces": tr.n_faces, "mean_embedding": tr.mean_embedding,
+        "quality": tr.quality, "cluster_id": np.full(len(tr.track_id), schemas.UNKNOWN, object),
+    }))
+    shots = movie.shots
+    write_parquet(layout.shots, schemas.table_from_columns(schemas.SHOTS_SCHEMA, {
+        "shot_id": np.arange(len(shots), dtype=np.int32),
+        "start_frame": shots[:, 0], "end_frame": shots[:, 1],
+        "start_sec": shots[:, 0] / ctx.info.fps, "end_sec": shots[:, 1] / ctx.info.fps,
+    }))
+    # A chunk was computed by this run when its file says so: a Prefect cache hit returns the
+    # report of the run that computed it, so the reports alone would over-count.
+    computed = sum(c.meta.get("flow_run_id") == str(flow_run.id) for c in chunks)
+    rows = {"faces": len(faces["face_id"]), "tracks": len(tr.track_id), "shots": len(shots),
+            "chunks": len(chunks), "chunks_computed": computed}
+    timings: dict[str, float] = {}
+    for c in chunks:
+        for k, v in c.meta.get("timings", {}).items():
+            timings[k] = timings.get(k, 0.0) + v
+    record_stage(layout, "tracks", {
+        "status": "completed", "started": started, "ended": now_iso(),
+        "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
+        "config_hash": ctx.stage_hash("tracks"), "code_hash": ctx.code_hash, "rows": rows,
+        "outputs": ["faces.parquet", "tracks.parquet", "shots.parquet", "crops"],
+        "chunk_seconds": timings,
+    })
+    logger.info("movie %s: %s", ctx.movie_id, rows)
+    return rows

@@ -1,0 +1,154 @@
+"""The ``vcn`` command line: ``run`` videos through the per-movie flow, ``eval`` a result.
+
+The CLI turns flags into config dataclasses and calls flows; it holds no pipeline logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from vcn.errors import VcnError
+
+EPILOG = """\
+examples:
+  vcn run movie.mp4 --out out/                 # cluster the faces of one video
+  vcn run a.mp4 b.mkv --out out/ --workers 2   # several videos, 2 Dask workers
+  vcn eval --gt movie.faces.csv --pred out/<movie_id>
+
+outputs (per video, under OUT/<movie_id>/): faces.parquet, tracks.parquet, shots.parquet,
+clusters.parquet, crops/, manifest.json. See README.md, "Output contract".
+"""
+
+
+def _config_overrides(args: argparse.Namespace) -> dict:
+    cfg: dict = {"ingest": {}, "cluster": {}}
+    if args.method:
+        cfg["cluster"]["method"] = args.method
+    if args.stride:
+        cfg["ingest"]["stride"] = args.stride
+    if args.chunk_seconds:
+        cfg["ingest"]["chunk"] = {"chunk_seconds": args.chunk_seconds}
+    if args.model_dir:
+        cfg["model_dir"] = str(Path(args.model_dir).resolve())
+    return {k: v for k, v in cfg.items() if v != {}}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.movie import movie_flow
+    from flows.runtime import dask_cluster, prefect_api
+    from vcn.config import PipelineConfig
+
+    overrides = _config_overrides(args)
+    PipelineConfig.from_dict(overrides)  # fail fast on a bad flag, before any server starts
+    out = str(Path(args.out).resolve())
+    results: list[dict] = []
+    failed: list[tuple[str, str]] = []
+    with prefect_api() as api, dask_cluster(args.dask_address, args.workers) as address:
+        print(f"vcn: Prefect API {api}; Dask scheduler {address}", file=sys.stderr)
+        for video in args.videos:
+            t0 = time.perf_counter()
+            try:
+                summary = movie_flow(out, address)(video_path=video, out_dir=out, config=overrides)
+            except VcnError as exc:
+                failed.append((video, str(exc)))
+                print(f"vcn: FAILED {video}: {exc}", file=sys.stderr)
+                continue
+            except Exception as exc:  # a broken title must not stop the batch
+                failed.append((video, f"{type(exc).__name__}: {exc}"))
+                print(f"vcn: FAILED {video}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            summary["seconds"] = round(time.perf_counter() - t0, 2)
+            results.append(summary)
+    print(format_summary(results, failed))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"ok": results, "failed": dict(failed)}, indent=2, default=str))
+    return 1 if failed else 0
+
+
+def format_summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
+    """A human-readable summary of a batch."""
+    lines = ["", f"vcn: {len(results)} video(s) done, {len(failed)} failed"]
+    for r in results:
+        rt = r["duration_s"] / r["seconds"] if r.get("seconds") else float("nan")
+        lines.append(
+            f"  {Path(r['video']).name}: {r['faces']} faces, {r['tracks']} tracks, {r['shots']} shots, "
+            f"{r['clusters']} clusters ({r['unknown_tracks']} unknown tracks) in {r['seconds']:.1f} s "
+            f"({rt:.2f}x real time)\n    output: {r['output']}"
+        )
+    for video, why in failed:
+        lines.append(f"  FAILED {video}: {why}")
+    return "\n".join(lines)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from vcn.metrics import evaluate, format_report, read_ground_truth
+
+    pred_dir = Path(args.pred)
+    faces_path = pred_dir / "faces.parquet"
+    if not faces_path.exists():
+        raise VcnError(f"{faces_path}: no faces.parquet; pass --pred OUT/<movie_id> of a finished `vcn run`")
+    try:
+        gt = pd.read_csv(args.gt)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise VcnError(f"{args.gt}: cannot read the ground-truth CSV ({exc})") from exc
+    gt = read_ground_truth(gt)
+    manifest = pred_dir / "manifest.json"
+    if "video" in gt.columns and manifest.exists():
+        name = Path(json.loads(manifest.read_text())["input"]["path"]).name
+        if (gt["video"] == name).any():
+            gt = gt[gt["video"] == name]
+    pred = pq.read_table(faces_path, columns=["frame_idx", "x1", "y1", "x2", "y2", "track_id", "cluster_id"])
+    report = evaluate(gt, pred.to_pandas(), iou_min=args.iou)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vcn", description="Group every face in a video by identity (VideoClusterNet).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the per-movie flow on videos", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("videos", nargs="+", help="video files")
+    run.add_argument("--out", required=True, help="output folder; each video goes to OUT/<movie_id>/")
+    run.add_argument("--method", choices=["vcn", "hac"], help="clustering method (default: vcn)")
+    run.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
+    run.add_argument("--dask-address", help="use a running distributed scheduler, e.g. tcp://host:8786")
+    run.add_argument("--model-dir", help="insightface model folder (e.g. buffalo_l) to use instead")
+    run.add_argument("--stride", type=int, help="detect faces on every N-th frame (default from config)")
+    run.add_argument("--chunk-seconds", type=float, help="length of the chunks fanned out to workers")
+    run.add_argument("--json", help="also write the batch summary as JSON to this file")
+    run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("eval", help="score a result against face-level ground truth")
+    ev.add_argument("--gt", required=True, help="CSV: video,frame_idx,x1,y1,x2,y2,identity")
+    ev.add_argument("--pred", required=True, help="a movie's output folder, OUT/<movie_id>")
+    ev.add_argument("--iou", type=float, default=0.5, help="IoU to match a predicted face to a GT box")
+    ev.add_argument("--json", help="also write the metrics as JSON to this file")
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VcnError as exc:
+        print(f"vcn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The pipeline's configuration: the per-component configs, composed.
+
+Each component owns a frozen dataclass next to its code (``ShotConfig`` in shots.py, ...); this
+module only composes them and fingerprints them, so that caches and the manifest can tell whether
+a stage's output was made with the config in force.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from vcn.errors import ConfigError
+from vcn.ingest import IngestConfig
+
+METHODS = ("vcn", "hac")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """How tracks become clusters.
+
+    ``method``: ``vcn`` (self-supervised finetune + parameter-free clustering, the default once
+    available) or ``hac`` (average-linkage HAC on cosine distance over track means).
+    ``hac_threshold``: cosine-distance cut of the HAC baseline.
+    """
+
+    method: str = "hac"
+    hac_threshold: float = 0.6
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(
+                f"unknown clustering method {self.method!r}; choose one of {', '.join(METHODS)}"
+            )
+        if not 0.0 < self.hac_threshold < 2.0:
+            raise ConfigError(f"hac_threshold must be in (0, 2), got {self.hac_threshold}")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that shapes a movie's outputs. ``model_dir`` None = the bundled models."""
+
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    model_dir: str | None = None
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, overrides: dict[str, Any]) -> PipelineConfig:
+        """Build a config from nested overrides of the defaults, e.g.
+        ``{"ingest": {"stride": 2}, "cluster": {"method": "hac"}}``. Unknown keys raise
+        :class:`ConfigError` naming them."""
+        return _build(cls, overrides, "config")
+
+    def stage_config(self, stage: str) -> dict[str, Any]:
+        """The part of the config a stage's output depends on."""
+        if stage == "tracks":
+            return {"ingest": dataclasses.asdict(self.ingest), "model_dir": self.model_dir}
+        if stage == "clusters":
+            return {"cluster": dataclasses.asdict(self.cluster), "seed": self.seed,
+                    "upstream": self.stage_config("tracks")}
+        raise ConfigError(f"unknown stage {stage!r}")
+
+
+def fingerprint(obj: Any) -> str:
+    """A short stable hash of a JSON-able object (dataclasses are converted first)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+def _build(cls: type, overrides: dict[str, Any], where: str) -> Any:
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(overrides).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"unknown {where} keys {unknown}; known: {sorted(names)}")
+    kwargs = {}
+    for key, value in overrides.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            kwargs[key] = _build(hint, value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)

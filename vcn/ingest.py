@@ -1,0 +1,192 @@
+"""One chunk of a video, end to end: decode → shots → detect → filter → align → embed → track.
+
+This is stage 1 of the pipeline for one chunk. It is pure apart from reading the video and the
+models it is handed, so a Dask worker can run it on any chunk in any order and the result depends
+only on (video, chunk, config, models).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vcn.detection import DetectionConfig, FaceDetector
+from vcn.embedding import EmbeddingConfig, FaceEmbedder, align_faces
+from vcn.errors import ConfigError
+from vcn.quality import QualityConfig, keep_mask, sharpness, yaw_proxy
+from vcn.shots import ShotConfig, ShotDetector
+from vcn.tracking import TrackerConfig, track_faces
+from vcn.video import Chunk, ChunkConfig, iter_frames
+
+# face_id = frame_idx * FACE_ID_BASE + index of the detection in its frame. Unique per movie and
+# identical for the same detection seen by two overlapping chunks.
+FACE_ID_BASE = 1000
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Stage-1 configuration: the component configs plus the detection stride.
+
+    ``stride``: faces are detected on frames with ``frame_idx % stride == 0``. The default was
+    chosen by measurement (docs/detection.md): faces rarely appear and vanish within a few frames,
+    so skipping frames costs little coverage and buys the speed target.
+    """
+
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    stride: int = 3
+    embed_batch: int = 128
+
+    def __post_init__(self) -> None:
+        if self.stride < 1:
+            raise ConfigError(f"IngestConfig.stride must be >= 1, got {self.stride}")
+        if self.chunk.overlap_frames < self.shots.min_scene_len:
+            raise ConfigError(
+                f"ChunkConfig.overlap_frames ({self.chunk.overlap_frames}) must be >= "
+                f"ShotConfig.min_scene_len ({self.shots.min_scene_len}) so cuts near a boundary are seen"
+            )
+
+
+@dataclass
+class FaceModels:
+    """The loaded detector and recognizer (one pair per worker process)."""
+
+    detector: FaceDetector
+    embedder: FaceEmbedder
+
+
+@dataclass
+class ChunkResult:
+    """Faces and cuts of one chunk, over its decoded range ``[chunk.read_start, chunk.end)``.
+
+    Arrays are aligned by row (N faces): ``face_id`` (N,) int64, ``frame_idx`` (N,) int64,
+    ``boxes`` (N, 4) float32 x1,y1,x2,y2 px, ``scores`` (N,) float32, ``landmarks`` (N, 5, 2)
+    float32, ``sharpness`` and ``yaw`` (N,) float32, ``embeddings`` (N, 512) float32 L2-normalised,
+    ``local_track`` (N,) int64 (ids of this chunk's tracker; -1 = dropped), ``owned`` (N,) bool
+    (frame in ``[chunk.start, chunk.end)``), ``crops`` (N, 112, 112, 3) uint8 BGR. ``cuts`` (C,)
+    int64 frames where a shot starts, within the decoded range.
+    """
+
+    chunk: Chunk
+    face_id: np.ndarray
+    frame_idx: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+    sharpness: np.ndarray
+    yaw: np.ndarray
+    embeddings: np.ndarray
+    local_track: np.ndarray
+    owned: np.ndarray
+    crops: np.ndarray
+    cuts: np.ndarray
+    n_frames: int
+    timings: dict[str, float]
+
+
+class _Accumulator:
+    """Collects kept detections and embeds their crops in batches to bound memory."""
+
+    def __init__(self, embedder: FaceEmbedder, batch: int) -> None:
+        self.embedder, self.batch = embedder, batch
+        keys = ("face_id", "frame_idx", "boxes", "scores", "landmarks", "sharpness", "yaw", "crops")
+        self.rows: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+        self.embeddings: list[np.ndarray] = []
+        self._pending: list[np.ndarray] = []
+        self.embed_s = 0.0
+
+    def add(self, **cols: np.ndarray) -> None:
+        for k, v in cols.items():
+            self.rows[k].append(v)
+        self._pending.append(cols["crops"])
+        if sum(len(p) for p in self._pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        t0 = time.perf_counter()
+        self.embeddings.append(self.embedder.embed(np.concatenate(self._pending)))
+        self.embed_s += time.perf_counter() - t0
+        self._pending = []
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        self.flush()
+        empty = {
+            "face_id": np.zeros(0, np.int64), "frame_idx": np.zeros(0, np.int64),
+            "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+            "landmarks": np.zeros((0, 5, 2), np.float32), "sharpness": np.zeros(0, np.float32),
+            "yaw": np.zeros(0, np.float32), "crops": np.zeros((0, 112, 112, 3), np.uint8),
+        }
+        out = {k: (np.concatenate(v) if v else empty[k]) for k, v in self.rows.items()}
+        out["embeddings"] = (
+            np.concatenate(self.embeddings) if self.embeddings else np.zeros((0, 512), np.float32)
+        )
+        return out
+
+
+def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig) -> ChunkResult:
+    """Run stage 1 on one chunk of the video at ``path``.
+
+    Decodes frames ``[chunk.read_start, chunk.end)``; every frame feeds the shot detector, frames
+    on the stride grid feed the face detector. Returns a :class:`ChunkResult`; a chunk without
+    faces returns empty arrays, not an error.
+    """
+    shots = ShotDetector(cfg.shots)
+    acc = _Accumulator(models.embedder, cfg.embed_batch)
+    t = {"decode": 0.0, "shots": 0.0, "detect": 0.0, "filter": 0.0}
+    n_frames = 0
+    t0 = time.perf_counter()
+    for frame_idx, frame in iter_frames(path, chunk.read_start, chunk.end):
+        t1 = time.perf_counter()
+        t["decode"] += t1 - t0
+        n_frames += 1
+        shots.push(frame_idx, frame)
+        t2 = time.perf_counter()
+        t["shots"] += t2 - t1
+        if frame_idx % cfg.stride == 0:
+            dets = models.detector.detect(frame)
+            t3 = time.perf_counter()
+            t["detect"] += t3 - t2
+            if len(dets.scores):
+                crops = align_faces(frame, dets.landmarks)
+                keep = keep_mask(dets, crops, cfg.quality)
+                idx = np.flatnonzero(keep)
+                if len(idx):
+                    acc.add(
+                        face_id=frame_idx * FACE_ID_BASE + idx.astype(np.int64),
+                        frame_idx=np.full(len(idx), frame_idx, np.int64),
+                        boxes=dets.boxes[idx].astype(np.float32),
+                        scores=dets.scores[idx].astype(np.float32),
+                        landmarks=dets.landmarks[idx].astype(np.float32),
+                        sharpness=sharpness(crops[idx]).astype(np.float32),
+                        yaw=yaw_proxy(dets.landmarks[idx]).astype(np.float32),
+                        crops=crops[idx],
+                    )
+            t["filter"] += time.perf_counter() - t3
+        t0 = time.perf_counter()
+    t_cuts = time.perf_counter()
+    cuts = np.asarray(shots.cuts(), dtype=np.int64)
+    t["shots"] += time.perf_counter() - t_cuts
+    cols = acc.arrays()
+    t["embed"] = acc.embed_s
+    t["filter"] -= acc.embed_s  # embedding ran inside the filter timer's span
+    t4 = time.perf_counter()
+    local = track_faces(cols["frame_idx"], cols["boxes"], cols["embeddings"], cuts, cfg.tracker)
+    t["track"] = time.perf_counter() - t4
+    return ChunkResult(
+        chunk=chunk,
+        local_track=np.asarray(local, np.int64),
+        owned=cols["frame_idx"] >= chunk.start,
+        cuts=cuts,
+        n_frames=n_frames,
+        timings=t,
+        **{k: cols[k] for k in ("face_id", "frame_idx", "boxes", "scores", "landmarks", "sharpness", "yaw",
+                                "embeddings", "crops")},
+    )
