@@ -1,0 +1,121 @@
+"""The whole per-movie flow on a real clip, under a real Prefect server and a real Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from storage.layout import MovieLayout
+from vcn.cli import main as vcn_main
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "short_hamilton_clip.mp4"
+GT = SAMPLE.with_name("hamilton.faces.csv")
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    """A temporary Prefect server whose URL the Dask worker processes inherit."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+        try:
+            yield PREFECT_API_URL.value()
+        finally:
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bad")
+    zero = d / "zero.mp4"
+    zero.write_bytes(b"")
+    text = d / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    truncated = d / "truncated.mp4"
+    truncated.write_bytes(SAMPLE.read_bytes()[: SAMPLE.stat().st_size // 3])
+    return {"missing": d / "missing.mp4", "zero": zero, "text": text, "truncated": truncated}
+
+
+@pytest.fixture(scope="module")
+def batch_run(prefect_server, tmp_path_factory, bad_inputs):
+    out = tmp_path_factory.mktemp("out")
+    video = tmp_path_factory.mktemp("in") / "hamilton.mp4"
+    shutil.copy(SAMPLE, video)
+    summary = out / "summary.json"
+    code = vcn_main([
+        "run", str(video), str(bad_inputs["missing"]), str(bad_inputs["zero"]), str(bad_inputs["text"]),
+        str(bad_inputs["truncated"]), "--out", str(out), "--workers", "2", "--method", "hac",
+        "--chunk-seconds", "3", "--json", str(summary),
+    ])
+    return code, out, json.loads(summary.read_text()), video
+
+
+def test_batch_reports_bad_inputs_and_finishes_good_one(batch_run, bad_inputs):
+    code, _, summary, _ = batch_run
+    assert code == 1, "a batch with failures must exit non-zero"
+    assert len(summary["ok"]) == 1
+    failed = summary["failed"]
+    assert set(failed) == {str(p) for p in bad_inputs.values()}
+    for path, why in failed.items():
+        assert Path(path).name in why, f"error for {path} must name the file: {why}"
+
+
+def test_outputs_follow_the_contract(batch_run):
+    _, out, summary, _ = batch_run
+    result = summary["ok"][0]
+    layout = MovieLayout(Path(result["output"]))
+    assert layout.root.parent == out
+    faces = pq.read_table(layout.faces).to_pandas()
+    tracks = pq.read_table(layout.tracks).to_pandas()
+    shots = pq.read_table(layout.shots).to_pandas()
+    clusters = pq.read_table(layout.clusters).to_pandas()
+    assert len(faces) > 50 and len(tracks) >= 4
+    # Several chunks (3 s each on a 9 s clip): stitched tracks are unique and reference real shots.
+    assert result["chunks"] >= 3
+    assert set(faces["track_id"]) == set(tracks["track_id"])
+    assert faces["shot_id"].between(0, len(shots) - 1).all()
+    assert 3 <= len(shots) <= 6, "the clip has 4 shots"
+    emb = np.stack(faces["embedding"].to_numpy())
+    assert emb.shape[1] == 512 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-3)
+    assert set(faces["cluster_id"]) <= set(clusters["cluster_id"])
+    assert clusters["n_faces"].sum() == len(faces)
+    manifest = json.loads(layout.manifest.read_text())
+    for key in ("input", "code", "packages", "models", "config", "stages"):
+        assert key in manifest
+    assert manifest["stages"]["tracks"]["status"] == "completed"
+    assert manifest["stages"]["clusters"]["flow_run_id"]
+
+
+def test_eval_on_the_labelled_clip(batch_run, capsys):
+    _, _, summary, _ = batch_run
+    json_out = Path(summary["ok"][0]["output"]) / "eval.json"
+    assert vcn_main(["eval", "--gt", str(GT), "--pred", summary["ok"][0]["output"], "--json", str(json_out)]) == 0
+    report = json.loads(json_out.read_text())
+    assert report["coverage"] > 0.8
+    assert report["wcp"] > 0.9
+
+
+def test_rerun_reuses_finished_chunks(batch_run, prefect_server):
+    _, out, summary, video = batch_run
+    layout = MovieLayout(Path(summary["ok"][0]["output"]))
+    layout.chunk_faces(1).unlink()
+    again = out / "again.json"
+    assert vcn_main(["run", str(video), "--out", str(out), "--workers", "1", "--method", "hac",
+                     "--chunk-seconds", "3", "--json", str(again)]) == 0
+    rows = json.loads(again.read_text())["ok"][0]
+    assert rows["chunks_computed"] == 1, "only the deleted chunk is recomputed"
+    assert rows["faces"] == summary["ok"][0]["faces"]
