@@ -14,7 +14,7 @@ from prefect_dask import DaskTaskRunner
 
 from tasks.cluster import cluster_tracks
 from tasks.ingest import assemble_tracks, chunk_plan, ingest_chunk, prepare_movie
-from vcn.config import PipelineConfig
+from vcn.config import PipelineConfig, fingerprint
 
 
 @flow(name="process-movie", flow_run_name="process-movie-{video_path}", log_prints=True)
@@ -37,8 +37,10 @@ def process_movie(video_path: str, out_dir: str, config: dict[str, Any] | None =
 def movie_flow(out_dir: str, dask_address: str):
     """``process_movie`` bound to a Dask scheduler, with results kept under ``out_dir``."""
     results = Path(out_dir).resolve() / ".prefect-results"
+    # Task results must be readable by every Dask worker, so the storage block is saved on the
+    # server (workers load it by reference); one block per output folder.
+    storage = LocalFileSystem(basepath=str(results))
+    storage.save(f"vcn-results-{fingerprint(str(results))}", overwrite=True)
     return process_movie.with_options(
-        task_runner=DaskTaskRunner(address=dask_address),
-        result_storage=LocalFileSystem(basepath=str(results)),
-        persist_result=True,
+        task_runner=DaskTaskRunner(address=dask_address), result_storage=storage, persist_result=True
     )

@@ -11,14 +11,8 @@ import numpy as np
 import pytest
 
 from vcn.errors import ConfigError, InputError
-from vcn.tracking import (
-    Tracker,
-    TrackerConfig,
-    box_iou,
-    join_chunk_tracks,
-    stitch_pairs,
-    track_faces,
-)
+from vcn.stitching import join_chunk_tracks, stitch_pairs
+from vcn.tracking import Tracker, TrackerConfig, box_iou, track_faces
 
 DIM = 512
 CFG = TrackerConfig()

@@ -2,8 +2,8 @@
 
 Chunk ``k`` re-decodes the last frames of chunk ``k-1`` (the overlap). There both chunks saw the
 same detections, so a track that crosses the boundary shows up as two local tracks sharing boxes
-on the overlap frames; they are joined with a union-find. Faces in the overlap are then kept from
-the earlier chunk only (``owned``).
+on the overlap frames; ``vcn.stitching`` joins them. Faces in the overlap are then kept from the
+earlier chunk only.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import numpy as np
 
 from vcn.ingest import IngestConfig
 from vcn.shots import merge_cuts, shot_index, shots_from_cuts
+from vcn.stitching import join_chunk_tracks
 from vcn.summary import TrackSummary, summarize_tracks
-from vcn.tracking import stitch_pairs
-from vcn.unionfind import DisjointSet
 from vcn.video import Chunk
 
 
@@ -57,39 +56,25 @@ def assemble_movie(
     """Stitch ``chunks`` (in chunk order) into movie-level faces, tracks and shots."""
     cuts = merge_cuts([c.cuts for c in chunks]) if chunks else np.zeros(0, np.int64)
     shots = shots_from_cuts(cuts, max(n_frames, 1))
-    # Node = (chunk, local track); offsets make them one integer range for the union-find.
-    sizes = [int(c.columns["local_track"].max()) + 1 if len(c.columns["local_track"]) else 0 for c in chunks]
-    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    ds = DisjointSet(int(offsets[-1]))
-    for k in range(1, len(chunks)):
-        a, b = chunks[k - 1], chunks[k]
-        pairs = stitch_pairs(
-            a.columns["frame_idx"], a.boxes(), a.columns["local_track"],
-            b.columns["frame_idx"], b.boxes(), b.columns["local_track"],
-            b.chunk.read_start, b.chunk.start,
-        )
-        for ia, ib in np.asarray(pairs, np.int64).reshape(-1, 2):
-            if ia >= 0 and ib >= 0:
-                ds.union(int(offsets[k - 1] + ia), int(offsets[k] + ib))
-    # Name every set after its earliest (chunk, local) member.
-    names = np.empty(int(offsets[-1]), object)
-    root_name: dict[int, str] = {}
-    for k, c in enumerate(chunks):
-        for local in range(sizes[k]):
-            node = int(offsets[k] + local)
-            root = ds.find(node)
-            if root not in root_name:
-                root_name[root] = track_name(movie_id, c.chunk.index, local)
-            names[node] = root_name[root]
+    stitched = join_chunk_tracks(
+        [c.columns["frame_idx"] for c in chunks], [c.boxes() for c in chunks],
+        [c.columns["local_track"] for c in chunks],
+        np.array([c.chunk.start for c in chunks], np.int64),
+        np.array([c.chunk.read_start for c in chunks], np.int64),
+        min_track_faces=cfg.tracker.min_track_faces,
+    )
+    names = np.array(
+        [track_name(movie_id, chunks[k].chunk.index, local) for k, local in stitched.roots], dtype=object
+    )
     keep_cols: dict[str, list[np.ndarray]] = {}
     track_ids: list[np.ndarray] = []
     for k, c in enumerate(chunks):
-        local = c.columns["local_track"]
-        keep = c.columns["owned"].astype(bool) & (local >= 0)
+        labels = stitched.labels[k]
+        keep = stitched.keep[k] & (labels >= 0)
         for key, val in c.columns.items():
             if key not in ("local_track", "owned"):
                 keep_cols.setdefault(key, []).append(val[keep])
-        track_ids.append(names[offsets[k] + local[keep]] if keep.any() else np.zeros(0, object))
+        track_ids.append(names[labels[keep]])
     if chunks:
         faces = {k: np.concatenate(v) for k, v in keep_cols.items()}
     else:

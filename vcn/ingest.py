@@ -46,11 +46,8 @@ class IngestConfig:
     def __post_init__(self) -> None:
         if self.stride < 1:
             raise ConfigError(f"IngestConfig.stride must be >= 1, got {self.stride}")
-        if self.chunk.overlap_frames < self.shots.min_scene_len:
-            raise ConfigError(
-                f"ChunkConfig.overlap_frames ({self.chunk.overlap_frames}) must be >= "
-                f"ShotConfig.min_scene_len ({self.shots.min_scene_len}) so cuts near a boundary are seen"
-            )
+        # Cuts near a chunk start are only seen by the previous chunk: the overlap must cover them.
+        self.chunk.check_covers(self.shots.min_scene_len)
 
 
 @dataclass
