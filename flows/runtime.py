@@ -24,8 +24,11 @@ def prefect_api() -> Iterator[str]:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    # No telemetry from a private server (this machine may have no internet at all), and a
+    # generous start-up timeout: a loaded laptop can take well over the default 20 s.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     server = SubprocessASGIServer()
-    server.start()
+    server.start(timeout=int(os.environ.get("VCN_SERVER_STARTUP_TIMEOUT", "180")))
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         yield server.api_url
