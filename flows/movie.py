@@ -12,26 +12,44 @@ from prefect import flow, unmapped
 from prefect.filesystems import LocalFileSystem
 from prefect_dask import DaskTaskRunner
 
+from storage.manifest import file_lock
 from tasks.cluster import cluster_tracks
 from tasks.ingest import assemble_tracks, chunk_plan, ingest_chunk, prepare_movie
+from tasks.stages import previous_rows, record_failure, stages_to_run
 from vcn.config import PipelineConfig, fingerprint
 
 
 @flow(name="process-movie", flow_run_name="process-movie-{video_path}", log_prints=True)
-def process_movie(video_path: str, out_dir: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def process_movie(
+    video_path: str, out_dir: str, config: dict[str, Any] | None = None, rerun_from: str | None = None
+) -> dict[str, Any]:
     """Process one video into ``out_dir/<movie_id>/``; return the run summary.
 
     ``config``: a nested dict of overrides of :class:`vcn.config.PipelineConfig` (JSON-able, so
-    that deployments can pass it as a parameter).
+    that deployments can pass it as a parameter). Stages that completed with the same config and
+    code are reused; ``rerun_from`` (a stage name) forces that stage and the later ones to run.
     """
     cfg = PipelineConfig.from_dict(config or {})
     ctx = prepare_movie(video_path, out_dir, cfg)
-    futures = ingest_chunk.map(unmapped(ctx), chunk_plan(ctx))
-    reports = [f.result() for f in futures]
-    rows = assemble_tracks(ctx, reports)
-    clusters = cluster_tracks(ctx)
-    return {"movie_id": ctx.movie_id, "output": ctx.out_root, "video": video_path,
-            "duration_s": ctx.info.duration_s, **rows, **clusters}
+    # One run per title at a time: a second run waits, then finds the work done.
+    with file_lock(ctx.layout.lock, timeout_s=6 * 3600):
+        plan = stages_to_run(ctx, rerun_from)
+        summary: dict[str, Any] = {"movie_id": ctx.movie_id, "output": ctx.out_root, "video": video_path,
+                                   "duration_s": ctx.info.duration_s, "stages_run": plan}
+        for stage, run in plan.items():
+            if not run:
+                summary.update(previous_rows(ctx, stage))
+                continue
+            try:
+                if stage == "tracks":
+                    futures = ingest_chunk.map(unmapped(ctx), chunk_plan(ctx), force=rerun_from == "tracks")
+                    summary.update(assemble_tracks(ctx, [f.result() for f in futures]))
+                elif stage == "clusters":
+                    summary.update(cluster_tracks(ctx))
+            except Exception as exc:
+                record_failure(ctx, stage, exc)
+                raise
+    return summary
 
 
 def movie_flow(out_dir: str, dask_address: str):

@@ -112,9 +112,10 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
     timeout_seconds=3600,
     task_run_name="ingest-chunk-{chunk.index}",
 )
-def ingest_chunk(ctx: MovieContext, chunk: Chunk) -> dict[str, Any]:
-    """Run stage 1 on one chunk and write its faces and crops; skip when already done."""
-    if _chunk_is_done(ctx, chunk):
+def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[str, Any]:
+    """Run stage 1 on one chunk and write its faces and crops; skip when already done
+    (unless ``force``)."""
+    if not force and _chunk_is_done(ctx, chunk):
         meta = schemas.table_metadata(str(ctx.layout.chunk_faces(chunk.index)))
         return {"index": chunk.index, "computed": False, "n_frames": meta["n_frames"], "timings": {}}
     cfg = ctx.config.ingest

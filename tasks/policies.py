@@ -43,6 +43,7 @@ def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str:
     ctx, chunk = parameters["ctx"], parameters["chunk"]
     layout = ctx.layout
     present = layout.chunk_faces(chunk.index).exists() and layout.chunk_crops(chunk.index).exists()
-    nonce = "present" if present else uuid.uuid4().hex  # missing output: never a cache hit
+    # Missing output or a forced re-run: never a cache hit.
+    nonce = "present" if present and not parameters.get("force") else uuid.uuid4().hex
     return f"vcn-chunk-{ctx.movie_id}-{chunk.index}-{chunk.read_start}-{chunk.end}-" \
            f"{ctx.stage_hash('tracks')}-{ctx.code_hash}-{nonce}"

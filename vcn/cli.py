@@ -69,6 +69,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from flows.movie import movie_flow
+    from flows.runtime import dask_cluster, prefect_api
+
+    movie_dir = Path(args.movie_dir).resolve()
+    manifest_path = movie_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise VcnError(f"{manifest_path}: no manifest; pass a folder OUT/<movie_id> made by `vcn run`")
+    manifest = json.loads(manifest_path.read_text())
+    video = manifest["input"]["path"]
+    with prefect_api(), dask_cluster(args.dask_address, args.workers) as address:
+        summary = movie_flow(str(movie_dir.parent), address)(
+            video_path=video, out_dir=str(movie_dir.parent), config=manifest.get("config", {}),
+            rerun_from=args.from_stage,
+        )
+    ran = [s for s, run in summary.get("stages_run", {}).items() if run]
+    print(f"vcn: re-ran {', '.join(ran) or 'nothing (all stages complete)'} for {video}")
+    return 0
+
+
 def format_summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
     """A human-readable summary of a batch."""
     lines = ["", f"vcn: {len(results)} video(s) done, {len(failed)} failed"]
@@ -131,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--chunk-seconds", type=float, help="length of the chunks fanned out to workers")
     run.add_argument("--json", help="also write the batch summary as JSON to this file")
     run.set_defaults(func=cmd_run)
+
+    rr = sub.add_parser("rerun", help="re-run the failed (or named) stages of a processed movie")
+    rr.add_argument("movie_dir", help="a movie's output folder, OUT/<movie_id>")
+    rr.add_argument("--from", dest="from_stage", help="force this stage and the later ones: tracks, clusters")
+    rr.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
+    rr.add_argument("--dask-address", help="use a running distributed scheduler")
+    rr.set_defaults(func=cmd_rerun)
 
     ev = sub.add_parser("eval", help="score a result against face-level ground truth")
     ev.add_argument("--gt", required=True, help="CSV: video,frame_idx,x1,y1,x2,y2,identity")

@@ -92,5 +92,6 @@ def _build(cls: type, overrides: dict[str, Any], where: str) -> Any:
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             kwargs[key] = _build(hint, value, f"{where}.{key}")
         else:
-            kwargs[key] = value
+            # JSON has no tuples; configs must stay hashable (they key model caches).
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)
