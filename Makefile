@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 SAMPLE ?= samples/short_hamilton_clip.mp4
 OUT ?= out
 
-.PHONY: venv run test lint bench serve clean
+.PHONY: venv run test lint bench serve clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,11 @@ venv: $(BIN)/.installed
 run: venv
 	$(BIN)/vcn run $(SAMPLE) --out $(OUT)
 
-test: venv
+# Headless Chromium for tests/test_report.py (Debian package; needs root when it is missing).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: venv chromium
 	$(BIN)/python -m pytest -q
 
 lint: venv

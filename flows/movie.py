@@ -15,6 +15,7 @@ from prefect_dask import DaskTaskRunner
 from storage.manifest import file_lock
 from tasks.cluster import cluster_tracks
 from tasks.ingest import assemble_tracks, chunk_plan, ingest_chunk, prepare_movie
+from tasks.report import write_report
 from tasks.stages import previous_rows, record_failure, stages_to_run
 from vcn.config import PipelineConfig, fingerprint
 
@@ -49,6 +50,7 @@ def process_movie(
             except Exception as exc:
                 record_failure(ctx, stage, exc)
                 raise
+        summary["report"] = write_report(ctx)
     return summary
 
 

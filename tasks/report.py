@@ -1,0 +1,82 @@
+"""Report task: read a movie's outputs, render the cluster report, write ``report.html``.
+
+``build_report`` and ``publish_markdown_artifact`` are plain functions (the CLI calls them without
+a flow); ``write_report`` wraps both as a Prefect task for the per-movie flow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from storage.atomic import write_bytes
+from storage.layout import MovieLayout
+from storage.results import MovieResults, load_crops, load_results
+from tasks.context import MovieContext
+from tasks.policies import is_transient
+from vcn.report import (
+    ReportConfig,
+    encode_thumbnails,
+    ordered_clusters,
+    render_html,
+    render_markdown,
+    select_thumbnail_faces,
+)
+
+
+def load_thumbnails(
+    movie_dir: str, results: MovieResults, cfg: ReportConfig | None = None
+) -> dict[int, bytes]:
+    """Thumbnails (face id -> JPEG bytes) of the faces the report shows."""
+    cfg = cfg or ReportConfig()
+    selected = select_thumbnail_faces(results, cfg).values()
+    ids = np.unique(np.concatenate([np.zeros(0, np.int64), *selected]))
+    return dict(zip(ids.tolist(), encode_thumbnails(load_crops(movie_dir, ids), cfg), strict=True))
+
+
+def build_report(movie_dir: str, cfg: ReportConfig | None = None) -> str:
+    """Write ``movie_dir/report.html`` (atomically) and return its path.
+
+    Raises :class:`vcn.errors.StageError` when the folder is not a finished run.
+    """
+    cfg = cfg or ReportConfig()
+    results = load_results(movie_dir)
+    page = render_html(results, load_thumbnails(movie_dir, results, cfg), cfg)
+    dest = MovieLayout(Path(movie_dir)).report
+    write_bytes(dest, page.encode("utf-8"))
+    return str(dest)
+
+
+def publish_markdown_artifact(movie_dir: str, cfg: ReportConfig | None = None) -> UUID:
+    """Create the Prefect Markdown artifact ``vcn-<movie_id>`` summarising the clusters.
+
+    Call it inside a flow or task run (Prefect links the artifact to that run and deprecates
+    artifacts made outside one); needs a reachable Prefect API.
+    """
+    cfg = cfg or ReportConfig()
+    results = load_results(movie_dir)
+    layout = MovieLayout(Path(movie_dir))
+    # Only the representative faces appear in the table.
+    reps = ordered_clusters(results)["rep_face_id"].head(cfg.markdown_max_clusters).to_numpy(np.int64)
+    thumbs = dict(zip(reps.tolist(), encode_thumbnails(load_crops(movie_dir, reps), cfg), strict=True))
+    markdown = render_markdown(results, thumbs, cfg, report_path=str(layout.report))
+    return create_markdown_artifact(
+        markdown=markdown, key=f"vcn-{results.movie_id}",
+        description=f"Face clusters of {Path(str(results.manifest.get('input', {}).get('path', ''))).name}",
+    )
+
+
+@task(name="write-report", retries=1, retry_condition_fn=is_transient)
+def write_report(ctx_or_movie_dir: MovieContext | str, publish: bool = True) -> str:
+    """Prefect task: write ``report.html`` and (``publish``) the Markdown artifact; return the path."""
+    movie_dir = str(ctx_or_movie_dir.layout.root) if isinstance(ctx_or_movie_dir, MovieContext) \
+        else str(ctx_or_movie_dir)
+    path = build_report(movie_dir)
+    if publish:
+        publish_markdown_artifact(movie_dir)
+    get_run_logger().info("report: %s", path)
+    return path
