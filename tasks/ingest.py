@@ -109,7 +109,6 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
     retry_delay_seconds=[2, 10],
     retry_condition_fn=is_transient,
     cache_key_fn=chunk_cache_key,
-    timeout_seconds=3600,
     task_run_name="ingest-chunk-{chunk.index}",
 )
 def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[str, Any]:
