@@ -1,0 +1,294 @@
+"""HAC, parameter-free clustering (loss, cosine, Euclidean) and the baselines, on synthetic data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vcn.baselines import dbscan_faces, finch, finch_partitions, track_majority
+from vcn.clustering import (
+    CosineDistance,
+    EuclideanDistance,
+    LossDistance,
+    embedding_track_stats,
+    hac,
+    loss_track_stats,
+    own_thresholds,
+    parameter_free,
+    parameter_free_embedding,
+    parameter_free_loss,
+    robust_thresholds,
+    view_thresholds_embedding,
+    view_thresholds_loss,
+)
+from vcn.errors import ConfigError, InputError
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def make_tracks(
+    rng: np.random.Generator,
+    tracks_per_identity: list[int],
+    dim: int = 64,
+    face_spread: float = 0.5,
+    track_spread: float = 0.0,
+    faces: tuple[int, int] = (4, 12),
+    views: int = 0,
+    view_spread: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Blobs on the sphere: identity centre -> track centre -> faces (-> augmented views).
+
+    Returns ``(embeddings (N, dim) float32, track_index (N,), identity per track (T,),
+    views (N, V, dim) or None)``; view 0 is the face itself.
+    """
+    centres = unit(rng.normal(size=(len(tracks_per_identity), dim)))
+    emb, index, ident = [], [], []
+    for person, n_tracks in enumerate(tracks_per_identity):
+        for _ in range(n_tracks):
+            centre = unit(centres[person] + track_spread * rng.normal(size=dim) / np.sqrt(dim))
+            n = int(rng.integers(faces[0], faces[1] + 1))
+            emb.append(unit(centre + face_spread * rng.normal(size=(n, dim)) / np.sqrt(dim)))
+            index += [len(ident)] * n
+            ident.append(person)
+    x = np.concatenate(emb)
+    multi = None
+    if views:
+        noise = view_spread * rng.normal(size=(len(x), views, dim)) / np.sqrt(dim)
+        multi = unit(x[:, None, :] + noise)
+        multi[:, 0] = x
+        multi = multi.astype(np.float32)
+    return x.astype(np.float32), np.array(index), np.array(ident), multi
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+    return len(pairs) == len(np.unique(a)) == len(np.unique(b))
+
+
+def dino_outputs(
+    rng: np.random.Generator, x: np.ndarray, k: int = 48, t_teacher: float = 0.04, t_student: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher softmax and student log-softmax of a random prototype head, DINO temperatures."""
+    protos = unit(rng.normal(size=(k, x.shape[-1])))
+    logits = x @ protos.T
+    z = (logits - logits.mean(axis=tuple(range(logits.ndim - 1)))) / t_teacher
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    s = logits / t_student
+    s = s - s.max(-1, keepdims=True)
+    s -= np.log(np.exp(s).sum(-1, keepdims=True))
+    return p.astype(np.float32), s.astype(np.float32)
+
+
+# ---------------------------------------------------------------- HAC
+
+
+def test_hac_two_groups_and_degenerate_sizes() -> None:
+    rng = np.random.default_rng(0)
+    x, index, ident, _ = make_tracks(rng, [4, 4], face_spread=0.3)
+    means = np.stack([x[index == t].mean(0) for t in range(8)])
+    labels = hac(means, threshold=0.5)
+    assert labels.dtype == np.int64
+    assert same_partition(labels, ident)
+    assert hac(means[:1]).tolist() == [0]
+    assert hac(np.zeros((0, 8))).shape == (0,)
+    with pytest.raises(ConfigError, match="cosine distance"):
+        hac(means, threshold=2.5)
+
+
+# ---------------------------------------------------------------- distance models
+
+
+def brute_mean_distance(fn, a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([fn(i, j) for i in a for j in b]))
+
+
+def test_models_equal_brute_force_pairs() -> None:
+    rng = np.random.default_rng(1)
+    x, index, _, _ = make_tracks(rng, [2, 1], dim=16, faces=(1, 5))
+    p, s = dino_outputs(rng, x, k=12)
+    sets = [np.flatnonzero(index == t) for t in range(3)]
+    models = {
+        "loss": (loss_track_stats(p, s, index), LossDistance(),
+                 lambda i, j: -(p[i] @ s[j] + p[j] @ s[i]) / 2),
+        "cosine": (embedding_track_stats(x, index, "cosine"), CosineDistance(),
+                   lambda i, j: 1 - float(x[i] @ x[j])),
+        "euclidean": (embedding_track_stats(2 * x, index, "euclidean"), EuclideanDistance(),
+                      lambda i, j: float(np.sum((2 * x[i] - 2 * x[j]) ** 2))),
+    }
+    for stats, model, fn in models.values():
+        left, right, offset = model.bilinear(stats)
+        cross = offset[:, None] + offset[None, :] + left @ right.T
+        own = own_thresholds(stats, model)
+        for a in range(3):
+            for b in range(3):
+                if a != b:
+                    assert cross[a, b] == pytest.approx(brute_mean_distance(fn, sets[a], sets[b]), abs=1e-5)
+            distinct = [(i, j) for i in sets[a] for j in sets[a] if i != j]
+            if distinct:
+                assert own[a] == pytest.approx(np.mean([fn(i, j) for i, j in distinct]), abs=1e-5)
+            else:
+                assert np.isnan(own[a])
+
+
+# ---------------------------------------------------------------- parameter-free clustering
+
+
+def test_parameter_free_cosine_recovers_identities() -> None:
+    rng = np.random.default_rng(2)
+    x, index, ident, _ = make_tracks(rng, [6, 5, 4, 3, 1])
+    labels = parameter_free_embedding(x, index, "cosine")
+    assert labels.dtype == np.int64 and labels.shape == ident.shape
+    assert same_partition(labels, ident)
+    # Euclidean on unit vectors is twice the cosine distance, thresholds included.
+    np.testing.assert_array_equal(parameter_free_embedding(x, index, "euclidean"), labels)
+
+
+def test_parameter_free_loss_recovers_identities() -> None:
+    rng = np.random.default_rng(3)
+    x, index, ident, _ = make_tracks(rng, [5, 4, 4, 2])
+    p, s = dino_outputs(rng, x)
+    labels = parameter_free_loss(p, s, index)
+    assert same_partition(labels, ident)
+
+
+def test_paper_thresholds_fail_on_near_duplicates_views_fix_it() -> None:
+    """Still-photo tracks: faces inside a track are near-identical, tracks of one person are not."""
+    rng = np.random.default_rng(4)
+    x, index, ident, views = make_tracks(rng, [5, 5, 4, 3], face_spread=0.05, track_spread=0.3, views=4)
+    stats = embedding_track_stats(x, index, "cosine")
+    own = own_thresholds(stats, CosineDistance())
+    paper = parameter_free(stats, CosineDistance(), own).labels
+    assert len(np.unique(paper)) > 2 * len(np.unique(ident))  # merges (almost) nothing
+    tau = view_thresholds_embedding(views, index, "cosine")
+    assert np.all(tau > 3 * own)
+    fixed = parameter_free_embedding(x, index, "cosine", track_thresholds=tau)
+    assert same_partition(fixed, ident)
+    # The loss version takes view thresholds the same way.
+    p, s = dino_outputs(rng, views)
+    tau_loss = view_thresholds_loss(p, s, index)
+    labels = parameter_free_loss(p[:, 0], s[:, 0], index, track_thresholds=tau_loss)
+    assert same_partition(labels, ident)
+
+
+def test_median_floor_repairs_static_tracks_among_moving_ones() -> None:
+    rng = np.random.default_rng(5)
+    moving = make_tracks(rng, [4, 4, 4], face_spread=0.5, faces=(6, 12))
+    static_x = []
+    for person in range(3):
+        # Two static tracks per person: near-copies of one face drawn from the moving tracks.
+        base = moving[0][moving[1] == 4 * person]
+        for k in range(2):
+            face = base[k]
+            static_x.append(unit(face + 0.01 * rng.normal(size=(5, face.size))))
+    x = np.concatenate([moving[0], *static_x]).astype(np.float32)
+    index = np.concatenate([moving[1], 12 + np.repeat(np.arange(6), 5)])
+    ident = np.concatenate([moving[2], np.repeat(np.arange(3), 2)])
+    stats = embedding_track_stats(x, index, "cosine")
+    own = own_thresholds(stats, CosineDistance())
+    assert np.all(own[12:] < 0.2 * np.median(own[:12]))
+    labels = parameter_free_embedding(x, index, "cosine")
+    assert same_partition(labels, ident)
+
+
+def test_one_huge_identity_ends_correctly() -> None:
+    rng = np.random.default_rng(6)
+    x, index, ident, _ = make_tracks(rng, [200, 1, 1, 1, 1, 1], faces=(2, 8))
+    result = parameter_free(embedding_track_stats(x, index, "cosine"), CosineDistance())
+    assert same_partition(result.labels, ident)
+    assert len(result.rounds) <= 10
+    assert result.rounds[-1].links == 0
+
+
+def test_identical_and_single_face_tracks() -> None:
+    rng = np.random.default_rng(7)
+    a, b = unit(rng.normal(size=(2, 32)))
+    x = np.concatenate([np.tile(a, (4, 1)), np.tile(a, (3, 1)), np.tile(b, (5, 1)), b[None]])
+    index = np.repeat([0, 1, 2, 3], [4, 3, 5, 1])
+    labels = parameter_free_embedding(x, index, "cosine")
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1])
+    p, s = dino_outputs(rng, x)
+    np.testing.assert_array_equal(parameter_free_loss(p, s, index), [0, 0, 1, 1])
+    # One track, one face: one cluster.
+    assert parameter_free_embedding(x[:1], np.zeros(1, np.int64)).tolist() == [0]
+
+
+def test_robust_thresholds_and_input_errors() -> None:
+    own = np.array([0.1, np.nan, 0.3, 0.02])
+    np.testing.assert_allclose(robust_thresholds(own), [0.1, 0.1, 0.3, 0.1])
+    assert np.all(robust_thresholds(np.array([np.nan, np.nan])) == -np.inf)
+    x = unit(np.random.default_rng(8).normal(size=(4, 8)))
+    with pytest.raises(InputError, match="every track id"):
+        parameter_free_embedding(x, np.array([0, 0, 2, 2]))
+    with pytest.raises(ConfigError, match="metric"):
+        parameter_free_embedding(x, np.array([0, 0, 1, 1]), metric="manhattan")
+    with pytest.raises(InputError, match=r"\(2,\)"):
+        parameter_free_embedding(x, np.array([0, 0, 1, 1]), track_thresholds=np.ones(3))
+    with pytest.raises(InputError, match="log_softmax"):
+        parameter_free_loss(np.ones((2, 3)) / 3, np.full((2, 3), -np.inf), np.array([0, 1]))
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def naive_dbscan(x: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
+    """Textbook DBSCAN by breadth-first expansion (reference for the blocked version)."""
+    near = (1 - unit(x) @ unit(x).T) <= eps + 1e-6
+    core = near.sum(1) >= min_samples
+    labels = np.full(len(x), -1)
+    current = 0
+    for i in np.flatnonzero(core):
+        if labels[i] >= 0:
+            continue
+        labels[i] = current
+        queue = [i]
+        while queue:
+            j = queue.pop()
+            if not core[j]:
+                continue
+            for k in np.flatnonzero(near[j]):
+                if labels[k] < 0:
+                    labels[k] = current
+                    queue.append(k)
+        current += 1
+    return labels
+
+
+def test_dbscan_matches_reference_and_majority() -> None:
+    rng = np.random.default_rng(9)
+    x, index, ident, _ = make_tracks(rng, [3, 3, 2], face_spread=0.6, faces=(3, 6))
+    outliers = unit(rng.normal(size=(4, x.shape[1]))).astype(np.float32)
+    x = np.concatenate([x, outliers])
+    labels = dbscan_faces(x, eps=0.5, min_samples=3)
+    ref = naive_dbscan(x, 0.5, 3)
+    core_or_noise = ref >= 0
+    assert same_partition(labels[core_or_noise], ref[core_or_noise])
+    np.testing.assert_array_equal(labels < 0, ref < 0)
+    assert np.all(labels[-4:] == -1)
+    index = np.concatenate([index, index.max() + 1 + np.arange(4)])
+    face_labels = dbscan_faces(x, track_index=index)
+    per_track = track_majority(face_labels, index)
+    assert same_partition(per_track[: len(ident)], ident)
+    assert np.all(per_track[len(ident):] == -1)
+
+
+def test_track_majority_ignores_noise_and_breaks_ties_low() -> None:
+    labels = np.array([2, 2, -1, -1, -1, 1, 0, 1, 0, -1])
+    index = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 2])
+    np.testing.assert_array_equal(track_majority(labels, index), [2, 0, -1])
+
+
+def test_finch_levels() -> None:
+    rng = np.random.default_rng(10)
+    x, index, ident, _ = make_tracks(rng, [8, 8, 8], face_spread=0.3, track_spread=0.4)
+    means = np.stack([x[index == t].mean(0) for t in range(len(ident))])
+    parts = finch_partitions(means)
+    sizes = [len(np.unique(p)) for p in parts]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] <= len(ident) // 2 and sizes[-1] == 1
+    # Coarser levels only merge: each level-1 cluster lies inside one level-2 cluster.
+    assert len(np.unique(np.stack([parts[0], parts[1]], axis=1), axis=0)) == sizes[0]
+    assert same_partition(finch(means, level=None), ident)
+    np.testing.assert_array_equal(finch(means, level=99), parts[-1])
+    assert finch(means[:1]).tolist() == [0]
