@@ -14,6 +14,7 @@ from prefect_dask import DaskTaskRunner
 
 from storage.manifest import file_lock
 from tasks.cluster import cluster_tracks
+from tasks.finetune import finetune_model
 from tasks.ingest import assemble_tracks, chunk_plan, ingest_chunk, prepare_movie
 from tasks.report import write_report
 from tasks.stages import previous_rows, record_failure, stages_to_run
@@ -45,6 +46,8 @@ def process_movie(
                 if stage == "tracks":
                     futures = ingest_chunk.map(unmapped(ctx), chunk_plan(ctx), force=rerun_from == "tracks")
                     summary.update(assemble_tracks(ctx, [f.result() for f in futures]))
+                elif stage == "finetune":
+                    summary.update(finetune_model.submit(ctx).result())
                 elif stage == "clusters":
                     summary.update(cluster_tracks(ctx))
             except Exception as exc:

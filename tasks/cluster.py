@@ -12,10 +12,15 @@ from prefect.runtime import flow_run, task_run
 
 from storage import schemas
 from storage.atomic import write_parquet
+from storage.checkpoints import load_checkpoint
 from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
+from tasks.finetune import sampled_faces
 from tasks.policies import is_transient
+from vcn.backbone import load_backbone
 from vcn.clustering import hac
+from vcn.errors import StageError
+from vcn.method import cluster
 from vcn.summary import TrackSummary, cluster_names, summarize_clusters
 
 
@@ -34,6 +39,22 @@ def read_tracks(path: str) -> TrackSummary:
     )
 
 
+def _cluster_vcn(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Labels (T,) (-1 = unknown) and SER-FIQ quality (T,) of the parameter-free clustering."""
+    ck = load_checkpoint(ctx.layout.model_dir / "final.pt")
+    if ck is None:
+        raise StageError(f"{ctx.layout.model_dir / 'final.pt'}: no finetuned model; run `vcn rerun "
+                         f"{ctx.layout.root} --from finetune`")
+    _, index, crops = sampled_faces(ctx)
+    backbone = load_backbone(ctx.models.recognizer)
+    state = ck.state
+    if state is None:  # a single-track movie: nothing was finetuned
+        raise StageError(f"{ctx.layout.root}: finetune produced no model; re-run with --from finetune")
+    res = cluster(backbone, state, crops, index, ctx.config.method, ctx.config.seed)
+    rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
+    return res.labels, res.quality, {"merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum())}
+
+
 @task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient)
 def cluster_tracks(ctx: MovieContext) -> dict[str, Any]:
     """Cluster the movie's tracks with the configured method and write the results."""
@@ -44,13 +65,22 @@ def cluster_tracks(ctx: MovieContext) -> dict[str, Any]:
     tracks = read_tracks(str(layout.tracks))
     faces_table = pq.read_table(layout.faces)
     faces = schemas.columns_from_table(faces_table.select(["face_id", "track_id", "embedding"]))
-    labels = hac(tracks.mean_embedding, threshold=cfg.hac_threshold) if len(tracks.track_id) else \
-        np.zeros(0, np.int64)
+    extra: dict[str, Any] = {}
+    if len(tracks.track_id) == 0:
+        labels = np.zeros(0, np.int64)
+    elif cfg.method == "hac" or len(tracks.track_id) == 1:
+        labels = hac(tracks.mean_embedding, threshold=cfg.hac_threshold)
+    else:
+        labels, quality, extra = _cluster_vcn(ctx)
+        tracks.quality = quality.astype(np.float32)
     track_cluster = cluster_names(labels, tracks.n_faces)
     row_of = tracks.index_of(faces["track_id"].astype(object))
     face_cluster = track_cluster[row_of] if len(row_of) else np.zeros(0, object)
     write_parquet(layout.faces, _set_column(faces_table, "cluster_id", face_cluster))
     tracks_table = _set_column(pq.read_table(layout.tracks), "cluster_id", track_cluster)
+    tracks_table = tracks_table.set_column(
+        tracks_table.schema.get_field_index("quality"), "quality", pa.array(tracks.quality, pa.float32())
+    )
     write_parquet(layout.tracks, tracks_table)
     summary = summarize_clusters(
         tracks, track_cluster, faces["face_id"], row_of, faces["embedding"], ctx.info.fps,
@@ -63,7 +93,7 @@ def cluster_tracks(ctx: MovieContext) -> dict[str, Any]:
         "status": "completed", "started": started, "ended": now_iso(), "method": cfg.method,
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
         "config_hash": ctx.stage_hash("clusters"), "code_hash": ctx.code_hash, "rows": rows,
-        "outputs": ["faces.parquet", "tracks.parquet", "clusters.parquet"],
+        "outputs": ["faces.parquet", "tracks.parquet", "clusters.parquet"], **extra,
     })
     logger.info("movie %s: %d clusters", ctx.movie_id, n_clusters)
     return rows

@@ -15,7 +15,7 @@ from storage.manifest import now_iso, read_manifest, record_stage, stage_is_comp
 from tasks.context import MovieContext
 from vcn.errors import ConfigError
 
-STAGES = ("tracks", "clusters")
+STAGES = ("tracks", "finetune", "clusters")
 
 
 def stages_to_run(ctx: MovieContext, rerun_from: str | None = None) -> dict[str, bool]:
@@ -24,8 +24,8 @@ def stages_to_run(ctx: MovieContext, rerun_from: str | None = None) -> dict[str,
         raise ConfigError(f"unknown stage {rerun_from!r} for --from; stages are {', '.join(STAGES)}")
     plan: dict[str, bool] = {}
     upstream_runs = False
-    for i, stage in enumerate(STAGES):
-        forced = rerun_from is not None and i >= STAGES.index(rerun_from)
+    for stage in ctx.config.stages():
+        forced = rerun_from is not None and STAGES.index(stage) >= STAGES.index(rerun_from)
         done = stage_is_complete(ctx.layout, stage, ctx.stage_hash(stage), ctx.code_hash)
         plan[stage] = forced or upstream_runs or not done
         upstream_runs = upstream_runs or plan[stage]

@@ -103,7 +103,8 @@ def test_outputs_follow_the_contract(batch_run):
 def test_eval_on_the_labelled_clip(batch_run, capsys):
     _, _, summary, _ = batch_run
     json_out = Path(summary["ok"][0]["output"]) / "eval.json"
-    assert vcn_main(["eval", "--gt", str(GT), "--pred", summary["ok"][0]["output"], "--json", str(json_out)]) == 0
+    pred = summary["ok"][0]["output"]
+    assert vcn_main(["eval", "--gt", str(GT), "--pred", pred, "--json", str(json_out)]) == 0
     report = json.loads(json_out.read_text())
     assert report["coverage"] > 0.8
     assert report["wcp"] > 0.9
@@ -119,3 +120,39 @@ def test_rerun_reuses_finished_chunks(batch_run, prefect_server):
     rows = json.loads(again.read_text())["ok"][0]
     assert rows["chunks_computed"] == 1, "only the deleted chunk is recomputed"
     assert rows["faces"] == summary["ok"][0]["faces"]
+
+
+SHORT_FINETUNE = {
+    "method": {"finetune": {"min_steps": 8, "max_steps": 8, "batch_pairs": 16, "faces_per_track": 3},
+               "matching": {"max_rounds": 1}, "serfiq": {"passes": 6}, "views": {"n_views": 2},
+               "faces_per_track": 4},
+}
+
+
+def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys):
+    """The default method end to end with a tiny CPU finetune budget: the weights change, the
+    checkpoint and the lineage are recorded, every track gets a cluster or ``unknown``."""
+    import torch
+
+    from storage.checkpoints import load_checkpoint
+    from vcn.backbone import load_backbone
+    from vcn.detection import default_model_dir, find_models
+
+    out = tmp_path / "out"
+    summary = tmp_path / "s.json"
+    assert vcn_main(["run", str(SAMPLE), "--out", str(out), "--workers", "1", "--method", "vcn",
+                     "--config", json.dumps(SHORT_FINETUNE), "--json", str(summary)]) == 0
+    result = json.loads(summary.read_text())["ok"][0]
+    layout = MovieLayout(Path(result["output"]))
+    manifest = json.loads(layout.manifest.read_text())
+    ft = manifest["stages"]["finetune"]
+    assert ft["status"] == "completed" and ft["checkpoint_blake2b"]
+    assert manifest["stages"]["clusters"]["method"] == "vcn"
+    ck = load_checkpoint(layout.model_dir / "final.pt")
+    assert ck is not None and ck.state is not None and ck.state.step == 16
+    generic = dict(load_backbone(find_models(default_model_dir()).recognizer).named_parameters())
+    changed = [k for k, v in ck.state.student_tail.items() if not torch.allclose(v, generic[k].detach())]
+    assert changed, "the joint stage must change backbone weights"
+    tracks = pq.read_table(layout.tracks).to_pandas()
+    assert (tracks["cluster_id"] != "").all() and tracks["quality"].notna().all()
+    assert result["clusters"] >= 2

@@ -16,6 +16,7 @@ from typing import Any
 
 from vcn.errors import ConfigError
 from vcn.ingest import IngestConfig
+from vcn.method import MethodConfig
 
 METHODS = ("vcn", "hac")
 
@@ -24,12 +25,12 @@ METHODS = ("vcn", "hac")
 class ClusterConfig:
     """How tracks become clusters.
 
-    ``method``: ``vcn`` (self-supervised finetune + parameter-free clustering, the default once
-    available) or ``hac`` (average-linkage HAC on cosine distance over track means).
+    ``method``: ``vcn`` (self-supervised finetune + parameter-free clustering, the default) or
+    ``hac`` (average-linkage HAC on cosine distance over track means, no finetune).
     ``hac_threshold``: cosine-distance cut of the HAC baseline.
     """
 
-    method: str = "hac"
+    method: str = "vcn"
     hac_threshold: float = 0.6
 
     def __post_init__(self) -> None:
@@ -47,6 +48,7 @@ class PipelineConfig:
 
     ingest: IngestConfig = field(default_factory=IngestConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     model_dir: str | None = None
     seed: int = 0
 
@@ -60,13 +62,21 @@ class PipelineConfig:
         :class:`ConfigError` naming them."""
         return _build(cls, overrides, "config")
 
+    def stages(self) -> tuple[str, ...]:
+        """The stages this config runs, in order."""
+        return ("tracks", "finetune", "clusters") if self.cluster.method == "vcn" else ("tracks", "clusters")
+
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config a stage's output depends on."""
         if stage == "tracks":
             return {"ingest": dataclasses.asdict(self.ingest), "model_dir": self.model_dir}
-        if stage == "clusters":
-            return {"cluster": dataclasses.asdict(self.cluster), "seed": self.seed,
+        if stage == "finetune":
+            return {"method": dataclasses.asdict(self.method), "seed": self.seed,
                     "upstream": self.stage_config("tracks")}
+        if stage == "clusters":
+            upstream = "finetune" if self.cluster.method == "vcn" else "tracks"
+            return {"cluster": dataclasses.asdict(self.cluster), "seed": self.seed,
+                    "upstream": self.stage_config(upstream)}
         raise ConfigError(f"unknown stage {stage!r}")
 
 

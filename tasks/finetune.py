@@ -1,0 +1,69 @@
+"""Stages 2-3 task: self-supervised finetune alternating with coarse track matching.
+
+Runs on a Dask worker (a GPU worker when the cluster advertises one). Checkpoints go to
+``model/checkpoint.pt`` as training goes, so a killed finetune resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run, task_run
+
+from storage.checkpoints import load_checkpoint, save_checkpoint
+from storage.crops import read_crops
+from storage.manifest import now_iso, record_stage
+from tasks.context import MovieContext
+from tasks.policies import is_transient
+from vcn.backbone import load_backbone
+from vcn.method import Checkpoint, adapt, sample_rows
+
+
+def sampled_faces(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(face ids (M,), track index (M,) into tracks.parquet rows, crops (M, 112, 112, 3))."""
+    layout = ctx.layout
+    faces = pq.read_table(layout.faces, columns=["face_id", "track_id"]).to_pandas()
+    track_ids = pq.read_table(layout.tracks, columns=["track_id"]).column(0).to_pylist()
+    row_of = {t: i for i, t in enumerate(track_ids)}
+    index = faces["track_id"].map(row_of).to_numpy(np.int64)
+    rows = sample_rows(index, ctx.config.method.faces_per_track)
+    face_ids = faces["face_id"].to_numpy()[rows]
+    return face_ids, index[rows], read_crops(layout.crops_dir, face_ids)
+
+
+@task(name="finetune", retries=1, retry_condition_fn=is_transient)
+def finetune_model(ctx: MovieContext) -> dict[str, Any]:
+    """Adapt the recognizer to the movie; write ``model/final.pt``; record rounds and losses."""
+    logger = get_run_logger()
+    started = now_iso()
+    layout = ctx.layout
+    layout.model_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = layout.model_dir / "checkpoint.pt"
+    _, index, crops = sampled_faces(ctx)
+    rows: dict[str, Any] = {"faces_sampled": len(index), "tracks": int(index.max()) + 1 if len(index) else 0}
+    if len(np.unique(index)) < 2:
+        # Nothing to learn from a single track: the generic model stands.
+        ck = Checkpoint(round=0, matches=np.zeros((0, 2), np.int64), state=None, done=True)
+    else:
+        resume = load_checkpoint(ckpt_path)
+        if resume is not None and resume.state is not None and resume.state.seed != ctx.config.seed:
+            resume = None
+        if resume is not None:
+            logger.info("resuming finetune at round %d, step %d", resume.round,
+                        resume.state.step if resume.state else 0)
+        ck = adapt(load_backbone(ctx.models.recognizer), crops, index, ctx.config.method, ctx.config.seed,
+                   resume=resume, on_checkpoint=lambda c: save_checkpoint(ckpt_path, c))
+    digest = save_checkpoint(layout.model_dir / "final.pt", ck)
+    ckpt_path.unlink(missing_ok=True)
+    rows.update({"rounds": len(ck.history), "matches": len(ck.matches)})
+    record_stage(layout, "finetune", {
+        "status": "completed", "started": started, "ended": now_iso(),
+        "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
+        "config_hash": ctx.stage_hash("finetune"), "code_hash": ctx.code_hash, "rows": rows,
+        "outputs": ["model/final.pt"], "checkpoint_blake2b": digest, "rounds": ck.history,
+        "device": ctx.config.method.finetune.device,
+    })
+    return rows

@@ -1,0 +1,192 @@
+"""VideoClusterNet on one movie: finetune ↔ coarse matching, then parameter-free clustering.
+
+Stage 2 and 3 alternate (:func:`adapt`): coarse matching links tracks whose mean embedding falls
+in another track's dense region; the links become positives of a self-supervised finetune; the
+finetuned model's embeddings give new matches; repeat until the matches stop changing or
+``MatchingConfig.max_rounds``. Stage 4 (:func:`cluster`) scores track quality (SER-FIQ),
+sets low outliers aside as ``unknown`` and clusters the rest with the SSL loss as the distance.
+
+Both stages see a fixed sample of faces per track (:func:`sample_rows`), so cost grows with the
+number of tracks, not with their length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vcn.backbone import OnnxBackbone, preprocess
+from vcn.clustering import (
+    LossDistance,
+    ParameterFreeResult,
+    loss_track_stats,
+    parameter_free,
+    view_thresholds_loss,
+)
+from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
+from vcn.matching import MatchingConfig, coarse_matches
+from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
+from vcn.views import ViewConfig, strong_views
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """The VideoClusterNet stages' configs; fixed across videos, nothing for the user to tune.
+
+    faces_per_track: faces sampled evenly along each track for finetuning, matching, quality and
+        clustering. mad_k: tracks whose quality is more than ``mad_k`` robust deviations below
+        the median are ``unknown``.
+    """
+
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    matching: MatchingConfig = field(default_factory=lambda: MatchingConfig(mutual=True))
+    serfiq: SerFiqConfig = field(default_factory=SerFiqConfig)
+    views: ViewConfig = field(default_factory=ViewConfig)
+    faces_per_track: int = 8
+    mad_k: float = 3.0
+
+
+def sample_rows(track_index: np.ndarray, per_track: int) -> np.ndarray:
+    """Rows (M,) int64 of up to ``per_track`` faces per track, evenly spaced along each track.
+
+    ``track_index`` (N,) int64 in 0..T-1, rows assumed in time order within a track.
+    """
+    track_index = np.asarray(track_index, np.int64)
+    order = np.argsort(track_index, kind="stable")
+    counts = np.bincount(track_index)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    picks = []
+    for s, n in zip(starts, counts, strict=True):
+        if n:
+            picks.append(order[s + np.round(np.linspace(0, n - 1, min(n, per_track))).astype(np.int64)])
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
+
+
+def view_embeddings(
+    backbone: OnnxBackbone, state: FinetuneState | None, views: np.ndarray, cfg: MethodConfig
+) -> np.ndarray:
+    """Embeddings (N*V, D) of views (N, V, 112, 112, 3) under the generic or finetuned model."""
+    flat = views.reshape(-1, *views.shape[2:])
+    if state is not None:
+        return face_outputs(backbone, state, flat, cfg.finetune).embeddings
+    out = []
+    backbone.eval()
+    with torch.no_grad():
+        for i in range(0, len(flat), cfg.finetune.eval_batch):
+            x = preprocess(flat[i:i + cfg.finetune.eval_batch], backbone.input_mean, backbone.input_std)
+            out.append(F.normalize(backbone(x).float(), dim=-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+
+
+@dataclass
+class Checkpoint:
+    """Resumable state of :func:`adapt`: the round, its matches, the finetune state, history."""
+
+    round: int
+    matches: np.ndarray
+    state: FinetuneState | None
+    history: list[dict] = field(default_factory=list)
+    done: bool = False
+
+
+def _pairs(m: np.ndarray) -> set[tuple[int, int]]:
+    return {(int(a), int(b)) for a, b in np.asarray(m).reshape(-1, 2)}
+
+
+def adapt(
+    backbone: OnnxBackbone,
+    crops: np.ndarray,
+    track_index: np.ndarray,
+    cfg: MethodConfig,
+    seed: int,
+    resume: Checkpoint | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+) -> Checkpoint:
+    """Alternate coarse matching and finetuning; return the final checkpoint.
+
+    ``crops`` (N, 112, 112, 3) uint8 BGR sampled faces, ``track_index`` (N,) int64 in 0..T-1.
+    Matching runs on the embeddings of strong views of every face (the clean crop included), so
+    that near-duplicate tracks still get a spread to match against; it is mutual (both tracks'
+    regions must hold the other's mean) because one-sided matches link different people on the
+    real clips. Each round finetunes afresh from the generic model with the round's positives.
+    """
+    views = strong_views(crops, cfg.views, seed)
+    v_index = np.repeat(track_index, cfg.views.n_views)
+    if resume is None:
+        matches = coarse_matches(view_embeddings(backbone, None, views, cfg), v_index, cfg.matching)
+        resume = Checkpoint(round=0, matches=matches, state=None)
+    ck = resume
+    while not ck.done:
+        def save(s: FinetuneState, ck: Checkpoint = ck) -> None:
+            if on_checkpoint is not None:
+                on_checkpoint(Checkpoint(ck.round, ck.matches, s, list(ck.history)))
+
+        state = finetune(backbone, crops, track_index, ck.matches, cfg.finetune, seed, state=ck.state,
+                         on_checkpoint=save)
+        new = coarse_matches(view_embeddings(backbone, state, views, cfg), v_index, cfg.matching)
+        history = [*ck.history, {
+            "round": ck.round, "matches": len(ck.matches), "next_matches": len(new),
+            "steps": state.step, "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
+        }]
+        stable = _pairs(new) == _pairs(ck.matches)
+        last = stable or ck.round + 1 >= cfg.matching.max_rounds
+        if last:
+            ck = Checkpoint(ck.round, ck.matches, state, history, done=True)
+        else:
+            ck = Checkpoint(ck.round + 1, new, None, history)
+        if on_checkpoint is not None:
+            on_checkpoint(ck)
+    return ck
+
+
+@dataclass
+class Clustering:
+    """Outcome of :func:`cluster`: ``labels`` (T,) int64 (-1 = unknown), ``quality`` (T,)
+    float32 SER-FIQ medians, ``unknown`` (T,) bool, ``thresholds`` (T,) within-track loss
+    thresholds, and the merge rounds."""
+
+    labels: np.ndarray
+    quality: np.ndarray
+    unknown: np.ndarray
+    thresholds: np.ndarray
+    result: ParameterFreeResult | None
+
+
+def cluster(
+    backbone: OnnxBackbone,
+    state: FinetuneState,
+    crops: np.ndarray,
+    track_index: np.ndarray,
+    cfg: MethodConfig,
+    seed: int,
+) -> Clustering:
+    """Quality filter and parameter-free clustering on the finetuned model's loss distance."""
+    n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
+    quality = track_quality(serfiq_scores(backbone, crops, cfg.serfiq, seed), track_index)
+    unknown = mad_low_outliers(np.nan_to_num(quality, nan=-np.inf), cfg.mad_k) | ~np.isfinite(quality)
+    labels = np.full(n_tracks, -1, np.int64)
+    keep_tracks = np.flatnonzero(~unknown)
+    if len(keep_tracks) == 0:
+        return Clustering(labels, quality, unknown, np.full(n_tracks, np.nan), None)
+    remap = np.full(n_tracks, -1, np.int64)
+    remap[keep_tracks] = np.arange(len(keep_tracks))
+    rows = np.flatnonzero(remap[track_index] >= 0)
+    sub_index = remap[track_index[rows]]
+    views = strong_views(crops[rows], cfg.views, seed + 1)
+    v = cfg.views.n_views
+    out = face_outputs(backbone, state, views.reshape(-1, *views.shape[2:]), cfg.finetune)
+    k = out.teacher_probs.shape[1]
+    p_views = out.teacher_probs.reshape(len(rows), v, k)
+    s_views = out.student_logprobs.reshape(len(rows), v, k)
+    thresholds = view_thresholds_loss(p_views, s_views, sub_index)
+    # Distances between tracks use the clean crops; thresholds use their views (see vcn/views.py).
+    stats = loss_track_stats(p_views[:, 0], s_views[:, 0], sub_index)
+    result = parameter_free(stats, LossDistance(), thresholds)
+    labels[keep_tracks] = result.labels
+    full_thr = np.full(n_tracks, np.nan)
+    full_thr[keep_tracks] = thresholds
+    return Clustering(labels, quality, unknown, full_thr, result)

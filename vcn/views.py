@@ -1,0 +1,78 @@
+"""Strong augmented views of aligned face crops, for within-track loss thresholds.
+
+A track's own threshold in the paper is the mean loss among its faces. Tracks cut from static
+shots are near-duplicates inside (median cosine distance ~0.03 on composed episodes against
+0.15-0.26 on real footage), so that threshold is far too tight and nothing merges. Measuring it
+between strongly augmented views of the track's faces instead (random resized crop, flip,
+brightness, contrast, saturation, grey, blur: the invariances DINO trains for) gives thresholds
+that are nearly constant across videos (docs/method.md), with no user parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from vcn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """Strength of the threshold views (DINO's global-crop recipe, on 112x112 crops).
+
+    n_views: views per face, the clean crop included. scale, ratio: random resized crop area
+    fraction and aspect range. brightness, contrast, saturation: multiplicative ranges.
+    grey_p, blur_p: probabilities of greyscale and Gaussian blur (sigma in blur_sigma).
+    """
+
+    n_views: int = 6
+    scale: tuple[float, float] = (0.5, 1.0)
+    ratio: tuple[float, float] = (0.75, 4 / 3)
+    brightness: tuple[float, float] = (0.6, 1.4)
+    contrast: tuple[float, float] = (0.6, 1.4)
+    saturation: tuple[float, float] = (0.8, 1.2)
+    grey_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+    def __post_init__(self) -> None:
+        if self.n_views < 2:
+            raise ConfigError(f"ViewConfig.n_views={self.n_views} must be >= 2 (the clean crop plus one)")
+
+
+def strong_view(crop: np.ndarray, cfg: ViewConfig, rng: np.random.Generator) -> np.ndarray:
+    """One augmented copy of a (112, 112, 3) uint8 BGR crop."""
+    size = crop.shape[0]
+    area = rng.uniform(*cfg.scale)
+    aspect = np.exp(rng.uniform(np.log(cfg.ratio[0]), np.log(cfg.ratio[1])))
+    w = min(size, round(size * np.sqrt(area * aspect)))
+    h = min(size, round(size * np.sqrt(area / aspect)))
+    x0, y0 = rng.integers(0, size - w + 1), rng.integers(0, size - h + 1)
+    img = cv2.resize(crop[y0:y0 + h, x0:x0 + w], (size, size), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    f = img.astype(np.float32) * rng.uniform(*cfg.brightness)
+    mean = f.mean()
+    f = (f - mean) * rng.uniform(*cfg.contrast) + mean
+    grey = f.mean(axis=2, keepdims=True)
+    f = (f - grey) * rng.uniform(*cfg.saturation) + grey
+    if rng.random() < cfg.grey_p:
+        f = np.repeat(f.mean(axis=2, keepdims=True), 3, axis=2)
+    out = np.clip(f, 0, 255).astype(np.uint8)
+    if rng.random() < cfg.blur_p:
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(*cfg.blur_sigma))
+    return np.ascontiguousarray(out)
+
+
+def strong_views(crops: np.ndarray, cfg: ViewConfig, seed: int) -> np.ndarray:
+    """Views of every crop: (N, 112, 112, 3) uint8 -> (N, V, 112, 112, 3) uint8, view 0 clean."""
+    rng = np.random.default_rng(seed)
+    n = len(crops)
+    out = np.empty((n, cfg.n_views, *crops.shape[1:]), np.uint8)
+    out[:, 0] = crops
+    for i in range(n):
+        for v in range(1, cfg.n_views):
+            out[i, v] = strong_view(crops[i], cfg, rng)
+    return out
