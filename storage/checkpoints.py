@@ -7,6 +7,7 @@ training goes); ``model/final.pt`` the finished one, whose hash goes into the ma
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint | None:
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError):
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
         return None  # a foreign or damaged file is never trusted: start over
     state = FinetuneState(**blob["state"]) if blob["state"] is not None else None
     return Checkpoint(blob["round"], blob["matches"], state, list(blob["history"]), blob["done"])

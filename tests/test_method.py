@@ -1,0 +1,76 @@
+"""vcn.method, vcn.views, vcn.summary and vcn.config on small hand-made cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vcn.config import PipelineConfig
+from vcn.errors import ConfigError
+from vcn.method import Checkpoint, sample_rows
+from vcn.summary import cluster_names, summarize_clusters, summarize_tracks
+from vcn.views import ViewConfig, strong_views
+
+
+def test_sample_rows_caps_and_spreads_each_track():
+    index = np.array([0] * 10 + [1] * 2 + [2] * 5)
+    rows = sample_rows(index, 3)
+    assert list(rows[index[rows] == 0]) == [0, 4, 9], "first, middle and last face of a long track"
+    assert list(rows[index[rows] == 1]) == [10, 11]
+    assert len(rows) == 3 + 2 + 3
+
+
+def test_strong_views_keep_clean_first_and_are_seeded():
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, size=(3, 112, 112, 3), dtype=np.uint8)
+    cfg = ViewConfig(n_views=4)
+    a, b = strong_views(crops, cfg, seed=7), strong_views(crops, cfg, seed=7)
+    assert a.shape == (3, 4, 112, 112, 3)
+    np.testing.assert_array_equal(a[:, 0], crops)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[:, 1], crops), "augmented views differ from the crop"
+    with pytest.raises(ConfigError):
+        ViewConfig(n_views=1)
+
+
+def test_summaries_and_names():
+    track = np.array(["b", "a", "a", "b", "c"], object)
+    frame = np.array([10, 0, 5, 20, 7])
+    shot = np.array([1, 0, 0, 1, 0])
+    emb = np.eye(4, dtype=np.float32)[[0, 1, 1, 0, 2]]
+    s = summarize_tracks(track, frame, shot, emb, np.array([1, 2, 4, 3, 5], np.float32))
+    assert list(s.track_id) == ["a", "c", "b"], "tracks in order of first frame"
+    assert list(s.first_frame) == [0, 7, 10] and list(s.last_frame) == [5, 7, 20]
+    assert list(s.n_faces) == [2, 1, 2] and list(s.shot_id) == [0, 0, 1]
+    assert list(s.quality) == [3.0, 5.0, 2.0], "median quality per track"
+    names = cluster_names(np.array([1, -1, 1]), s.n_faces)
+    assert list(names) == ["person_000", "unknown", "person_000"]
+    rows = s.index_of(track)
+    c = summarize_clusters(s, names, np.arange(5), rows, emb, fps=10.0, step_frames=5)
+    assert list(c.cluster_id) == ["person_000", "unknown"]
+    assert list(c.n_tracks) == [2, 1] and list(c.n_faces) == [4, 1]
+    # Screen time: track a spans 0..5 (+5) = 1.0 s, track b 10..20 (+5) = 1.5 s.
+    assert c.screen_time_s[0] == pytest.approx(2.5)
+
+
+def test_config_round_trips_and_rejects_unknown_keys():
+    cfg = PipelineConfig.from_dict({"ingest": {"stride": 2}, "method": {"views": {"n_views": 3}}})
+    assert cfg.ingest.stride == 2 and cfg.method.views.n_views == 3
+    assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="strid"):
+        PipelineConfig.from_dict({"ingest": {"strid": 2}})
+    with pytest.raises(ConfigError, match="overlap"):
+        PipelineConfig.from_dict({"ingest": {"chunk": {"overlap_frames": 2}}})
+    assert PipelineConfig.from_dict({"cluster": {"method": "hac"}}).stages() == ("tracks", "clusters")
+
+
+def test_checkpoint_round_trip(tmp_path):
+    from storage.checkpoints import load_checkpoint, save_checkpoint
+
+    ck = Checkpoint(round=1, matches=np.array([[0, 2]]), state=None, history=[{"round": 0}], done=False)
+    digest = save_checkpoint(tmp_path / "c.pt", ck)
+    back = load_checkpoint(tmp_path / "c.pt")
+    assert digest and back.round == 1 and back.history == [{"round": 0}]
+    np.testing.assert_array_equal(back.matches, ck.matches)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert load_checkpoint(tmp_path / "bad.pt") is None
