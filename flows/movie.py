@@ -12,6 +12,7 @@ from prefect import flow, unmapped
 from prefect.filesystems import LocalFileSystem
 from prefect_dask import DaskTaskRunner
 
+from flows.runtime import gpu_annotation
 from storage.manifest import file_lock
 from tasks.cluster import cluster_tracks
 from tasks.finetune import finetune_model
@@ -23,13 +24,18 @@ from vcn.config import PipelineConfig, fingerprint
 
 @flow(name="process-movie", flow_run_name="process-movie-{video_path}", log_prints=True)
 def process_movie(
-    video_path: str, out_dir: str, config: dict[str, Any] | None = None, rerun_from: str | None = None
+    video_path: str,
+    out_dir: str,
+    config: dict[str, Any] | None = None,
+    rerun_from: str | None = None,
+    gpu: bool = False,
 ) -> dict[str, Any]:
     """Process one video into ``out_dir/<movie_id>/``; return the run summary.
 
     ``config``: a nested dict of overrides of :class:`vcn.config.PipelineConfig` (JSON-able, so
     that deployments can pass it as a parameter). Stages that completed with the same config and
     code are reused; ``rerun_from`` (a stage name) forces that stage and the later ones to run.
+    ``gpu``: the Dask cluster has workers with a ``GPU`` resource; the finetune asks for one.
     """
     cfg = PipelineConfig.from_dict(config or {})
     ctx = prepare_movie(video_path, out_dir, cfg)
@@ -47,7 +53,9 @@ def process_movie(
                     futures = ingest_chunk.map(unmapped(ctx), chunk_plan(ctx), force=rerun_from == "tracks")
                     summary.update(assemble_tracks(ctx, [f.result() for f in futures]))
                 elif stage == "finetune":
-                    summary.update(finetune_model.submit(ctx).result())
+                    with gpu_annotation(gpu):
+                        future = finetune_model.submit(ctx)
+                    summary.update(future.result())
                 elif stage == "clusters":
                     summary.update(cluster_tracks(ctx))
             except Exception as exc:
@@ -58,7 +66,10 @@ def process_movie(
 
 
 def movie_flow(out_dir: str, dask_address: str):
-    """``process_movie`` bound to a Dask scheduler, with results kept under ``out_dir``."""
+    """``process_movie`` bound to a Dask scheduler, with results kept under ``out_dir``.
+
+    Call it with ``gpu=gpu_workers(dask_address)`` to route the finetune to GPU workers.
+    """
     results = Path(out_dir).resolve() / ".prefect-results"
     # Task results must be readable by every Dask worker, so the storage block is saved on the
     # server (workers load it by reference); one block per output folder.

@@ -54,8 +54,40 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
     n = n_workers or cores
     os.environ["VCN_THREADS"] = str(max(1, cores // n))
     env = {k: os.environ[k] for k in TASK_RUNNER_ENV if k in os.environ}
+    # On a machine with a GPU every local worker advertises it, so the finetune can ask for it.
+    resources = {"GPU": 1} if _has_cuda() else None
     with LocalCluster(
         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
-        memory_limit=0,
+        memory_limit=0, resources=resources,
     ) as cluster:
         yield cluster.scheduler_address
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def gpu_workers(address: str) -> bool:
+    """True when a worker of the scheduler at ``address`` advertises a ``GPU`` resource
+    (``dask worker ... --resources GPU=1``)."""
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        workers = client.scheduler_info().get("workers", {})
+    return any("GPU" in (w.get("resources") or {}) for w in workers.values())
+
+
+@contextlib.contextmanager
+def gpu_annotation(enabled: bool) -> Iterator[None]:
+    """Dask annotation that sends the tasks submitted inside it to GPU workers."""
+    if not enabled:
+        yield
+        return
+    import dask
+
+    with dask.annotate(resources={"GPU": 1}):
+        yield

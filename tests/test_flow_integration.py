@@ -113,13 +113,18 @@ def test_eval_on_the_labelled_clip(batch_run, capsys):
 def test_rerun_reuses_finished_chunks(batch_run, prefect_server):
     _, out, summary, video = batch_run
     layout = MovieLayout(Path(summary["ok"][0]["output"]))
+    # A lost chunk and a lost stage output: the stage re-runs, reusing the other chunks.
     layout.chunk_faces(1).unlink()
+    layout.faces.unlink()
     again = out / "again.json"
     assert vcn_main(["run", str(video), "--out", str(out), "--workers", "1", "--method", "hac",
                      "--chunk-seconds", "3", "--json", str(again)]) == 0
     rows = json.loads(again.read_text())["ok"][0]
     assert rows["chunks_computed"] == 1, "only the deleted chunk is recomputed"
     assert rows["faces"] == summary["ok"][0]["faces"]
+    assert rows["stages_run"] == {"tracks": True, "clusters": True}
+    # Nothing lost: a second re-run does nothing at all.
+    assert vcn_main(["rerun", str(layout.root), "--workers", "1"]) == 0
 
 
 SHORT_FINETUNE = {

@@ -1,0 +1,142 @@
+"""The library flow: every new or changed title of a media library through ``process-movie``.
+
+``ingest-library`` finds the titles (a folder scan or a catalogue file), skips those whose outputs
+are complete for the current config and code, runs ``process-movie`` as a subflow for each of the
+others, ``concurrency`` titles at a time, all fanning their chunks out on one Dask cluster, and
+publishes each finished movie to the ``OUT/catalogue`` dataset. A failed title never stops the
+others; the run ends ``Failed`` (with the summary as its result) when any title failed, so that
+the UI and notifications flag it. The summary is also a table artifact on the run.
+
+Wiring only: the work is in ``tasks/library.py`` and ``flows/movie.py``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextvars
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
+from prefect.states import Failed, State
+
+from flows.movie import movie_flow
+from flows.runtime import dask_cluster
+from tasks.library import (
+    LibrarySummary,
+    Title,
+    describe_error,
+    format_summary,
+    plan_library,
+    publish_catalogue,
+    summary_rows,
+)
+from vcn.config import PipelineConfig
+
+ARTIFACT_KEY = "ingest-library-summary"
+
+
+def _export_api_url() -> None:
+    # Dask worker processes inherit the environment, not this process's Prefect settings: a
+    # flow started by a Prefect worker may know its API only through a profile.
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if url and "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_API_URL"] = url
+
+
+def _process_title(movie: Any, title: Title, out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    result = movie(video_path=title.path, out_dir=out_dir, config=config)
+    seconds = time.perf_counter() - t0
+    publish_catalogue(out_dir, result["movie_id"])
+    return {"video": title.path, "movie_id": result["movie_id"], "seconds": round(seconds, 2),
+            "faces": result["faces"], "tracks": result["tracks"], "clusters": result["clusters"],
+            "chunks": result.get("chunks"), "chunks_computed": result.get("chunks_computed"),
+            "stages_run": result["stages_run"], "duration_s": result["duration_s"]}
+
+
+def _run_name() -> str:
+    params = flow_run.parameters
+    source = params.get("catalogue") or params.get("library_root") or "?"
+    return f"ingest-library-{Path(source).name}"
+
+
+@flow(name="ingest-library", flow_run_name=_run_name, log_prints=True)
+def ingest_library(
+    out_dir: str,
+    library_root: str | None = None,
+    catalogue: str | None = None,
+    config: dict[str, Any] | None = None,
+    concurrency: int = 2,
+    workers: int | None = None,
+    dask_address: str | None = None,
+) -> dict[str, Any] | State:
+    """Process every title of a library that is not done yet; return the summary.
+
+    ``library_root``: folder scanned recursively for video files; ``catalogue``: a CSV or Parquet
+    file whose ``path`` column lists the titles instead (relative paths against ``library_root``
+    or the catalogue's folder). ``config``: nested overrides of :class:`PipelineConfig`, as for
+    ``process-movie``. ``concurrency``: titles in flight at once. ``dask_address``: an existing
+    scheduler; else a local cluster of ``workers`` processes (default one per core) is started.
+    The summary: ``processed``, ``skipped`` and ``failed`` lists of per-title dicts (``video``,
+    ``movie_id``, ``reason``, ...) and ``ignored_files``.
+    """
+    logger = get_run_logger()
+    overrides = config or {}
+    cfg = PipelineConfig.from_dict(overrides)
+    out = str(Path(out_dir).resolve())
+    plan = plan_library(library_root, catalogue, out, cfg)
+    summary = LibrarySummary(ignored_files=plan.ignored_files, flow_run_id=str(flow_run.id))
+    summary.failed += [{"video": t.path, "movie_id": t.movie_id, "reason": t.reason}
+                       for t in plan.with_status("failed")]
+    for t in plan.with_status("skip"):
+        entry = {"video": t.path, "movie_id": t.movie_id, "reason": t.reason, "published": False}
+        try:
+            # A title done by `vcn run`, or whose publication was interrupted, joins the catalogue.
+            if t.duplicate_of is None:
+                entry["published"] = publish_catalogue(out, t.movie_id, force=False)
+        except Exception as exc:
+            summary.failed.append({**entry, "reason": describe_error(t.path, exc)})
+            continue
+        summary.skipped.append(entry)
+
+    todo = plan.with_status("todo")
+    if todo:
+        _export_api_url()
+        with dask_cluster(dask_address, workers) as address:
+            movie = movie_flow(out, address)
+            with cf.ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="title") as pool:
+                # Each subflow runs in a copy of this flow's context, so it is recorded as a child.
+                futures = {
+                    pool.submit(contextvars.copy_context().run, _process_title, movie, t, out, overrides): t
+                    for t in todo
+                }
+                for fut in cf.as_completed(futures):
+                    title = futures[fut]
+                    try:
+                        summary.processed.append(fut.result())
+                    except Exception as exc:  # one broken title must not stop the library
+                        reason = describe_error(title.path, exc)
+                        logger.error("title %s failed: %s", title.path, reason)
+                        summary.failed.append({"video": title.path, "movie_id": title.movie_id,
+                                               "reason": reason})
+    summary.processed.sort(key=lambda e: e["video"])
+    summary.failed.sort(key=lambda e: e["video"])
+    text = format_summary(summary)
+    logger.info(text)
+    create_table_artifact(
+        key=ARTIFACT_KEY, table=summary_rows(summary),
+        description=f"ingest-library {plan.source}: {len(summary.processed)} processed, "
+                    f"{len(summary.skipped)} skipped, {len(summary.failed)} failed",
+    )
+    result = summary.to_dict()
+    if summary.failed:
+        return Failed(message=f"{len(summary.failed)} of {len(plan.titles)} titles failed; see the "
+                              f"'{ARTIFACT_KEY}' artifact", data=result)
+    return result
