@@ -24,6 +24,23 @@ clusters.parquet, crops/, manifest.json. See README.md, "Output contract".
 """
 
 
+def _load_config(text: str | None) -> dict:
+    if not text:
+        return {}
+    path = Path(text)
+    try:
+        return json.loads(path.read_text() if path.exists() else text)
+    except json.JSONDecodeError as exc:
+        raise VcnError(f"--config {text!r}: not a JSON file or JSON object ({exc})") from exc
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def _config_overrides(args: argparse.Namespace) -> dict:
     cfg: dict = {"ingest": {}, "cluster": {}}
     if args.method:
@@ -34,12 +51,13 @@ def _config_overrides(args: argparse.Namespace) -> dict:
         cfg["ingest"]["chunk"] = {"chunk_seconds": args.chunk_seconds}
     if args.model_dir:
         cfg["model_dir"] = str(Path(args.model_dir).resolve())
-    return {k: v for k, v in cfg.items() if v != {}}
+    flags = {k: v for k, v in cfg.items() if v != {}}
+    return _merge(_load_config(getattr(args, "config", None)), flags)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.movie import movie_flow
-    from flows.runtime import dask_cluster, prefect_api
+    from flows.runtime import dask_cluster, gpu_workers, prefect_api
     from vcn.config import PipelineConfig
 
     overrides = _config_overrides(args)
@@ -48,11 +66,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     results: list[dict] = []
     failed: list[tuple[str, str]] = []
     with prefect_api() as api, dask_cluster(args.dask_address, args.workers) as address:
-        print(f"vcn: Prefect API {api}; Dask scheduler {address}", file=sys.stderr)
+        gpu = gpu_workers(address)
+        print(f"vcn: Prefect API {api}; Dask scheduler {address}{' (GPU workers)' if gpu else ''}",
+              file=sys.stderr)
         for video in args.videos:
             t0 = time.perf_counter()
             try:
-                summary = movie_flow(out, address)(video_path=video, out_dir=out, config=overrides)
+                summary = movie_flow(out, address)(video_path=video, out_dir=out, config=overrides, gpu=gpu)
             except VcnError as exc:
                 failed.append((video, str(exc)))
                 print(f"vcn: FAILED {video}: {exc}", file=sys.stderr)
@@ -67,6 +87,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"ok": results, "failed": dict(failed)}, indent=2, default=str))
     return 1 if failed else 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.library import ingest_library
+    from flows.runtime import prefect_api
+    from tasks.library import LibrarySummary, format_summary
+    from vcn.config import PipelineConfig
+
+    if not args.library_root and not args.catalogue:
+        raise VcnError("vcn ingest needs LIBRARY_ROOT (a folder of videos) or --catalogue FILE.csv|.parquet")
+    overrides = _config_overrides(args)
+    PipelineConfig.from_dict(overrides)  # fail fast on a bad flag, before any server starts
+    root, catalogue = (str(Path(p).resolve()) if p else None for p in (args.library_root, args.catalogue))
+    with prefect_api() as api:
+        print(f"vcn: Prefect API {api}", file=sys.stderr)
+        state = ingest_library(
+            out_dir=str(Path(args.out).resolve()), library_root=root, catalogue=catalogue, config=overrides,
+            concurrency=args.concurrency, workers=args.workers, dask_address=args.dask_address,
+            return_state=True,
+        )
+        result = state.result(raise_on_failure=False)
+        # Send the run's last log lines while the (possibly private) server still runs.
+        APILogHandler().flush()
+    if isinstance(result, BaseException):  # the flow itself broke (bad root, bad catalogue, ...)
+        raise result
+    print(format_summary(LibrarySummary(**result)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    return 1 if result["failed"] else 0
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -86,6 +137,13 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         )
     ran = [s for s, run in summary.get("stages_run", {}).items() if run]
     print(f"vcn: re-ran {', '.join(ran) or 'nothing (all stages complete)'} for {video}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tasks.report import build_report
+
+    print(build_report(str(Path(args.movie_dir).resolve())))
     return 0
 
 
@@ -149,8 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-dir", help="insightface model folder (e.g. buffalo_l) to use instead")
     run.add_argument("--stride", type=int, help="detect faces on every N-th frame (default from config)")
     run.add_argument("--chunk-seconds", type=float, help="length of the chunks fanned out to workers")
+    run.add_argument("--config", help="JSON file (or inline JSON) of config overrides, e.g. "
+                     '\'{"ingest": {"stride": 3}}\'; see vcn/config.py')
     run.add_argument("--json", help="also write the batch summary as JSON to this file")
     run.set_defaults(func=cmd_run)
+
+    ing = sub.add_parser("ingest", help="process every new or changed title of a media library")
+    ing.add_argument("library_root", nargs="?", help="folder scanned recursively for video files")
+    ing.add_argument("--out", required=True, help="output folder: OUT/<movie_id>/ and OUT/catalogue/")
+    ing.add_argument("--catalogue", help="CSV or Parquet file whose 'path' column lists the titles")
+    ing.add_argument("--concurrency", type=int, default=2, help="titles processed at once (default 2)")
+    ing.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
+    ing.add_argument("--dask-address", help="use a running distributed scheduler, e.g. tcp://host:8786")
+    ing.add_argument("--method", choices=["vcn", "hac"], help="clustering method")
+    ing.add_argument("--model-dir", help="insightface model folder (e.g. buffalo_l) to use instead")
+    ing.add_argument("--stride", type=int, help="detect faces on every N-th frame (default from config)")
+    ing.add_argument("--chunk-seconds", type=float, help="length of the chunks fanned out to workers")
+    ing.add_argument("--json", help="also write the summary as JSON to this file")
+    ing.set_defaults(func=cmd_ingest)
 
     rr = sub.add_parser("rerun", help="re-run the failed (or named) stages of a processed movie")
     rr.add_argument("movie_dir", help="a movie's output folder, OUT/<movie_id>")
@@ -158,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
     rr.add_argument("--dask-address", help="use a running distributed scheduler")
     rr.set_defaults(func=cmd_rerun)
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report of a processed movie")
+    rp.add_argument("movie_dir", help="a movie's output folder, OUT/<movie_id>")
+    rp.set_defaults(func=cmd_report)
 
     ev = sub.add_parser("eval", help="score a result against face-level ground truth")
     ev.add_argument("--gt", required=True, help="CSV: video,frame_idx,x1,y1,x2,y2,identity")
