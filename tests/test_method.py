@@ -61,7 +61,9 @@ def test_config_round_trips_and_rejects_unknown_keys():
         PipelineConfig.from_dict({"ingest": {"strid": 2}})
     with pytest.raises(ConfigError, match="overlap"):
         PipelineConfig.from_dict({"ingest": {"chunk": {"overlap_frames": 2}}})
-    assert PipelineConfig.from_dict({"cluster": {"method": "hac"}}).stages() == ("tracks", "clusters")
+    assert PipelineConfig().stages() == ("tracks", "clusters")
+    vcn = PipelineConfig.from_dict({"cluster": {"method": "vcn"}})
+    assert vcn.stages() == ("tracks", "finetune", "clusters")
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -1,0 +1,165 @@
+"""The paper's ablation rows and the baselines, side by side, on labelled videos.
+
+For each (video, ground truth) pair: stage 1 runs once through the real flow (or is reused from
+``--out``), then every row clusters the same tracks and is scored with ``vcn.metrics``:
+
+    generic + HAC           un-finetuned ArcFace, average-linkage HAC at cosine 0.6
+    generic + DBSCAN        per face, eps 0.5, min 3 (Immich's defaults), track majority
+    generic + FINCH         FINCH level 2 over track means
+    finetuned + HAC         HAC over the finetuned model's track means
+    PF + cosine             parameter-free on finetuned embeddings, view thresholds
+    PF + euclidean          same, mean squared Euclidean distance
+    PF + loss (vcn)         parameter-free on the SSL loss, view thresholds: the default
+
+    .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2]
+
+Composed episodes are made with ../shared/tools/compose_episode.py (HARD=1 seed 1; clean seed 2)
+and cached under ``--cache``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DEV = SHARED / "data" / "dev"
+STILLS = [DEV / "stills/deepface/identities.csv", DEV / "stills/dlib_johns",
+          DEV / "stills/face_recognition_knn/train"]
+HEADER = (f"{'row':<20} {'WCP':>6} {'NMI':>6} {'B3-F':>6} {'ratio':>6} {'unk':>6} {'pred':>5} "
+          f"{'true':>5} {'sec':>7}")
+
+
+def dataset(name: str, cache: Path) -> tuple[Path, Path]:
+    """(video, faces.csv) of a named set, composing episodes on first use."""
+    if name == "hamilton":
+        return DEV / "short_hamilton_clip.mp4", DEV / "hamilton.faces.csv"
+    if name == "pedestrians":
+        return DEV / "pedestrians.mp4", DEV / "pedestrians.faces.csv"
+    seed, hard = {"hard1": (1, True), "easy2": (2, False)}[name]
+    video, csv = cache / f"{name}.mp4", cache / f"{name}.faces.csv"
+    if not video.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HARD": "1" if hard else "0"}
+        tool = str(SHARED / "tools/compose_episode.py")
+        subprocess.run([sys.executable, tool, str(video), str(csv), str(seed),
+                        *map(str, STILLS)], check=True, env=env)
+    return video, csv
+
+
+def stage1(video: Path, out: Path) -> Path:
+    """Run the per-movie flow (tracks + HAC) unless its output exists; return the movie folder."""
+    from flows.movie import movie_flow
+    from flows.runtime import dask_cluster, prefect_api
+    from vcn.video import content_id
+
+    movie = out / content_id(str(video))
+    if not (movie / "tracks.parquet").exists():
+        with prefect_api(), dask_cluster(None, None) as address:
+            movie_flow(str(out), address)(video_path=str(video), out_dir=str(out),
+                                          config={"cluster": {"method": "hac"}})
+    return movie
+
+
+def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False) -> list[dict]:
+    from storage.crops import read_crops
+    from vcn import baselines, clustering, metrics
+    from vcn.backbone import load_backbone
+    from vcn.detection import default_model_dir, find_models
+    from vcn.finetune import face_outputs
+    from vcn.method import MethodConfig, adapt, cluster, sample_rows
+    from vcn.views import strong_views
+
+    faces = pq.read_table(movie / "faces.parquet").to_pandas()
+    tracks = pq.read_table(movie / "tracks.parquet").to_pandas()
+    gt = metrics.read_ground_truth(pd.read_csv(gt_csv).drop(columns=["video"], errors="ignore"))
+    tid = {t: i for i, t in enumerate(tracks["track_id"])}
+    face_track = faces["track_id"].map(tid).to_numpy()
+    emb = np.stack(faces["embedding"].to_numpy()).astype(np.float32)
+    means = np.stack(tracks["mean_embedding"].to_numpy()).astype(np.float32)
+    cfg = MethodConfig()
+    rows_out = []
+
+    def score(name: str, track_labels: np.ndarray, seconds: float,
+              face_labels: np.ndarray | None = None) -> None:
+        lab = face_labels if face_labels is not None else np.asarray(track_labels)[face_track]
+        pred = faces[["frame_idx", "x1", "y1", "x2", "y2", "track_id"]].copy()
+        pred["cluster_id"] = np.where(lab < 0, "unknown", [f"c{x}" for x in lab])
+        r = metrics.evaluate(gt, pred)
+        rows_out.append({"row": name, "wcp": r.wcp, "nmi": r.nmi, "bcubed_f": r.bcubed_f,
+                         "ratio": r.cluster_ratio, "unknown": r.unknown_rate, "clusters": r.n_pred_clusters,
+                         "true": r.n_true_identities, "seconds": seconds})
+
+    t0 = time.perf_counter()
+    score("generic + HAC", clustering.hac(means, 0.6), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    db = baselines.dbscan_faces(emb, eps=0.5, min_samples=3, track_index=face_track)
+    score("generic + DBSCAN", baselines.track_majority(db, face_track), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    score("generic + FINCH", baselines.finch(means, level=2), time.perf_counter() - t0)
+
+    sample = sample_rows(face_track, cfg.faces_per_track)
+    crops = read_crops(movie / "crops", faces["face_id"].to_numpy()[sample])
+    index = face_track[sample]
+    backbone = load_backbone(find_models(default_model_dir()).recognizer)
+    from storage.checkpoints import load_checkpoint, save_checkpoint
+
+    cache = movie / "model" / f"ablation-seed{seed}.pt"
+    t0 = time.perf_counter()
+    ck = load_checkpoint(cache) if reuse else None
+    if ck is None or not ck.done:
+        ck = adapt(backbone, crops, index, cfg, seed)
+        save_checkpoint(cache, ck)
+    t_adapt = time.perf_counter() - t0
+    state = ck.state
+    out = face_outputs(backbone, state, crops, cfg.finetune)
+    ft_means = np.zeros((len(tracks), out.embeddings.shape[1]))
+    np.add.at(ft_means, index, out.embeddings)
+    ft_means /= np.linalg.norm(ft_means, axis=1, keepdims=True)
+    score("finetuned + HAC", clustering.hac(ft_means.astype(np.float32), 0.6), t_adapt)
+    views = strong_views(crops, cfg.views, seed + 1)
+    v_emb = face_outputs(backbone, state, views.reshape(-1, *views.shape[2:]), cfg.finetune).embeddings
+    v_emb = v_emb.reshape(len(crops), cfg.views.n_views, -1)
+    for metric in ("cosine", "euclidean"):
+        t0 = time.perf_counter()
+        thr = clustering.view_thresholds_embedding(v_emb, index, metric)
+        lab = clustering.parameter_free_embedding(v_emb[:, 0], index, metric, thr)
+        score(f"PF + {metric}", lab, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    res = cluster(backbone, state, crops, index, cfg, seed)
+    score("PF + loss (vcn)", res.labels, time.perf_counter() - t0 + t_adapt)
+    print(f"  adapt rounds: {ck.history}", file=sys.stderr)
+    return rows_out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="+", default=["hamilton", "pedestrians", "hard1", "easy2"])
+    ap.add_argument("--out", default=".bench/ablation-out")
+    ap.add_argument("--cache", default=".bench")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="reuse a cached finetune of an earlier run")
+    args = ap.parse_args()
+    for name in args.sets:
+        video, csv = dataset(name, Path(args.cache))
+        movie = stage1(video, Path(args.out))
+        print(f"\n== {name}: {video.name}")
+        print(HEADER)
+        for r in evaluate_rows(movie, csv, args.seed, args.reuse):
+            print(f"{r['row']:<20} {r['wcp']:>6.3f} {r['nmi']:>6.3f} {r['bcubed_f']:>6.3f} "
+                  f"{r['ratio']:>6.2f} {r['unknown']:>6.3f} {r['clusters']:>5} {r['true']:>5} "
+                  f"{r['seconds']:>7.1f}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
