@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextvars
+import functools
 import os
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows.movie import movie_flow
-from flows.runtime import dask_cluster
+from flows.runtime import dask_cluster, gpu_workers
 from tasks.library import (
     LibrarySummary,
     Title,
@@ -50,9 +51,11 @@ def _export_api_url() -> None:
         os.environ["PREFECT_API_URL"] = url
 
 
-def _process_title(movie: Any, title: Title, out_dir: str, config: dict[str, Any]) -> dict[str, Any]:
+def _process_title(
+    title: Title, *, movie: Any, out_dir: str, config: dict[str, Any], gpu: bool
+) -> dict[str, Any]:
     t0 = time.perf_counter()
-    result = movie(video_path=title.path, out_dir=out_dir, config=config)
+    result = movie(video_path=title.path, out_dir=out_dir, config=config, gpu=gpu)
     seconds = time.perf_counter() - t0
     publish_catalogue(out_dir, result["movie_id"])
     return {"video": title.path, "movie_id": result["movie_id"], "seconds": round(seconds, 2),
@@ -110,13 +113,11 @@ def ingest_library(
     if todo:
         _export_api_url()
         with dask_cluster(dask_address, workers) as address:
-            movie = movie_flow(out, address)
+            movie, gpu = movie_flow(out, address), gpu_workers(address)
             with cf.ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="title") as pool:
                 # Each subflow runs in a copy of this flow's context, so it is recorded as a child.
-                futures = {
-                    pool.submit(contextvars.copy_context().run, _process_title, movie, t, out, overrides): t
-                    for t in todo
-                }
+                work = functools.partial(_process_title, movie=movie, out_dir=out, config=overrides, gpu=gpu)
+                futures = {pool.submit(contextvars.copy_context().run, work, t): t for t in todo}
                 for fut in cf.as_completed(futures):
                     title = futures[fut]
                     try:

@@ -1,0 +1,233 @@
+"""Library tasks: find a library's titles, tell which are already done, publish finished ones.
+
+A title is a video file, identified by its content id (``vcn.video.content_id``), so a renamed or
+moved file is recognised and two copies of one film are processed once. A title is *done* when
+``manifest.json`` says every stage completed with the current config, models and code and the
+outputs exist: exactly the test ``process-movie`` applies (``tasks.stages.stages_to_run``), made
+here without probing the video so that a nightly pass over a large library stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from storage.catalogue import CatalogueLayout, is_current, publish_movie
+from storage.layout import MovieLayout
+from storage.manifest import code_hash, file_hash, read_manifest
+from tasks.context import MovieContext
+from tasks.policies import is_transient
+from tasks.stages import stages_to_run
+from vcn.config import PipelineConfig
+from vcn.detection import ModelFiles, default_model_dir, find_models
+from vcn.errors import InputError
+from vcn.video import VideoInfo, content_id
+
+# Container suffixes FFmpeg reads that hold film and TV footage; matched case-insensitively.
+VIDEO_EXTENSIONS = frozenset({
+    ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg",
+    ".mpe", ".vob", ".wmv", ".flv", ".ogv", ".3gp", ".mxf", ".divx",
+})
+
+
+@dataclass(frozen=True)
+class Title:
+    """One video of the library and what the ingestion does with it.
+
+    ``status``: ``todo`` (to process), ``skip`` (done, or a copy of the title ``duplicate_of``)
+    or ``failed`` (could not even be identified); ``reason`` says why for the last two.
+    """
+
+    path: str
+    movie_id: str | None
+    status: str
+    reason: str = ""
+    duplicate_of: str | None = None
+
+
+@dataclass(frozen=True)
+class LibraryPlan:
+    """The titles found, in path order, and how many non-video files were passed over."""
+
+    titles: tuple[Title, ...]
+    ignored_files: int = 0
+    source: str = ""
+
+    def with_status(self, status: str) -> list[Title]:
+        return [t for t in self.titles if t.status == status]
+
+
+@dataclass
+class LibrarySummary:
+    """What an ingestion did, per title: ``processed``, ``skipped`` and ``failed`` rows."""
+
+    processed: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    ignored_files: int = 0
+    flow_run_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"processed": self.processed, "skipped": self.skipped, "failed": self.failed,
+                "ignored_files": self.ignored_files, "flow_run_id": self.flow_run_id}
+
+
+def find_videos(root: str | os.PathLike[str]) -> tuple[list[str], int]:
+    """Video files under ``root`` (recursive, sorted, absolute) and the count of other files.
+
+    Hidden files and folders (``.name``) are passed over: they hold partial downloads, OS
+    metadata and vcn's own temporary files. Raises :class:`InputError` when ``root`` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: the library root is not a folder; pass the folder that holds the videos")
+    videos, others = [], 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if name.startswith("."):
+                continue
+            if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
+                videos.append(os.path.abspath(Path(folder) / name))
+            else:
+                others += 1
+    return sorted(videos), others
+
+
+def read_catalogue_file(
+    path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """Video paths listed in the ``path`` column of a CSV or Parquet file, in file order.
+
+    Relative paths are taken relative to ``root`` when given, else to the catalogue's folder;
+    symbolic links are kept as written (the manifest records the path the user knows).
+    Raises :class:`InputError` naming the file when it is unreadable or has no ``path`` column.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif suffix in (".parquet", ".pq"):
+            table = pd.read_parquet(path)
+        else:
+            raise InputError(f"{path}: a title catalogue must be a .csv or .parquet file with a path column")
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{path}: cannot read the title catalogue ({exc})") from exc
+    if "path" not in table.columns:
+        raise InputError(f"{path}: the title catalogue has no 'path' column (columns: {list(table.columns)})")
+    base = Path(root) if root else path.parent
+    entries = [str(p).strip() for p in table["path"].tolist() if str(p).strip()]
+    return [os.path.abspath(base / p) for p in entries]
+
+
+def model_fingerprints(config: PipelineConfig) -> tuple[ModelFiles, dict[str, str]]:
+    """The model files ``config`` selects and their hashes, as ``prepare-movie`` computes them."""
+    models = find_models(config.model_dir or default_model_dir())
+    return models, {"detector": file_hash(models.detector), "recognizer": file_hash(models.recognizer)}
+
+
+def title_is_done(
+    path: str, movie_id: str, out_dir: str, config: PipelineConfig, models: ModelFiles,
+    model_hashes: dict[str, str], code: str,
+) -> bool:
+    """True when ``process-movie`` would run no stage for this title (see module docstring)."""
+    layout = MovieLayout.of(out_dir, movie_id)
+    inp = read_manifest(layout).get("input")
+    if not inp:
+        return False
+    info = VideoInfo(path=inp["path"], fps=inp["fps"], n_frames=inp["n_frames"], width=inp["width"],
+                     height=inp["height"], duration_s=inp["duration_s"], codec=inp["codec"])
+    ctx = MovieContext(video_path=path, movie_id=movie_id, out_root=str(layout.root), info=info,
+                       config=config, models=models, code_hash=code, model_hashes=model_hashes)
+    return not any(stages_to_run(ctx).values())
+
+
+def describe_error(path: str, exc: BaseException) -> str:
+    """``Type: message`` of a failure, prefixed with ``path`` unless the message names the file."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if Path(path).name in text else f"{path}: {text}"
+
+
+# No caching: both tasks read the file system, which changes between calls with the same inputs.
+@task(name="plan-library", retries=1, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+def plan_library(
+    library_root: str | None, catalogue: str | None, out_dir: str, config: PipelineConfig
+) -> LibraryPlan:
+    """Find the titles (a folder scan or a catalogue file) and mark each todo, skip or failed."""
+    logger = get_run_logger()
+    if catalogue:
+        paths, ignored, source = read_catalogue_file(catalogue, library_root), 0, str(catalogue)
+    elif library_root:
+        (paths, ignored), source = find_videos(library_root), str(library_root)
+    else:
+        raise InputError("ingest-library needs a library root folder or a title catalogue file")
+    models, hashes = model_fingerprints(config)
+    code = code_hash()
+    seen: dict[str, str] = {}
+    titles = []
+    for path in paths:
+        try:
+            movie_id = content_id(path)
+        except (OSError, InputError) as exc:
+            titles.append(Title(path, None, "failed", describe_error(path, exc)))
+            continue
+        if movie_id in seen:
+            titles.append(Title(path, movie_id, "skip", f"same content as {seen[movie_id]}", seen[movie_id]))
+            continue
+        seen[movie_id] = path
+        done = title_is_done(path, movie_id, out_dir, config, models, hashes, code)
+        titles.append(Title(path, movie_id, "skip" if done else "todo",
+                            "complete for this config and code" if done else ""))
+    plan = LibraryPlan(tuple(titles), ignored, source)
+    logger.info("library %s: %d titles to process, %d done, %d unreadable, %d non-video files",
+                source, len(plan.with_status("todo")), len(plan.with_status("skip")),
+                len(plan.with_status("failed")), ignored)
+    return plan
+
+
+@task(name="publish-catalogue", task_run_name="publish-catalogue-{movie_id}", retries=1,
+      retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+def publish_catalogue(out_dir: str, movie_id: str, force: bool = True) -> bool:
+    """Write the movie's partitions of ``OUT/catalogue``; with ``force=False`` only when stale.
+
+    Returns whether anything was written.
+    """
+    if not force and is_current(CatalogueLayout.of(out_dir), MovieLayout.of(out_dir, movie_id)):
+        return False
+    publish_movie(out_dir, movie_id)
+    return True
+
+
+def summary_rows(summary: LibrarySummary) -> list[dict[str, Any]]:
+    """One flat row per title, for the Prefect table artifact."""
+    rows = []
+    for status, entries in (("processed", summary.processed), ("failed", summary.failed),
+                            ("skipped", summary.skipped)):
+        for e in entries:
+            rows.append({
+                "title": Path(e["video"]).name, "status": status, "movie_id": e.get("movie_id") or "",
+                "seconds": e.get("seconds", ""), "faces": e.get("faces", ""), "tracks": e.get("tracks", ""),
+                "clusters": e.get("clusters", ""), "reason": e.get("reason", ""), "path": e["video"],
+            })
+    return rows
+
+
+def format_summary(summary: LibrarySummary) -> str:
+    """A human-readable summary of an ingestion, one line per processed or failed title."""
+    lines = ["", f"vcn ingest: {len(summary.processed)} processed, {len(summary.skipped)} skipped, "
+                 f"{len(summary.failed)} failed ({summary.ignored_files} non-video files ignored)"]
+    for e in summary.processed:
+        lines.append(f"  done    {Path(e['video']).name} -> {e['movie_id']}: {e['faces']} faces, "
+                     f"{e['tracks']} tracks, {e['clusters']} clusters in {e['seconds']:.1f} s")
+    for e in summary.skipped:
+        lines.append(f"  skipped {Path(e['video']).name} ({e['movie_id']}): {e['reason']}")
+    for e in summary.failed:
+        lines.append(f"  FAILED  {Path(e['video']).name}: {e['reason']}")
+    return "\n".join(lines)

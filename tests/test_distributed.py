@@ -1,0 +1,138 @@
+"""A movie on a real distributed cluster: a `dask scheduler` and two `dask worker` processes.
+
+The cluster is started the way docs/operations.md describes for several machines (here all on
+127.0.0.1), with ``PREFECT_API_URL`` exported to the workers; ``vcn run --dask-address`` must give
+the same faces, tracks and clusters as a run on a local cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from storage.layout import MovieLayout
+from vcn.cli import main as vcn_main
+from vcn.video import iter_frames
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+DASK = ROOT / ".venv" / "bin" / "dask"
+SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
+RUN_ARGS = ["--chunk-seconds", "1", "--method", "hac"]
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    """A temporary Prefect server whose URL the Dask worker processes inherit."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+        try:
+            yield PREFECT_API_URL.value()
+        finally:
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process group (a worker's nanny and its worker), SIGKILL what is left."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(prefect_server, tmp_path_factory):
+    """``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1; yields the scheduler address."""
+    from distributed import Client
+
+    if not DASK.exists():
+        pytest.skip(f"{DASK} is missing; the venv has no dask CLI")
+    d = tmp_path_factory.mktemp("dask")
+    sched_file = d / "scheduler.json"
+    # One model thread per worker, as a local cluster on this machine uses: identical numerics.
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "VCN_THREADS": "1"}
+    logs = [open(d / name, "w") for name in ("scheduler.log", "worker0.log", "worker1.log")]  # noqa: SIM115
+    common = {"cwd": ROOT, "env": env, "start_new_session": True, "stdout": subprocess.DEVNULL}
+    scheduler = [str(DASK), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                 "--scheduler-file", str(sched_file)]
+    procs = [subprocess.Popen(scheduler, stderr=logs[0], **common)]
+    try:
+        deadline = time.monotonic() + 120
+        while not sched_file.exists():
+            assert procs[0].poll() is None, (d / "scheduler.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the scheduler did not start within 120 s"
+            time.sleep(0.2)
+        time.sleep(0.5)  # the file is written before it is complete on some file systems
+        address = json.loads(sched_file.read_text())["address"]
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [str(DASK), "worker", address, "--nworkers", "1", "--nthreads", "1", "--memory-limit", "0",
+                 "--no-dashboard", "--name", f"w{i}"], stderr=logs[1 + i], **common))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=180)
+        yield address
+    finally:
+        _stop(procs)
+        for log in logs:
+            log.close()
+
+
+@pytest.fixture(scope="module")
+def clip(make_video) -> Path:
+    frames = (f for _, f in iter_frames(str(SAMPLE), 90, 180))
+    return Path(make_video("h8_dist_clip.mp4", frames, Fraction(30000, 1001)))
+
+
+def _run(clip: Path, out: Path, *extra: str) -> dict:
+    summary = out.with_suffix(".json")
+    assert vcn_main(["run", str(clip), "--out", str(out), *RUN_ARGS, *extra, "--json", str(summary)]) == 0
+    (row,) = json.loads(summary.read_text())["ok"]
+    return row
+
+
+def _table(path: Path) -> pd.DataFrame:
+    # Parquet schema metadata holds run ids and timestamps; the rows are what must match.
+    return pq.read_table(path).replace_schema_metadata(None).to_pandas()
+
+
+@pytest.mark.timeout(600)
+def test_distributed_run_equals_local_run(dask_cluster, clip, tmp_path):
+    from distributed import Client
+
+    with Client(dask_cluster) as client:
+        before = client.run(lambda dask_worker: dask_worker.state.transition_counter)
+    remote = _run(clip, tmp_path / "remote", "--dask-address", dask_cluster)
+    with Client(dask_cluster) as client:
+        after = client.run(lambda dask_worker: dask_worker.state.transition_counter)
+    assert remote["chunks"] == 3 and remote["chunks_computed"] == 3
+    assert all(after[w] > before[w] for w in before), "both workers must have run chunk tasks"
+
+    local = _run(clip, tmp_path / "local", "--workers", "2")
+    assert local["movie_id"] == remote["movie_id"]
+    a, b = MovieLayout(Path(local["output"])), MovieLayout(Path(remote["output"]))
+    for name in ("faces", "tracks", "shots", "clusters"):
+        pd.testing.assert_frame_equal(_table(getattr(a, name)), _table(getattr(b, name)), obj=name)
+    assert len(_table(a.faces)) >= 10
