@@ -33,8 +33,17 @@ def prefect_api() -> Iterator[str]:
     try:
         yield server.api_url
     finally:
+        _drain_logs()
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def _drain_logs() -> None:
+    """Send the last log lines before the private server goes away (else: "Error logging to API")."""
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=10)
 
 
 @contextlib.contextmanager

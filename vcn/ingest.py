@@ -173,9 +173,10 @@ def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig
     t_cuts = time.perf_counter()
     cuts = np.asarray(shots.cuts(), dtype=np.int64)
     t["shots"] += time.perf_counter() - t_cuts
+    in_loop_embed = acc.embed_s  # embedding batches that ran inside the filter timer's span
     cols = acc.arrays()
     t["embed"] = acc.embed_s
-    t["filter"] -= acc.embed_s  # embedding ran inside the filter timer's span
+    t["filter"] -= in_loop_embed
     t4 = time.perf_counter()
     local = track_faces(cols["frame_idx"], cols["boxes"], cols["embeddings"], cuts, cfg.tracker)
     t["track"] = time.perf_counter() - t4
