@@ -5,12 +5,16 @@ Wiring only: every step is a task from ``tasks/``.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, unmapped
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.filesystems import LocalFileSystem
+from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
+from tqdm import tqdm
 
 from flows.runtime import gpu_annotation
 from storage.manifest import file_lock
@@ -51,7 +55,7 @@ def process_movie(
             try:
                 if stage == "tracks":
                     futures = ingest_chunk.map(unmapped(ctx), chunk_plan(ctx), force=rerun_from == "tracks")
-                    summary.update(assemble_tracks(ctx, [f.result() for f in futures]))
+                    summary.update(assemble_tracks(ctx, wait_with_progress(futures, ctx.movie_id)))
                 elif stage == "finetune":
                     with gpu_annotation(gpu):
                         future = finetune_model.submit(ctx)
@@ -63,6 +67,19 @@ def process_movie(
                 raise
         summary["report"] = write_report(ctx)
     return summary
+
+
+def wait_with_progress(futures: list, movie_id: str) -> list[Any]:
+    """Results of the chunk futures in order, with a CLI progress bar and a Prefect progress
+    artifact (visible on the flow run's page) updated as chunks finish."""
+    total = len(futures)
+    artifact = create_progress_artifact(0.0, description=f"chunks of {movie_id} ingested")
+    with tqdm(total=total, desc=f"{movie_id} chunks", unit="chunk", file=sys.stderr,
+              disable=not sys.stderr.isatty()) as bar:
+        for done, _ in enumerate(as_completed(futures), start=1):
+            bar.update(1)
+            update_progress_artifact(artifact, 100.0 * done / max(total, 1))
+    return [f.result() for f in futures]
 
 
 def movie_flow(out_dir: str, dask_address: str):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run, task_run
 
 from storage.checkpoints import load_checkpoint, save_checkpoint
@@ -54,8 +55,17 @@ def finetune_model(ctx: MovieContext) -> dict[str, Any]:
         if resume is not None:
             logger.info("resuming finetune at round %d, step %d", resume.round,
                         resume.state.step if resume.state else 0)
+        progress = create_progress_artifact(0.0, description=f"finetune of {ctx.movie_id}, current round")
+
+        def on_checkpoint(c: Checkpoint) -> None:
+            save_checkpoint(ckpt_path, c)
+            if c.state is not None:
+                total = max(c.state.head_steps + c.state.joint_steps, 1)
+                update_progress_artifact(progress, 100.0 * c.state.step / total,
+                                         description=f"finetune of {ctx.movie_id}, round {c.round + 1}")
+
         ck = adapt(load_backbone(ctx.models.recognizer), crops, index, ctx.config.method, ctx.config.seed,
-                   resume=resume, on_checkpoint=lambda c: save_checkpoint(ckpt_path, c))
+                   resume=resume, on_checkpoint=on_checkpoint)
     digest = save_checkpoint(layout.model_dir / "final.pt", ck)
     ckpt_path.unlink(missing_ok=True)
     rows.update({"rounds": len(ck.history), "matches": len(ck.matches)})
