@@ -40,10 +40,10 @@ def prefect_api() -> Iterator[str]:
 
 def _drain_logs() -> None:
     """Send the last log lines before the private server goes away (else: "Error logging to API")."""
-    from prefect.logging.handlers import APILogWorker
+    from prefect.logging.handlers import APILogHandler
 
     with contextlib.suppress(Exception):
-        APILogWorker.drain_all(timeout=10)
+        APILogHandler().flush()
 
 
 @contextlib.contextmanager

@@ -157,3 +157,22 @@ def dev_data() -> Path:
     if not DEV_DATA.is_dir():
         pytest.skip(f"dev data folder {DEV_DATA} is absent")
     return DEV_DATA
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    """A temporary Prefect server (one per test module) whose URL the Dask worker processes
+    inherit through the environment, so they report to it instead of starting their own."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+        try:
+            yield PREFECT_API_URL.value()
+        finally:
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old

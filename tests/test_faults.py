@@ -35,22 +35,6 @@ SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
 SAMPLE_FPS = Fraction(30000, 1001)
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    """A temporary Prefect server whose URL worker processes and subprocesses inherit."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        old = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
-        try:
-            yield PREFECT_API_URL.value()
-        finally:
-            if old is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = old
 
 
 def chunk_files(movie_dir: Path) -> list[Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,22 +19,6 @@ SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "short_hamilton_cl
 GT = SAMPLE.with_name("hamilton.faces.csv")
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    """A temporary Prefect server whose URL the Dask worker processes inherit."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        old = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
-        try:
-            yield PREFECT_API_URL.value()
-        finally:
-            if old is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = old
 
 
 @pytest.fixture(scope="module")

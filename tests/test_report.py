@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -312,22 +311,6 @@ def test_build_report_without_crops_names_the_crops_folder(tmp_path: Path, tiny:
 
 # --------------------------------------------------------------------------- the real pipeline
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    """A temporary Prefect server whose URL the Dask worker processes inherit."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        old = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
-        try:
-            yield PREFECT_API_URL.value()
-        finally:
-            if old is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = old
 
 
 @pytest.fixture(scope="module")

@@ -90,8 +90,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from prefect.logging.handlers import APILogHandler
-
     from flows.library import ingest_library
     from flows.runtime import prefect_api
     from tasks.library import LibrarySummary, format_summary
@@ -110,8 +108,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             return_state=True,
         )
         result = state.result(raise_on_failure=False)
-        # Send the run's last log lines while the (possibly private) server still runs.
-        APILogHandler().flush()
     if isinstance(result, BaseException):  # the flow itself broke (bad root, bad catalogue, ...)
         raise result
     print(format_summary(LibrarySummary(**result)))
