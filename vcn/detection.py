@@ -274,6 +274,9 @@ def open_session(model_path: str, threads: int, what: str) -> ort.InferenceSessi
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # insightface exports declare a batch of 1 in their output shapes; every batched call would
+    # log a shape warning. Errors still show.
+    opts.log_severity_level = 3
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # The recognizer graphs declare a batch of 1 on their output and ORT warns on every batch.
     opts.log_severity_level = 3
