@@ -1,16 +1,18 @@
 """Cost of the self-supervised finetune, and whether it separates identities better.
 
     .venv/bin/python benchmarks/finetune.py [--crops FACES.npz] [--tracks 300 --faces 20]
-        [--device cpu|cuda|auto] [--steps-scale 1.0] [--no-eval] [--matches coarse|none]
+        [--device both|cpu|cuda|auto] [--steps-scale 1.0] [--no-eval] [--matches coarse|none]
+        [--threads N]
 
 FACES.npz holds ``crops`` uint8 (N, 112, 112, 3) BGR aligned faces, ``track`` int (N,) and,
 optionally, ``identity`` (N,) strings (ground truth, for the separation figures). Without
 --crops the tracks are synthesised from the 45 real faces of tests/data/h5_faces.jpg, each face
 of a track a differently flipped/rotated/tinted copy of one photo (fine for timing only).
 
-Prints, per device: wall and CPU time of ``finetune`` with the default FinetuneConfig (steps
-scale with the number of tracks) and of ``face_outputs`` on every crop, both also per 1,000
-tracks / faces; peak RSS of the process and its growth during the finetune (CPU) or the peak
+Prints, for the CPU and (default ``--device both``) for CUDA when available: wall and CPU
+time of ``finetune`` with the default FinetuneConfig (steps scale with the number of tracks), and
+of ``face_outputs`` on every crop, both also per 1,000 tracks / faces; the peak RSS during the
+finetune, its growth and the part of it that grows with the tracks (the feature cache), or the peak
 CUDA memory. With identities, also the separation of identities by track, before (the ONNX model)
 and after (teacher embeddings; DINO loss distance): mean distance between tracks of one identity
 / mean distance between tracks of two identities (lower is better; tracks cut from one shot are
@@ -146,12 +148,68 @@ class PeakRss:
         self._thread.join()
 
 
+def scaled_config(cfg: FinetuneConfig, scale: float) -> FinetuneConfig:
+    """The default budget with every step count multiplied by ``scale``."""
+    return replace(
+        cfg,
+        min_steps=int(cfg.min_steps * scale),
+        max_steps=int(cfg.max_steps * scale),
+        head_steps_per_track=cfg.head_steps_per_track * scale,
+        joint_steps_per_track=cfg.joint_steps_per_track * scale,
+    )
+
+
+def timed_finetune(backbone, crops, track, matches, cfg: FinetuneConfig, seed: int, n_tracks: int):
+    """Run ``finetune`` once and print its cost; returns the state."""
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    steps = cfg.stage_steps(n_tracks)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    rss0 = PeakRss.current()
+    with PeakRss() as rss:
+        w, c = time.perf_counter(), time.process_time()
+        state = finetune(backbone, crops, track, matches, cfg, seed=seed)
+        if cuda:
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - w, time.process_time() - c
+    k = 1000.0 / n_tracks
+    print(
+        f"finetune on {'cuda' if cuda else 'cpu'}: steps head {steps[0]} + joint {steps[1]}, "
+        f"batch {cfg.batch_pairs} pairs, {min(cfg.faces_per_track, len(crops) // n_tracks)} faces/track "
+        f"x {cfg.cached_views} views cached"
+    )
+    print(
+        f"  wall {wall:.1f} s, cpu {cpu:.1f} s  ->  per 1,000 tracks: "
+        f"wall {wall * k:.0f} s, cpu {cpu * k:.0f} s"
+    )
+    print(
+        f"  loss first 20 steps {np.mean(state.losses[:20]):.3f} -> last 20 {np.mean(state.losses[-20:]):.3f}"
+    )
+    if cuda:
+        print(f"  peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+    # What grows with the tracks is the feature cache: per cached face view, the trunk output
+    # (float16) and the frozen embedding (float32); the rest is models, optimizer and one batch.
+    per_view = 2 * int(np.prod(backbone.run(torch.zeros(1, 3, 112, 112), stop=state.cut).shape)) + 4 * 512
+    cache = 1000 * cfg.faces_per_track * cfg.cached_views * per_view / 2**20
+    print(
+        f"  peak RSS during finetune {rss.peak:.0f} MiB (inputs and models before it {rss0:.0f} MiB; "
+        f"growth {rss.peak - rss0:.0f} MiB, of which the feature cache grows by {cache:.0f} MiB "
+        "per 1,000 tracks)"
+    )
+    return state
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--crops", help="npz with crops, track[, identity, shot]")
     ap.add_argument("--tracks", type=int, default=300)
     ap.add_argument("--faces", type=int, default=20)
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument(
+        "--device",
+        default="both",
+        choices=["both", "auto", "cpu", "cuda"],
+        help="both: the CPU, then CUDA when available (face_outputs uses the last)",
+    )
     ap.add_argument("--steps-scale", type=float, default=1.0, help="multiply the default step budget")
     ap.add_argument("--matches", default="coarse", choices=["coarse", "none"])
     ap.add_argument("--no-eval", action="store_true", help="skip face_outputs and the separation figures")
@@ -175,7 +233,8 @@ def main() -> None:
         f"{len(crops)} crops, {n_tracks} tracks, torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
 
-    base_emb = onnx_embeddings(model, crops)
+    need_base = args.matches == "coarse" or (identity is not None and not args.no_eval)
+    base_emb = onnx_embeddings(model, crops) if need_base else None
     matches = np.zeros((0, 2), np.int64)
     if args.matches == "coarse":
         from vcn.matching import coarse_matches
@@ -189,44 +248,15 @@ def main() -> None:
         print(msg)
 
     backbone = load_backbone(model)
-    cfg = FinetuneConfig(device=args.device)
-    cfg = replace(
-        cfg,
-        min_steps=int(cfg.min_steps * args.steps_scale),
-        max_steps=int(cfg.max_steps * args.steps_scale),
-        head_steps_per_track=cfg.head_steps_per_track * args.steps_scale,
-        joint_steps_per_track=cfg.joint_steps_per_track * args.steps_scale,
+    devices = (
+        [args.device] if args.device != "both" else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     )
-    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    steps = cfg.stage_steps(n_tracks)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    rss0 = PeakRss.current()
-    with PeakRss() as rss:
-        w, c = time.perf_counter(), time.process_time()
-        state = finetune(backbone, crops, track, matches, cfg, seed=args.seed)
-        if cuda:
-            torch.cuda.synchronize()
-        wall, cpu = time.perf_counter() - w, time.process_time() - c
-    k = 1000.0 / n_tracks
-    print(
-        f"finetune on {'cuda' if cuda else 'cpu'}: steps head {steps[0]} + joint {steps[1]}, "
-        f"batch {cfg.batch_pairs} pairs, {min(cfg.faces_per_track, len(crops) // n_tracks)} faces/track "
-        f"x {cfg.cached_views} views cached"
-    )
-    print(
-        f"  wall {wall:.1f} s, cpu {cpu:.1f} s  ->  per 1,000 tracks: "
-        f"wall {wall * k:.0f} s, cpu {cpu * k:.0f} s"
-    )
-    print(
-        f"  loss first 20 steps {np.mean(state.losses[:20]):.3f} -> last 20 {np.mean(state.losses[-20:]):.3f}"
-    )
-    if cuda:
-        print(f"  peak CUDA memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    print(
-        f"  peak RSS during finetune {rss.peak:.0f} MiB (inputs and models before it {rss0:.0f} MiB; "
-        f"growth {rss.peak - rss0:.0f} MiB, ~{(rss.peak - rss0) * k:.0f} MiB per 1,000 tracks)"
-    )
+    if args.device == "both" and len(devices) == 1:
+        print("(no CUDA device: CPU only)")
+    state, cfg = None, FinetuneConfig()
+    for device in devices:
+        cfg = scaled_config(FinetuneConfig(device=device), args.steps_scale)
+        state = timed_finetune(backbone, crops, track, matches, cfg, args.seed, n_tracks)
     if args.no_eval:
         return
     w, c = time.perf_counter(), time.process_time()

@@ -142,7 +142,11 @@ class OnnxBackbone(nn.Module):
                 )
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
             if n.op_type == "Constant":
-                attrs = {"value": numpy_helper.to_array(attrs["value"])}
+                if "value" in attrs:
+                    attrs = {"value": numpy_helper.to_array(attrs["value"])}
+                else:  # value_float(s) / value_int(s)
+                    (kind, val), *_ = attrs.items()
+                    attrs = {"value": np.array(val, np.float32 if "float" in kind else np.int64)}
             key = _safe(n.name or f"{n.op_type}_{i}")
             while key in self.weights:
                 key += "_"
