@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from vcn.backbone import load_backbone
+from vcn.augment import AugmentConfig, augment, colour_temperature, hflip, rotate
+from vcn.backbone import load_backbone, preprocess
 from vcn.errors import ConfigError, InputError
 from vcn.finetune import (
     FinetuneConfig,
@@ -92,6 +93,24 @@ def test_budget_scales_with_tracks_and_is_capped() -> None:
     assert small[0] <= large[0]
     with pytest.raises(ConfigError, match="device"):
         FinetuneConfig(device="tpu")
+
+
+def test_augmentations_on_a_real_face() -> None:
+    x = preprocess(load_faces()[0][[43, 44]])
+    assert torch.equal(hflip(x, torch.tensor([True, False])), torch.stack([x[0].flip(-1), x[1]]))
+    assert torch.allclose(rotate(x, torch.zeros(2)), x, atol=1e-5)
+    turned = rotate(x, torch.tensor([10.0, -10.0]))
+    assert 0.01 < (turned - x).abs().mean() < 0.5
+    warm = colour_temperature(x, torch.tensor([1.0, -1.0]), AugmentConfig())
+    red, blue = (warm - x)[:, 0].mean((1, 2)), (warm - x)[:, 2].mean((1, 2))
+    assert red[0] > 0 > blue[0] and red[1] < 0 < blue[1]  # warm, then cool
+    assert torch.allclose(warm[:, 1], x[:, 1], atol=1e-6)  # green untouched
+    a = augment(x, AugmentConfig(), torch.Generator().manual_seed(5))
+    b = augment(x, AugmentConfig(), torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.equal(a, x) and a.shape == x.shape
+    assert float(a.min()) >= -1.0 - 1e-6 and float(a.max()) <= 1.0 + 1e-6
+    with pytest.raises(ConfigError):
+        AugmentConfig(max_rotation_deg=90)
 
 
 # -- a tiny real finetune ----------------------------------------------------------------------
@@ -206,8 +225,6 @@ def test_face_outputs(run, backbone, video) -> None:
     assert np.allclose(np.exp(out.student_logprobs).sum(1), 1.0, atol=1e-5)
     # a short finetune at a small learning rate keeps the identity space of the ONNX model
     with torch.no_grad():
-        from vcn.backbone import preprocess
-
         ref = torch.nn.functional.normalize(backbone.eval()(preprocess(crops[rows])), dim=-1).numpy()
     assert (out.embeddings * ref).sum(1).min() > 0.9
     two = face_outputs(backbone, final, crops[rows], TINY, views=2, seed=3)
