@@ -176,3 +176,17 @@ def prefect_server():
                 os.environ.pop("PREFECT_API_URL", None)
             else:
                 os.environ["PREFECT_API_URL"] = old
+
+
+@pytest.fixture(scope="session")
+def h5_faces() -> tuple[np.ndarray, list[str]]:
+    """The 45 aligned real faces of tests/data/h5_faces.jpg (8 tiles a row) and their tracks:
+    crops uint8 (45, 112, 112, 3) BGR, track names (see tests/data/h5_faces.md)."""
+    data = Path(__file__).parent / "data"
+    mosaic = cv2.imread(str(data / "h5_faces.jpg"))
+    rows = (data / "h5_faces.csv").read_text().splitlines()[1:]
+    tiles = [int(r.split(",")[0]) for r in rows]
+    crops = np.stack(
+        [mosaic[(t // 8) * 112 : (t // 8 + 1) * 112, (t % 8) * 112 : (t % 8 + 1) * 112] for t in tiles]
+    )
+    return crops, [r.split(",")[-1] for r in rows]

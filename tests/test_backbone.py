@@ -27,16 +27,6 @@ def _model_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def load_faces() -> tuple[np.ndarray, list[str]]:
-    """The 45 aligned real faces of tests/data/h5_faces.jpg (8 tiles a row) and their tracks."""
-    mosaic = cv2.imread(str(DATA / "h5_faces.jpg"))
-    rows = (DATA / "h5_faces.csv").read_text().splitlines()[1:]
-    tiles = [int(r.split(",")[0]) for r in rows]
-    crops = np.stack(
-        [mosaic[(t // 8) * 112 : (t // 8 + 1) * 112, (t % 8) * 112 : (t % 8 + 1) * 112] for t in tiles]
-    )
-    return crops, [r.split(",")[-1] for r in rows]
-
 
 @pytest.fixture(scope="module")
 def mbf_path() -> str:
@@ -51,8 +41,8 @@ def mbf(mbf_path: str):
     return load_backbone(mbf_path)
 
 
-def test_preprocess_matches_insightface_blob() -> None:
-    crops, _ = load_faces()
+def test_preprocess_matches_insightface_blob(h5_faces) -> None:
+    crops, _ = h5_faces
     blob = cv2.dnn.blobFromImages(
         list(crops[:6]), 1.0 / 127.5, (112, 112), (127.5, 127.5, 127.5), swapRB=True
     )
@@ -61,8 +51,8 @@ def test_preprocess_matches_insightface_blob() -> None:
     assert np.array_equal(x.numpy(), blob)
 
 
-def test_parity_with_onnxruntime_on_real_faces(mbf, mbf_path: str) -> None:
-    crops, _ = load_faces()
+def test_parity_with_onnxruntime_on_real_faces(mbf, mbf_path: str, h5_faces) -> None:
+    crops, _ = h5_faces
     crops = crops[[0, 2, 5, 21, 30, 43, 44]]  # one track, a profile, dark, stills
     sess = ort.InferenceSession(mbf_path, providers=["CPUExecutionProvider"])
     x = preprocess(crops)

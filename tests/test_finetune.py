@@ -8,7 +8,6 @@ import importlib.util
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -30,16 +29,6 @@ from vcn.finetune import (
 
 DATA = Path(__file__).parent / "data"
 
-
-def load_faces() -> tuple[np.ndarray, list[str]]:
-    """The 45 aligned real faces of tests/data/h5_faces.jpg (8 tiles a row) and their tracks."""
-    mosaic = cv2.imread(str(DATA / "h5_faces.jpg"))
-    rows = (DATA / "h5_faces.csv").read_text().splitlines()[1:]
-    tiles = [int(r.split(",")[0]) for r in rows]
-    crops = np.stack(
-        [mosaic[(t // 8) * 112 : (t // 8 + 1) * 112, (t % 8) * 112 : (t % 8 + 1) * 112] for t in tiles]
-    )
-    return crops, [r.split(",")[-1] for r in rows]
 
 
 def test_dino_loss_by_hand() -> None:
@@ -95,8 +84,8 @@ def test_budget_scales_with_tracks_and_is_capped() -> None:
         FinetuneConfig(device="tpu")
 
 
-def test_augmentations_on_a_real_face() -> None:
-    x = preprocess(load_faces()[0][[43, 44]])
+def test_augmentations_on_a_real_face(h5_faces) -> None:
+    x = preprocess(h5_faces[0][[43, 44]])
     assert torch.equal(hflip(x, torch.tensor([True, False])), torch.stack([x[0].flip(-1), x[1]]))
     assert torch.allclose(rotate(x, torch.zeros(2)), x, atol=1e-5)
     turned = rotate(x, torch.tensor([10.0, -10.0]))
@@ -141,8 +130,8 @@ def backbone():
 
 
 @pytest.fixture(scope="module")
-def video():
-    crops, tracks = load_faces()
+def video(h5_faces):
+    crops, tracks = h5_faces
     names = sorted(set(tracks))
     track_index = np.array([names.index(t) for t in tracks], np.int64)
     # coarse matching linked Miranda's two tracks and Lacamoire's two tracks

@@ -18,16 +18,6 @@ DATA = Path(__file__).parent / "data"
 FRONTAL = [31, 32, 33, 34, 35, 36, 43, 44]  # Miranda's medium-shot track and two photo stills
 
 
-def load_faces() -> tuple[np.ndarray, list[str]]:
-    """The 45 aligned real faces of tests/data/h5_faces.jpg (8 tiles a row) and their tracks."""
-    mosaic = cv2.imread(str(DATA / "h5_faces.jpg"))
-    rows = (DATA / "h5_faces.csv").read_text().splitlines()[1:]
-    tiles = [int(r.split(",")[0]) for r in rows]
-    crops = np.stack(
-        [mosaic[(t // 8) * 112 : (t // 8 + 1) * 112, (t % 8) * 112 : (t % 8 + 1) * 112] for t in tiles]
-    )
-    return crops, [r.split(",")[-1] for r in rows]
-
 
 @pytest.fixture(scope="module")
 def backbone():
@@ -44,8 +34,8 @@ def degrade(crop: np.ndarray, size: int, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(crop, (0, 0), sigma) if sigma else crop
 
 
-def test_scores_fall_as_faces_get_smaller_and_blurrier(backbone) -> None:
-    crops, _ = load_faces()
+def test_scores_fall_as_faces_get_smaller_and_blurrier(backbone, h5_faces) -> None:
+    crops, _ = h5_faces
     base = crops[FRONTAL]
     levels = [(112, 0.0), (40, 1.5), (24, 2.5), (16, 3.5)]
     faces = np.concatenate([np.stack([degrade(c, s, b) for c in base]) for s, b in levels])
@@ -57,8 +47,8 @@ def test_scores_fall_as_faces_get_smaller_and_blurrier(backbone) -> None:
     assert means[0] - means[-1] > 0.01
 
 
-def test_profile_and_dark_tracks_score_below_frontal_ones(backbone) -> None:
-    crops, tracks = load_faces()
+def test_profile_and_dark_tracks_score_below_frontal_ones(backbone, h5_faces) -> None:
+    crops, tracks = h5_faces
     names = sorted(set(tracks))
     track_index = np.array([names.index(t) for t in tracks], np.int64)
     tq = track_quality(serfiq_scores(backbone, crops, SerFiqConfig(), seed=0), track_index)
@@ -69,8 +59,8 @@ def test_profile_and_dark_tracks_score_below_frontal_ones(backbone) -> None:
     assert flagged == {"hamilton-1", "hamilton-2"}
 
 
-def test_scores_are_seeded_and_independent_of_batching(backbone) -> None:
-    crops, _ = load_faces()
+def test_scores_are_seeded_and_independent_of_batching(backbone, h5_faces) -> None:
+    crops, _ = h5_faces
     faces = crops[[2, 5, 33, 44]]
     a = serfiq_scores(backbone, faces, SerFiqConfig(batch=4), seed=3)
     b = serfiq_scores(backbone, faces, SerFiqConfig(batch=3), seed=3)
