@@ -107,17 +107,20 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False)
     t0 = time.perf_counter()
     score("generic + FINCH", baselines.finch(means, level=2), time.perf_counter() - t0)
 
+    from vcn.constraints import cooccurring_pairs
+
+    cannot = cooccurring_pairs(faces["frame_idx"].to_numpy(), face_track)
     sample = sample_rows(face_track, cfg.faces_per_track)
     crops = read_crops(movie / "crops", faces["face_id"].to_numpy()[sample])
     index = face_track[sample]
     backbone = load_backbone(find_models(default_model_dir()).recognizer)
     from storage.checkpoints import load_checkpoint, save_checkpoint
 
-    cache = movie / "model" / f"ablation-seed{seed}.pt"
+    cache = movie / "model" / f"ablation-seed{seed}-cl.pt"
     t0 = time.perf_counter()
     ck = load_checkpoint(cache) if reuse else None
     if ck is None or not ck.done:
-        ck = adapt(backbone, crops, index, cfg, seed)
+        ck = adapt(backbone, crops, index, cfg, seed, cannot_link=cannot)
         save_checkpoint(cache, ck)
     t_adapt = time.perf_counter() - t0
     state = ck.state
@@ -132,10 +135,10 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False)
     for metric in ("cosine", "euclidean"):
         t0 = time.perf_counter()
         thr = clustering.view_thresholds_embedding(v_emb, index, metric)
-        lab = clustering.parameter_free_embedding(v_emb[:, 0], index, metric, thr)
+        lab = clustering.parameter_free_embedding(v_emb[:, 0], index, metric, thr, cannot)
         score(f"PF + {metric}", lab, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    res = cluster(backbone, state, crops, index, cfg, seed)
+    res = cluster(backbone, state, crops, index, cfg, seed, cannot_link=cannot)
     score("PF + loss (vcn)", res.labels, time.perf_counter() - t0 + t_adapt)
     print(f"  adapt rounds: {ck.history}", file=sys.stderr)
     return rows_out

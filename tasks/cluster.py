@@ -15,7 +15,7 @@ from storage.atomic import write_parquet
 from storage.checkpoints import load_checkpoint
 from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
-from tasks.finetune import sampled_faces
+from tasks.finetune import cannot_links, sampled_faces
 from tasks.policies import is_transient
 from vcn.backbone import load_backbone
 from vcn.clustering import hac
@@ -50,9 +50,11 @@ def _cluster_vcn(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, dict[str, A
     state = ck.state
     if state is None:  # a single-track movie: nothing was finetuned
         raise StageError(f"{ctx.layout.root}: finetune produced no model; re-run with --from finetune")
-    res = cluster(backbone, state, crops, index, ctx.config.method, ctx.config.seed)
+    cannot = cannot_links(ctx)
+    res = cluster(backbone, state, crops, index, ctx.config.method, ctx.config.seed, cannot_link=cannot)
     rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
-    return res.labels, res.quality, {"merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum())}
+    return res.labels, res.quality, {"merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
+                                     "cannot_link_pairs": len(cannot)}
 
 
 @task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient)

@@ -20,6 +20,7 @@ from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
 from tasks.policies import is_transient
 from vcn.backbone import load_backbone
+from vcn.constraints import cooccurring_pairs
 from vcn.method import Checkpoint, adapt, sample_rows
 
 
@@ -33,6 +34,14 @@ def sampled_faces(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, np.ndarray
     rows = sample_rows(index, ctx.config.method.faces_per_track)
     face_ids = faces["face_id"].to_numpy()[rows]
     return face_ids, index[rows], read_crops(layout.crops_dir, face_ids)
+
+
+def cannot_links(ctx: MovieContext) -> np.ndarray:
+    """(P, 2) pairs of tracks.parquet rows that have faces on one frame (two people)."""
+    faces = pq.read_table(ctx.layout.faces, columns=["frame_idx", "track_id"]).to_pandas()
+    track_ids = pq.read_table(ctx.layout.tracks, columns=["track_id"]).column(0).to_pylist()
+    row_of = {t: i for i, t in enumerate(track_ids)}
+    return cooccurring_pairs(faces["frame_idx"].to_numpy(), faces["track_id"].map(row_of).to_numpy(np.int64))
 
 
 @task(name="finetune", retries=1, retry_condition_fn=is_transient)
@@ -64,8 +73,10 @@ def finetune_model(ctx: MovieContext) -> dict[str, Any]:
                 update_progress_artifact(progress, 100.0 * c.state.step / total,
                                          description=f"finetune of {ctx.movie_id}, round {c.round + 1}")
 
+        cannot = cannot_links(ctx)
+        rows["cannot_link_pairs"] = len(cannot)
         ck = adapt(load_backbone(ctx.models.recognizer), crops, index, ctx.config.method, ctx.config.seed,
-                   resume=resume, on_checkpoint=on_checkpoint)
+                   resume=resume, on_checkpoint=on_checkpoint, cannot_link=cannot)
     digest = save_checkpoint(layout.model_dir / "final.pt", ck)
     ckpt_path.unlink(missing_ok=True)
     rows.update({"rounds": len(ck.history), "matches": len(ck.matches)})

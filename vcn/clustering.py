@@ -66,6 +66,7 @@ from scipy import sparse
 from scipy.cluster import hierarchy
 from scipy.sparse.csgraph import connected_components
 
+from vcn.constraints import ConstrainedMerger
 from vcn.errors import ConfigError, InputError
 from vcn.matching import check_track_index
 
@@ -311,8 +312,25 @@ def _link_mask(d: np.ndarray, thr_rows: np.ndarray, thr_cols: np.ndarray) -> np.
     return (d <= thr_rows[:, None] + _TOLERANCE) | (d <= thr_cols[None, :] + _TOLERANCE)
 
 
+def _merge(
+    n: int, src: np.ndarray, dst: np.ndarray, dist: np.ndarray, cannot: np.ndarray | None
+) -> np.ndarray:
+    """``(n,)`` new cluster of each of ``n`` clusters after applying links ``src``-``dst``."""
+    if cannot is None or len(cannot) == 0:
+        graph = sparse.coo_matrix((np.ones(len(src)), (src, dst)), shape=(n, n))
+        return connected_components(graph, directed=False)[1]
+    merger = ConstrainedMerger(n, cannot)
+    # Closest first, so that of two links that conflict the more certain one is kept.
+    for i in np.argsort(dist, kind="stable"):
+        merger.union(int(src[i]), int(dst[i]))
+    return merger.groups()
+
+
 def parameter_free(
-    track_stats: np.ndarray, model: DistanceModel, track_thresholds: np.ndarray | None = None
+    track_stats: np.ndarray,
+    model: DistanceModel,
+    track_thresholds: np.ndarray | None = None,
+    cannot_link: np.ndarray | None = None,
 ) -> ParameterFreeResult:
     """Parameter-free clustering of tracks on aggregatable set statistics.
 
@@ -323,10 +341,16 @@ def parameter_free(
         track_thresholds: optional ``(T,)`` float within-track thresholds ``tau_t`` (e.g. from
             augmented views, :func:`view_thresholds_loss`; NaN entries take the median of the
             others); default :func:`robust_thresholds` of the tracks' own thresholds.
+        cannot_link: optional ``(P, 2)`` int pairs of tracks that must end in different
+            clusters (co-occurring tracks, :func:`vcn.constraints.cooccurring_pairs`). With
+            them a round applies its links closest first and skips a link that would join a
+            cannot-link pair (:class:`vcn.constraints.ConstrainedMerger`); without them links
+            apply transitively at once, as in the paper.
 
     Returns:
-        A :class:`ParameterFreeResult`. Terminates: every round that links merges at least two
-        clusters, so there are at most ``T`` rounds (in practice a handful).
+        A :class:`ParameterFreeResult`. Terminates: a round that merges nothing is the last, and
+        every other round merges at least two clusters, so there are at most ``T`` rounds (in
+        practice a handful).
     """
     stats = np.asarray(track_stats, dtype=np.float64)
     if stats.ndim != 2 or len(stats) == 0 or np.any(stats[:, 0] < 1):
@@ -349,6 +373,11 @@ def parameter_free(
     pairs = n * (n - 1)
     corr = pairs * np.where(pairs > 0, tau - np.nan_to_num(own), 0.0)
     labels = np.arange(n_tracks, dtype=np.int64)
+    cannot = None
+    if cannot_link is not None and len(cannot_link):
+        cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
+        if cannot.min() < 0 or cannot.max() >= n_tracks:
+            raise InputError(f"cannot_link holds track indices outside 0..{n_tracks - 1}")
     fallback = tau.copy()
     dirty = np.ones(n_tracks, bool)
     rounds = []
@@ -360,7 +389,7 @@ def parameter_free(
             mean_pair = (model.pair_total(stats) + corr) / np.where(pairs > 0, pairs, 1)
         thr = np.where(pairs > 0, mean_pair, fallback)
         left, right, offset = model.bilinear(stats)
-        edges = []
+        edges, dists = [], []
         rows_all = np.flatnonzero(dirty)
         for lo in range(0, len(rows_all), _BLOCK):
             rows = rows_all[lo:lo + _BLOCK]
@@ -370,13 +399,18 @@ def parameter_free(
             link &= ~dirty[None, :] | (np.arange(len(stats))[None, :] > rows[:, None])
             a, b = np.nonzero(link)
             edges.append((rows[a], b))
+            dists.append(d[a, b])
         src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int64)
         dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
         rounds.append(RoundInfo(len(stats), len(src), time.perf_counter() - started))
         if len(src) == 0:
             break
-        graph = sparse.coo_matrix((np.ones(len(src)), (src, dst)), shape=(len(stats), len(stats)))
-        n_comp, comp = connected_components(graph, directed=False)
+        # Cannot-links between the current clusters: those of their tracks, relabelled.
+        cl = None if cannot is None else np.unique(np.sort(labels[cannot], axis=1), axis=0)
+        comp = _merge(len(stats), src, dst, np.concatenate(dists), cl)
+        n_comp = int(comp.max()) + 1
+        if n_comp == len(stats):  # every link was vetoed: nothing can change any more
+            break
         member = sparse.csr_matrix(
             (np.ones(len(comp)), (comp, np.arange(len(comp)))), shape=(n_comp, len(comp))
         )
@@ -393,6 +427,7 @@ def parameter_free_loss(
     student_logprobs: np.ndarray,
     track_index: np.ndarray,
     track_thresholds: np.ndarray | None = None,
+    cannot_link: np.ndarray | None = None,
 ) -> np.ndarray:
     """The paper's clustering: parameter-free merging on the teacher-student loss distance.
 
@@ -402,12 +437,13 @@ def parameter_free_loss(
         track_index: ``(N,)`` int track of each face; every id ``0..T-1`` used.
         track_thresholds: optional ``(T,)`` within-track loss thresholds from augmented views
             (:func:`view_thresholds_loss`); default: own thresholds floored at their median.
+        cannot_link: optional ``(P, 2)`` int track pairs kept apart (see :func:`parameter_free`).
 
     Returns:
         ``(T,)`` int64 cluster label per track, ``0..k-1`` by first appearance.
     """
     stats = loss_track_stats(teacher_probs, student_logprobs, track_index)
-    return parameter_free(stats, LossDistance(), track_thresholds).labels
+    return parameter_free(stats, LossDistance(), track_thresholds, cannot_link).labels
 
 
 def parameter_free_embedding(
@@ -415,6 +451,7 @@ def parameter_free_embedding(
     track_index: np.ndarray,
     metric: str = "cosine",
     track_thresholds: np.ndarray | None = None,
+    cannot_link: np.ndarray | None = None,
 ) -> np.ndarray:
     """Parameter-free merging on embedding distances (the paper's cosine/Euclidean ablation).
 
@@ -425,12 +462,13 @@ def parameter_free_embedding(
             squared distance; same partition as cosine on unit-norm embeddings).
         track_thresholds: optional ``(T,)`` within-track thresholds in the metric's units,
             e.g. :func:`view_thresholds_embedding`; default: own thresholds floored at the median.
+        cannot_link: optional ``(P, 2)`` int track pairs kept apart (see :func:`parameter_free`).
 
     Returns:
         ``(T,)`` int64 cluster label per track, ``0..k-1`` by first appearance.
     """
     stats = embedding_track_stats(embeddings, track_index, metric)
-    return parameter_free(stats, _model(metric), track_thresholds).labels
+    return parameter_free(stats, _model(metric), track_thresholds, cannot_link).labels
 
 
 def _check_views(arr: np.ndarray, name: str) -> np.ndarray:

@@ -27,6 +27,7 @@ from vcn.clustering import (
     parameter_free,
     view_thresholds_loss,
 )
+from vcn.constraints import drop_pairs
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
 from vcn.matching import MatchingConfig, coarse_matches
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
@@ -105,10 +106,14 @@ def adapt(
     seed: int,
     resume: Checkpoint | None = None,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    cannot_link: np.ndarray | None = None,
 ) -> Checkpoint:
     """Alternate coarse matching and finetuning; return the final checkpoint.
 
     ``crops`` (N, 112, 112, 3) uint8 BGR sampled faces, ``track_index`` (N,) int64 in 0..T-1.
+    ``cannot_link`` (P, 2) int64 pairs of tracks seen on one frame (from all faces, see
+    :func:`vcn.constraints.cooccurring_pairs`): a match between them is dropped, since they are
+    two people (on the pedestrians clip all 17 wrong matches were such pairs).
     Matching runs on the embeddings of strong views of every face (the clean crop included), so
     that near-duplicate tracks still get a spread to match against; it is mutual (both tracks'
     regions must hold the other's mean) because one-sided matches link different people on the
@@ -116,8 +121,14 @@ def adapt(
     """
     views = strong_views(crops, cfg.views, seed)
     v_index = np.repeat(track_index, cfg.views.n_views)
+    cannot = np.zeros((0, 2), np.int64) if cannot_link is None else cannot_link
+
+    def match(state: FinetuneState | None) -> np.ndarray:
+        pairs = coarse_matches(view_embeddings(backbone, state, views, cfg), v_index, cfg.matching)
+        return drop_pairs(pairs, cannot)
+
     if resume is None:
-        matches = coarse_matches(view_embeddings(backbone, None, views, cfg), v_index, cfg.matching)
+        matches = match(None)
         resume = Checkpoint(round=0, matches=matches, state=None)
     ck = resume
     while not ck.done:
@@ -127,7 +138,7 @@ def adapt(
 
         state = finetune(backbone, crops, track_index, ck.matches, cfg.finetune, seed, state=ck.state,
                          on_checkpoint=save)
-        new = coarse_matches(view_embeddings(backbone, state, views, cfg), v_index, cfg.matching)
+        new = match(state)
         history = [*ck.history, {
             "round": ck.round, "matches": len(ck.matches), "next_matches": len(new),
             "steps": state.step, "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
@@ -163,8 +174,13 @@ def cluster(
     track_index: np.ndarray,
     cfg: MethodConfig,
     seed: int,
+    cannot_link: np.ndarray | None = None,
 ) -> Clustering:
-    """Quality filter and parameter-free clustering on the finetuned model's loss distance."""
+    """Quality filter and parameter-free clustering on the finetuned model's loss distance.
+
+    ``crops``, ``track_index`` as in :func:`adapt`; ``cannot_link`` (P, 2) int64 pairs of
+    co-occurring tracks, which never end in one cluster.
+    """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(serfiq_scores(backbone, crops, cfg.serfiq, seed), track_index)
     unknown = mad_low_outliers(np.nan_to_num(quality, nan=-np.inf), cfg.mad_k) | ~np.isfinite(quality)
@@ -185,7 +201,11 @@ def cluster(
     thresholds = view_thresholds_loss(p_views, s_views, sub_index)
     # Distances between tracks use the clean crops; thresholds use their views (see vcn/views.py).
     stats = loss_track_stats(p_views[:, 0], s_views[:, 0], sub_index)
-    result = parameter_free(stats, LossDistance(), thresholds)
+    kept = None
+    if cannot_link is not None and len(cannot_link):
+        sub = remap[np.asarray(cannot_link, np.int64).reshape(-1, 2)]
+        kept = sub[(sub >= 0).all(axis=1)]
+    result = parameter_free(stats, LossDistance(), thresholds, kept)
     labels[keep_tracks] = result.labels
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds

@@ -1,0 +1,87 @@
+"""Cannot-link constraints: co-occurring tracks, vetoed matches, constrained merging."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_clustering import make_tracks, unit
+from vcn.clustering import (
+    CosineDistance,
+    embedding_track_stats,
+    parameter_free,
+    parameter_free_embedding,
+)
+from vcn.constraints import ConstrainedMerger, cooccurring_pairs, drop_pairs
+from vcn.errors import InputError
+
+
+def test_cooccurring_pairs_from_frames() -> None:
+    frames = np.array([0, 0, 0, 1, 1, 2, 3, 3])
+    tracks = np.array([0, 1, 2, 0, 3, 1, 4, 4])  # track 4 twice on frame 3: no self pair
+    np.testing.assert_array_equal(cooccurring_pairs(frames, tracks), [[0, 1], [0, 2], [0, 3], [1, 2]])
+    # Order of the faces does not matter.
+    perm = np.random.default_rng(0).permutation(len(frames))
+    np.testing.assert_array_equal(cooccurring_pairs(frames[perm], tracks[perm]), cooccurring_pairs(frames, tracks))
+    assert cooccurring_pairs(np.array([5]), np.array([0])).shape == (0, 2)
+    with pytest.raises(InputError):
+        cooccurring_pairs(np.zeros(3), np.zeros(2, np.int64))
+
+
+def test_drop_pairs_in_either_order() -> None:
+    pairs = np.array([[0, 1], [2, 5], [3, 4]])
+    np.testing.assert_array_equal(drop_pairs(pairs, np.array([[5, 2]])), [[0, 1], [3, 4]])
+    np.testing.assert_array_equal(drop_pairs(pairs, np.zeros((0, 2))), pairs)
+
+
+def test_merger_vetoes_transitive_violations() -> None:
+    m = ConstrainedMerger(5, np.array([[0, 2], [3, 4]]))
+    assert m.union(0, 1)
+    assert not m.union(1, 2)  # 1 is with 0, and 0 may not meet 2
+    assert m.union(2, 3)
+    assert not m.union(1, 3)  # group {0, 1} conflicts with group {2, 3} through (0, 2)
+    assert m.union(4, 0)  # {4} may join {0, 1}: its conflict is with 3 ...
+    assert not m.union(2, 1)  # ... which now keeps {2, 3} away through two constraints
+    assert not m.union(1, 1)
+    np.testing.assert_array_equal(m.groups(), [0, 0, 1, 1, 0])
+
+
+def _loose_bridge(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Three people with two tight tracks each and one wide track between them all.
+
+    The wide track (tiny, blurred faces) has a threshold that admits every other track, so the
+    paper's "either threshold" rule chains the three people together through it.
+    """
+    x, index, ident, _ = make_tracks(rng, [2, 2, 2], dim=32, face_spread=0.3, faces=(6, 6))
+    centre = unit(x.mean(axis=0))
+    wide = unit(centre + 2.0 * rng.normal(size=(30, 32)) / np.sqrt(32))
+    x = np.concatenate([x, wide]).astype(np.float32)
+    index = np.concatenate([index, np.full(30, 6)])
+    # People are seen together in every shot: all their cross-person track pairs co-occur.
+    cannot = np.array([(a, b) for a in range(6) for b in range(a + 1, 6) if ident[a] != ident[b]])
+    return x, index, ident, cannot
+
+
+def test_cannot_links_stop_a_loose_track_from_chaining_people() -> None:
+    x, index, ident, cannot = _loose_bridge(np.random.default_rng(3))
+    free = parameter_free_embedding(x, index, "cosine")
+    assert len(np.unique(free)) == 1  # the failure mode seen on the pedestrians clip
+    kept = parameter_free_embedding(x, index, "cosine", cannot_link=cannot)
+    np.testing.assert_array_equal(kept[:6] == kept[0], ident == ident[0])
+    assert len(np.unique(kept[:6])) == 3
+    for a, b in cannot:
+        assert kept[a] != kept[b]
+
+
+def test_constraints_hold_on_random_data_and_rounds_end() -> None:
+    rng = np.random.default_rng(11)
+    x, index, _, _ = make_tracks(rng, [5, 4, 3, 1, 1], dim=16, face_spread=0.8, track_spread=0.6)
+    stats = embedding_track_stats(x, index, "cosine")
+    n = len(stats)
+    cannot = np.unique(np.sort(rng.integers(0, n, size=(20, 2)), axis=1), axis=0)
+    cannot = cannot[cannot[:, 0] != cannot[:, 1]]
+    result = parameter_free(stats, CosineDistance(), cannot_link=cannot)
+    assert all(result.labels[a] != result.labels[b] for a, b in cannot)
+    assert len(result.rounds) <= n
+    with pytest.raises(InputError):
+        parameter_free(stats, CosineDistance(), cannot_link=np.array([[0, n]]))
