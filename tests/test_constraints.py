@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_clustering import make_tracks, unit
+
 from vcn.clustering import (
     CosineDistance,
     embedding_track_stats,
     parameter_free,
     parameter_free_embedding,
 )
-from vcn.constraints import ConstrainedMerger, cooccurring_pairs, drop_pairs
+from vcn.constraints import ConstrainedMerger, consistent_pairs, cooccurring_pairs, drop_pairs
 from vcn.errors import InputError
 
 
@@ -22,7 +22,8 @@ def test_cooccurring_pairs_from_frames() -> None:
     np.testing.assert_array_equal(cooccurring_pairs(frames, tracks), [[0, 1], [0, 2], [0, 3], [1, 2]])
     # Order of the faces does not matter.
     perm = np.random.default_rng(0).permutation(len(frames))
-    np.testing.assert_array_equal(cooccurring_pairs(frames[perm], tracks[perm]), cooccurring_pairs(frames, tracks))
+    shuffled = cooccurring_pairs(frames[perm], tracks[perm])
+    np.testing.assert_array_equal(shuffled, cooccurring_pairs(frames, tracks))
     assert cooccurring_pairs(np.array([5]), np.array([0])).shape == (0, 2)
     with pytest.raises(InputError):
         cooccurring_pairs(np.zeros(3), np.zeros(2, np.int64))
@@ -44,6 +45,19 @@ def test_merger_vetoes_transitive_violations() -> None:
     assert not m.union(2, 1)  # ... which now keeps {2, 3} away through two constraints
     assert not m.union(1, 1)
     np.testing.assert_array_equal(m.groups(), [0, 0, 1, 1, 0])
+
+
+def test_consistent_pairs_keep_the_closer_of_two_conflicting_matches() -> None:
+    # Tracks 0 and 1 are seen together; both matched track 2. Only the closer match can stand.
+    pairs = np.array([[0, 2], [1, 2], [3, 4], [0, 1]])
+    dist = np.array([0.5, 0.2, 0.3, 0.9])
+    kept = consistent_pairs(pairs, dist, 5, np.array([[0, 1]]))
+    np.testing.assert_array_equal(kept, [[1, 2], [3, 4]])
+    # A redundant pair inside an accepted group stays (it is consistent).
+    chain = np.array([[0, 1], [1, 2], [0, 2]])
+    kept = consistent_pairs(chain, np.array([0.1, 0.2, 0.3]), 4, np.array([[2, 3]]))
+    assert len(kept) == 3
+    np.testing.assert_array_equal(consistent_pairs(pairs, dist, 5, np.zeros((0, 2))), pairs)
 
 
 def _loose_bridge(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -66,6 +66,33 @@ def drop_pairs(pairs: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
     return pairs[~np.isin(key, cannot @ np.array([top, 1]))]
 
 
+def consistent_pairs(pairs: np.ndarray, distance: np.ndarray, n: int, cannot_link: np.ndarray) -> np.ndarray:
+    """The pairs that stay once positives are made consistent with the cannot-links.
+
+    Positives are transitive (A~B and B~C put A and C together), so a set of pairs can break a
+    constraint that none of them breaks alone. Pairs are taken closest first and kept when
+    :class:`ConstrainedMerger` accepts them (or their tracks are already together).
+
+    Args:
+        pairs: ``(M, 2)`` int track pairs in ``0..n-1``.
+        distance: ``(M,)`` float, smaller = more certain.
+        n: number of tracks.
+        cannot_link: ``(P, 2)`` int pairs that may not end in one group.
+
+    Returns:
+        ``(M', 2)`` int64 kept pairs, in the input order.
+    """
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if len(pairs) == 0 or len(cannot_link) == 0:
+        return pairs
+    merger = ConstrainedMerger(n, cannot_link)
+    keep = np.zeros(len(pairs), bool)
+    for i in np.argsort(np.asarray(distance), kind="stable"):
+        a, b = int(pairs[i, 0]), int(pairs[i, 1])
+        keep[i] = merger.union(a, b) or merger.find(a) == merger.find(b)
+    return pairs[keep]
+
+
 class ConstrainedMerger:
     """Transitive merging of ``n`` items that never puts a cannot-link pair in one group.
 

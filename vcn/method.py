@@ -27,7 +27,7 @@ from vcn.clustering import (
     parameter_free,
     view_thresholds_loss,
 )
-from vcn.constraints import drop_pairs
+from vcn.constraints import consistent_pairs, drop_pairs
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
 from vcn.matching import MatchingConfig, coarse_matches
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
@@ -113,7 +113,8 @@ def adapt(
     ``crops`` (N, 112, 112, 3) uint8 BGR sampled faces, ``track_index`` (N,) int64 in 0..T-1.
     ``cannot_link`` (P, 2) int64 pairs of tracks seen on one frame (from all faces, see
     :func:`vcn.constraints.cooccurring_pairs`): a match between them is dropped, since they are
-    two people (on the pedestrians clip all 17 wrong matches were such pairs).
+    two people (on the pedestrians clip all 17 wrong matches were such pairs), and so is a match
+    that would put two of them in one group through other matches (closest matches first).
     Matching runs on the embeddings of strong views of every face (the clean crop included), so
     that near-duplicate tracks still get a spread to match against; it is mutual (both tracks'
     regions must hold the other's mean) because one-sided matches link different people on the
@@ -123,9 +124,16 @@ def adapt(
     v_index = np.repeat(track_index, cfg.views.n_views)
     cannot = np.zeros((0, 2), np.int64) if cannot_link is None else cannot_link
 
+    n_tracks = int(track_index.max()) + 1
+
     def match(state: FinetuneState | None) -> np.ndarray:
-        pairs = coarse_matches(view_embeddings(backbone, state, views, cfg), v_index, cfg.matching)
-        return drop_pairs(pairs, cannot)
+        emb = view_embeddings(backbone, state, views, cfg)
+        pairs = drop_pairs(coarse_matches(emb, v_index, cfg.matching), cannot)
+        means = np.zeros((n_tracks, emb.shape[1]))
+        np.add.at(means, v_index, emb)
+        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        closeness = 1.0 - np.einsum("md,md->m", means[pairs[:, 0]], means[pairs[:, 1]])
+        return consistent_pairs(pairs, closeness, n_tracks, cannot)
 
     if resume is None:
         matches = match(None)
