@@ -116,7 +116,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False)
     backbone = load_backbone(find_models(default_model_dir()).recognizer)
     from storage.checkpoints import load_checkpoint, save_checkpoint
 
-    cache = movie / "model" / f"ablation-seed{seed}-cl2.pt"
+    cache = movie / "model" / f"ablation-seed{seed}-grow.pt"
     t0 = time.perf_counter()
     ck = load_checkpoint(cache) if reuse else None
     if ck is None or not ck.done:

@@ -99,3 +99,30 @@ def test_constraints_hold_on_random_data_and_rounds_end() -> None:
     assert len(result.rounds) <= n
     with pytest.raises(InputError):
         parameter_free(stats, CosineDistance(), cannot_link=np.array([[0, n]]))
+
+
+def test_grow_matches_closes_groups_and_respects_cannot_links() -> None:
+    from vcn.matching import MatchingConfig, coarse_matches
+    from vcn.method import grow_matches
+
+    rng = np.random.default_rng(5)
+    _, index, ident, views = make_tracks(rng, [4, 4, 3], dim=32, face_spread=0.4, track_spread=0.5,
+                                         faces=(3, 6), views=4, view_spread=0.6)
+    emb = views.reshape(-1, 32)
+    v_index = np.repeat(index, 4)
+    cfg = MatchingConfig(mutual=True)
+    first = coarse_matches(emb, v_index, cfg)
+    grown = grow_matches(emb, v_index, cfg, np.zeros((0, 2), np.int64))
+    as_set = {tuple(p) for p in grown.tolist()}
+    assert {tuple(p) for p in first.tolist()} <= as_set  # round 1 is the paper's matching
+    assert len(grown) > len(first)  # groups matched what single tracks did not
+    assert all(ident[a] == ident[b] for a, b in grown)  # well-separated people: no wrong link
+    # Transitively closed: every two tracks of a group are a pair.
+    for a, b in grown:
+        for c in range(len(ident)):
+            if c not in (a, b) and ((min(a, c), max(a, c)) in as_set):
+                assert (min(b, c), max(b, c)) in as_set
+    # Forbid two tracks of the first person from meeting: they end in different groups.
+    cannot = np.array([[0, 1]])
+    kept = {tuple(p) for p in grow_matches(emb, v_index, cfg, cannot).tolist()}
+    assert (0, 1) not in kept

@@ -31,6 +31,7 @@ from vcn.constraints import consistent_pairs, drop_pairs
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
 from vcn.matching import MatchingConfig, coarse_matches
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
+from vcn.unionfind import DisjointSet
 from vcn.views import ViewConfig, strong_views
 
 
@@ -83,6 +84,55 @@ def view_embeddings(
     return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
 
+def _closest_pairs(means: np.ndarray, group: np.ndarray, group_pairs: np.ndarray) -> np.ndarray:
+    """For each pair of groups ``(G, 2)``, the pair of their tracks with the closest means."""
+    out = np.zeros((len(group_pairs), 2), np.int64)
+    members = {int(g): np.flatnonzero(group == g) for g in np.unique(group_pairs)}
+    for i, (a, b) in enumerate(group_pairs):
+        ta, tb = members[int(a)], members[int(b)]
+        j, k = np.unravel_index(np.argmax(means[ta] @ means[tb].T), (len(ta), len(tb)))
+        out[i] = ta[j], tb[k]
+    return out
+
+
+def grow_matches(
+    embeddings: np.ndarray, track_index: np.ndarray, cfg: MatchingConfig, cannot_link: np.ndarray
+) -> np.ndarray:
+    """Coarse matching repeated on groups of matched tracks until the groups stop changing.
+
+    ``embeddings`` (N, D) float unit rows (faces or their views), ``track_index`` (N,) int64 in
+    0..T-1, ``cannot_link`` (P, 2) int64 track pairs that are two people. Round 1 is the paper's
+    track matching; each further round fits one Gaussian per *group* (the tracks that matches
+    joined, so a person's spread across shots) and matches groups with the same rule. A group link
+    stands for its closest pair of tracks; links that co-occur or would join a co-occurring pair
+    are dropped (closest first, :func:`vcn.constraints.consistent_pairs`).
+
+    Returns (M, 2) int64 pairs ``a < b`` of every two tracks in one final group: the positives.
+    Measured with the generic model (docs/method.md): HARD episode 41 → 34 groups (51 correct
+    links, none wrong), clean episode 22 → 21 (94, none wrong), the real clips unchanged.
+    """
+    n_tracks = int(track_index.max()) + 1
+    means = np.zeros((n_tracks, embeddings.shape[1]))
+    np.add.at(means, track_index, embeddings)
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    group = np.arange(n_tracks)
+    links = np.zeros((0, 2), np.int64)
+    for _ in range(n_tracks):  # each round that goes on joins two groups at least
+        found = _closest_pairs(means, group, coarse_matches(embeddings, group[track_index], cfg))
+        cand = drop_pairs(np.unique(np.sort(np.concatenate([links, found]), axis=1), axis=0), cannot_link)
+        closeness = 1.0 - np.einsum("md,md->m", means[cand[:, 0]], means[cand[:, 1]])
+        links = consistent_pairs(cand, closeness, n_tracks, cannot_link)
+        merged = DisjointSet(n_tracks)
+        for a, b in links:
+            merged.union(int(a), int(b))
+        new = merged.labels()
+        if len(np.unique(new)) == len(np.unique(group)):
+            break
+        group = new
+    a, b = np.nonzero((group[:, None] == group[None, :]) & np.triu(np.ones((n_tracks, n_tracks), bool), 1))
+    return np.stack([a, b], axis=1).astype(np.int64)
+
+
 @dataclass
 class Checkpoint:
     """Resumable state of :func:`adapt`: the round, its matches, the finetune state, history."""
@@ -118,22 +168,15 @@ def adapt(
     Matching runs on the embeddings of strong views of every face (the clean crop included), so
     that near-duplicate tracks still get a spread to match against; it is mutual (both tracks'
     regions must hold the other's mean) because one-sided matches link different people on the
-    real clips. Each round finetunes afresh from the generic model with the round's positives.
+    real clips, and it grows over groups of matched tracks (:func:`grow_matches`). Each round
+    finetunes afresh from the generic model with the round's positives.
     """
     views = strong_views(crops, cfg.views, seed)
     v_index = np.repeat(track_index, cfg.views.n_views)
     cannot = np.zeros((0, 2), np.int64) if cannot_link is None else cannot_link
 
-    n_tracks = int(track_index.max()) + 1
-
     def match(state: FinetuneState | None) -> np.ndarray:
-        emb = view_embeddings(backbone, state, views, cfg)
-        pairs = drop_pairs(coarse_matches(emb, v_index, cfg.matching), cannot)
-        means = np.zeros((n_tracks, emb.shape[1]))
-        np.add.at(means, v_index, emb)
-        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-        closeness = 1.0 - np.einsum("md,md->m", means[pairs[:, 0]], means[pairs[:, 1]])
-        return consistent_pairs(pairs, closeness, n_tracks, cannot)
+        return grow_matches(view_embeddings(backbone, state, views, cfg), v_index, cfg.matching, cannot)
 
     if resume is None:
         matches = match(None)
