@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from vcn.errors import InputError
+from vcn.unionfind import DisjointSet
 
 
 def cooccurring_pairs(frame_idx: np.ndarray, track_index: np.ndarray) -> np.ndarray:
@@ -97,12 +98,12 @@ class ConstrainedMerger:
     """Transitive merging of ``n`` items that never puts a cannot-link pair in one group.
 
     Links are applied in the order given (callers pass them closest first); a link whose two
-    groups hold a cannot-link pair is skipped. Each group keeps the set of groups it may not
-    join, so a check is a set lookup and a union merges two sets.
+    groups hold a cannot-link pair is skipped. Each group's representative keeps the set of
+    representatives it may not join, so a check is a set lookup and a union merges two sets.
     """
 
     def __init__(self, n: int, cannot_link: np.ndarray) -> None:
-        self._parent = np.arange(n, dtype=np.int64)
+        self._sets = DisjointSet(n)
         self._conflicts: dict[int, set[int]] = {}
         for a, b in np.asarray(cannot_link, np.int64).reshape(-1, 2):
             if a == b:
@@ -112,36 +113,26 @@ class ConstrainedMerger:
 
     def find(self, i: int) -> int:
         """Representative of ``i``'s group."""
-        parent = self._parent
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return int(i)
+        return self._sets.find(i)
 
     def union(self, a: int, b: int) -> bool:
         """Join the groups of ``a`` and ``b`` unless that breaks a constraint; True if joined."""
         ra, rb = self.find(a), self.find(b)
-        if ra == rb:
+        if ra == rb or rb in self._conflicts.get(ra, ()):
             return False
-        ca, cb = self._conflicts.get(ra, set()), self._conflicts.get(rb, set())
-        if rb in ca:
-            return False
-        if len(ca) < len(cb):
-            ra, rb, ca, cb = rb, ra, cb, ca
-        self._parent[rb] = ra
-        for other in cb:
-            # Conflicts point at representatives: re-point rb's to ra.
+        self._sets.union(ra, rb)
+        root = self.find(ra)
+        gone = rb if root == ra else ra
+        moved = self._conflicts.pop(gone, set())
+        for other in moved:
+            # Conflicts point at representatives: re-point the absorbed group's to the new root.
             peer = self._conflicts[other]
-            peer.discard(rb)
-            peer.add(ra)
-        ca |= cb
-        if ca:
-            self._conflicts[ra] = ca
-        self._conflicts.pop(rb, None)
+            peer.discard(gone)
+            peer.add(root)
+        if moved:
+            self._conflicts.setdefault(root, set()).update(moved)
         return True
 
     def groups(self) -> np.ndarray:
         """``(n,)`` int64 group of every item, ``0..k-1`` in order of first appearance."""
-        roots = np.array([self.find(i) for i in range(len(self._parent))], np.int64)
-        _, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
-        return np.argsort(np.argsort(first))[inverse].astype(np.int64)
+        return self._sets.labels()
