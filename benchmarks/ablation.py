@@ -9,7 +9,9 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
     finetuned + HAC         HAC over the finetuned model's track means
     PF + cosine             parameter-free on finetuned embeddings, view thresholds
     PF + euclidean          same, mean squared Euclidean distance
-    PF + loss (vcn)         parameter-free on the SSL loss, view thresholds: the default
+    PF + loss (vcn)         parameter-free on the SSL loss, view thresholds (``--method vcn``)
+    HAC at matched dist.    a lead, not the paper: generic HAC cut at the largest track-mean
+                            distance between two tracks that grown matching put in one group
 
     .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2]
 
@@ -140,6 +142,11 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False)
     t0 = time.perf_counter()
     res = cluster(backbone, state, crops, index, cfg, seed, cannot_link=cannot)
     score("PF + loss (vcn)", res.labels, time.perf_counter() - t0 + t_adapt)
+    if len(ck.matches):
+        unit = means / np.linalg.norm(means, axis=1, keepdims=True)
+        cut = float(np.max(1.0 - np.einsum("md,md->m", unit[ck.matches[:, 0]], unit[ck.matches[:, 1]])))
+        score("HAC at matched dist.", clustering.hac(means, min(cut, 1.99)), 0.0)
+        print(f"  matched distance: {cut:.3f}", file=sys.stderr)
     print(f"  adapt rounds: {ck.history}", file=sys.stderr)
     return rows_out
 
