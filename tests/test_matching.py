@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_clustering import make_tracks as blobs
+from test_clustering import unit
 
 from vcn.errors import ConfigError, InputError
 from vcn.matching import MatchingConfig, coarse_matches, fit_track_gaussians, mahalanobis_to_means
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def make_tracks(
@@ -21,20 +19,9 @@ def make_tracks(
     track_spread: float = 0.25,
     faces: tuple[int, int] = (2, 16),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gaussian blobs on the sphere: identity centre -> track centre -> faces.
-
-    Returns ``(embeddings float32 (N, dim), track_index (N,), identity per track (T,))``.
-    """
-    centres = unit(rng.normal(size=(len(tracks_per_identity), dim)))
-    emb, index, ident = [], [], []
-    for person, n_tracks in enumerate(tracks_per_identity):
-        for _ in range(n_tracks):
-            centre = unit(centres[person] + track_spread * rng.normal(size=dim) / np.sqrt(dim))
-            n = int(rng.integers(faces[0], faces[1] + 1))
-            emb.append(unit(centre + face_spread * rng.normal(size=(n, dim)) / np.sqrt(dim)))
-            index += [len(ident)] * n
-            ident.append(person)
-    return np.concatenate(emb).astype(np.float32), np.array(index), np.array(ident)
+    """The blobs of ``test_clustering.make_tracks`` with this module's defaults:
+    ``(embeddings float32 (N, dim), track_index (N,), identity per track (T,))``."""
+    return blobs(rng, tracks_per_identity, dim, face_spread, track_spread, faces)[:3]
 
 
 def assert_pairs_format(pairs: np.ndarray) -> None:

