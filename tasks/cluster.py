@@ -15,7 +15,7 @@ from storage.atomic import write_parquet
 from storage.checkpoints import load_checkpoint
 from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
-from tasks.finetune import cannot_links, sampled_faces
+from tasks.finetune import method_inputs
 from tasks.policies import is_transient
 from vcn.backbone import load_backbone
 from vcn.clustering import hac
@@ -45,16 +45,16 @@ def _cluster_vcn(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, dict[str, A
     if ck is None:
         raise StageError(f"{ctx.layout.model_dir / 'final.pt'}: no finetuned model; run `vcn rerun "
                          f"{ctx.layout.root} --from finetune`")
-    _, index, crops = sampled_faces(ctx)
+    inputs = method_inputs(ctx)
     backbone = load_backbone(ctx.models.recognizer)
     state = ck.state
     if state is None:  # a single-track movie: nothing was finetuned
         raise StageError(f"{ctx.layout.root}: finetune produced no model; re-run with --from finetune")
-    cannot = cannot_links(ctx)
-    res = cluster(backbone, state, crops, index, ctx.config.method, ctx.config.seed, cannot_link=cannot)
+    res = cluster(backbone, state, inputs.crops, inputs.track_index, ctx.config.method, ctx.config.seed,
+                  cannot_link=inputs.cannot_link)
     rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
     return res.labels, res.quality, {"merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
-                                     "cannot_link_pairs": len(cannot)}
+                                     "cannot_link_pairs": len(inputs.cannot_link)}
 
 
 @task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient)

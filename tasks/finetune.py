@@ -6,6 +6,7 @@ Runs on a Dask worker (a GPU worker when the cluster advertises one). Checkpoint
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,24 +25,30 @@ from vcn.constraints import cooccurring_pairs
 from vcn.method import Checkpoint, adapt, sample_rows
 
 
-def sampled_faces(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(face ids (M,), track index (M,) into tracks.parquet rows, crops (M, 112, 112, 3))."""
+@dataclass(frozen=True)
+class MethodInputs:
+    """What stages 2-4 read of a movie, in one pass over faces.parquet.
+
+    track_index: (M,) int64 rows of tracks.parquet of the sampled faces; crops: (M, 112, 112, 3)
+    uint8 BGR sampled faces; cannot_link: (P, 2) int64 track rows with faces on one frame (from
+    all faces, not the sample).
+    """
+
+    track_index: np.ndarray
+    crops: np.ndarray
+    cannot_link: np.ndarray
+
+
+def method_inputs(ctx: MovieContext) -> MethodInputs:
+    """Sample each track's faces, load their crops, and list the co-occurring tracks."""
     layout = ctx.layout
-    faces = pq.read_table(layout.faces, columns=["face_id", "track_id"]).to_pandas()
+    faces = pq.read_table(layout.faces, columns=["face_id", "track_id", "frame_idx"]).to_pandas()
     track_ids = pq.read_table(layout.tracks, columns=["track_id"]).column(0).to_pylist()
     row_of = {t: i for i, t in enumerate(track_ids)}
     index = faces["track_id"].map(row_of).to_numpy(np.int64)
     rows = sample_rows(index, ctx.config.method.faces_per_track)
-    face_ids = faces["face_id"].to_numpy()[rows]
-    return face_ids, index[rows], read_crops(layout.crops_dir, face_ids)
-
-
-def cannot_links(ctx: MovieContext) -> np.ndarray:
-    """(P, 2) pairs of tracks.parquet rows that have faces on one frame (two people)."""
-    faces = pq.read_table(ctx.layout.faces, columns=["frame_idx", "track_id"]).to_pandas()
-    track_ids = pq.read_table(ctx.layout.tracks, columns=["track_id"]).column(0).to_pylist()
-    row_of = {t: i for i, t in enumerate(track_ids)}
-    return cooccurring_pairs(faces["frame_idx"].to_numpy(), faces["track_id"].map(row_of).to_numpy(np.int64))
+    crops = read_crops(layout.crops_dir, faces["face_id"].to_numpy()[rows])
+    return MethodInputs(index[rows], crops, cooccurring_pairs(faces["frame_idx"].to_numpy(), index))
 
 
 @task(name="finetune", retries=1, retry_condition_fn=is_transient)
@@ -52,7 +59,8 @@ def finetune_model(ctx: MovieContext) -> dict[str, Any]:
     layout = ctx.layout
     layout.model_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = layout.model_dir / "checkpoint.pt"
-    _, index, crops = sampled_faces(ctx)
+    inputs = method_inputs(ctx)
+    index, crops = inputs.track_index, inputs.crops
     rows: dict[str, Any] = {"faces_sampled": len(index), "tracks": int(index.max()) + 1 if len(index) else 0}
     if len(np.unique(index)) < 2:
         # Nothing to learn from a single track: the generic model stands.
@@ -73,10 +81,9 @@ def finetune_model(ctx: MovieContext) -> dict[str, Any]:
                 update_progress_artifact(progress, 100.0 * c.state.step / total,
                                          description=f"finetune of {ctx.movie_id}, round {c.round + 1}")
 
-        cannot = cannot_links(ctx)
-        rows["cannot_link_pairs"] = len(cannot)
+        rows["cannot_link_pairs"] = len(inputs.cannot_link)
         ck = adapt(load_backbone(ctx.models.recognizer), crops, index, ctx.config.method, ctx.config.seed,
-                   resume=resume, on_checkpoint=on_checkpoint, cannot_link=cannot)
+                   resume=resume, on_checkpoint=on_checkpoint, cannot_link=inputs.cannot_link)
     digest = save_checkpoint(layout.model_dir / "final.pt", ck)
     ckpt_path.unlink(missing_ok=True)
     rows.update({"rounds": len(ck.history), "matches": len(ck.matches)})
