@@ -9,11 +9,16 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
     finetuned + HAC         HAC over the finetuned model's track means
     PF + cosine             parameter-free on finetuned embeddings, view thresholds
     PF + euclidean          same, mean squared Euclidean distance
-    PF + loss (vcn)         parameter-free on the SSL loss, view thresholds (``--method vcn``)
-    HAC at matched dist.    a lead, not the paper: generic HAC cut at the largest track-mean
-                            distance between two tracks that grown matching put in one group
+    PF + loss (paper)       parameter-free on the SSL loss, from the matched groups
+    cosine from groups      the finetuned embeddings' cosine distance, from the matched groups,
+                            strong-view thresholds
+    vcn (+ shot views)      ``--method vcn``: the same with thresholds from views that add wide
+                            framing, low light and noise (``MethodConfig.threshold_views``)
 
-    .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2]
+    .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S]
+
+The seed draws the views, the finetune's augmentations and its head; run two or more to see
+how much a row moves with them.
 
 Composed episodes are made with ../shared/tools/compose_episode.py (HARD=1 seed 1; clean seed 2)
 and cached under ``--cache``.
@@ -22,6 +27,7 @@ and cached under ``--cache``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -37,7 +43,7 @@ SHARED = ROOT.parent / "shared"
 DEV = SHARED / "data" / "dev"
 STILLS = [DEV / "stills/deepface/identities.csv", DEV / "stills/dlib_johns",
           DEV / "stills/face_recognition_knn/train"]
-HEADER = (f"{'row':<20} {'WCP':>6} {'NMI':>6} {'B3-F':>6} {'ratio':>6} {'unk':>6} {'pred':>5} "
+HEADER = (f"{'row':<22} {'WCP':>6} {'NMI':>6} {'B3-F':>6} {'ratio':>6} {'unk':>6} {'pred':>5} "
           f"{'true':>5} {'sec':>7}")
 
 
@@ -118,7 +124,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False)
     backbone = load_backbone(find_models(default_model_dir()).recognizer)
     from storage.checkpoints import load_checkpoint, save_checkpoint
 
-    cache = movie / "model" / f"ablation-seed{seed}-grow.pt"
+    cache = movie / "model" / f"ablation-seed{seed}-mnn.pt"
     t0 = time.perf_counter()
     ck = load_checkpoint(cache) if reuse else None
     if ck is None or not ck.done:
@@ -139,14 +145,16 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False)
         thr = clustering.view_thresholds_embedding(v_emb, index, metric)
         lab = clustering.parameter_free_embedding(v_emb[:, 0], index, metric, thr, cannot)
         score(f"PF + {metric}", lab, time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    res = cluster(backbone, state, crops, index, cfg, seed, cannot_link=cannot)
-    score("PF + loss (vcn)", res.labels, time.perf_counter() - t0 + t_adapt)
-    if len(ck.matches):
-        unit = means / np.linalg.norm(means, axis=1, keepdims=True)
-        cut = float(np.max(1.0 - np.einsum("md,md->m", unit[ck.matches[:, 0]], unit[ck.matches[:, 1]])))
-        score("HAC at matched dist.", clustering.hac(means, min(cut, 1.99)), 0.0)
-        print(f"  matched distance: {cut:.3f}", file=sys.stderr)
+    variants = (
+        ("PF + loss (paper)", {"distance": "loss", "threshold_views": cfg.views}),
+        ("cosine from groups", {"threshold_views": cfg.views}),
+        ("vcn (+ shot views)", {}),
+    )
+    for row, change in variants:
+        t0 = time.perf_counter()
+        res = cluster(backbone, state, crops, index, dataclasses.replace(cfg, **change), seed,
+                      cannot_link=cannot, matches=ck.matches)
+        score(row, res.labels, time.perf_counter() - t0 + t_adapt)
     print(f"  adapt rounds: {ck.history}", file=sys.stderr)
     return rows_out
 
@@ -165,7 +173,7 @@ def main() -> None:
         print(f"\n== {name}: {video.name}")
         print(HEADER)
         for r in evaluate_rows(movie, csv, args.seed, args.reuse):
-            print(f"{r['row']:<20} {r['wcp']:>6.3f} {r['nmi']:>6.3f} {r['bcubed_f']:>6.3f} "
+            print(f"{r['row']:<22} {r['wcp']:>6.3f} {r['nmi']:>6.3f} {r['bcubed_f']:>6.3f} "
                   f"{r['ratio']:>6.2f} {r['unknown']:>6.3f} {r['clusters']:>5} {r['true']:>5} "
                   f"{r['seconds']:>7.1f}")
         sys.stdout.flush()

@@ -51,10 +51,13 @@ def _cluster_vcn(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, dict[str, A
     if state is None:  # a single-track movie: nothing was finetuned
         raise StageError(f"{ctx.layout.root}: finetune produced no model; re-run with --from finetune")
     res = cluster(backbone, state, inputs.crops, inputs.track_index, ctx.config.method, ctx.config.seed,
-                  cannot_link=inputs.cannot_link)
+                  cannot_link=inputs.cannot_link, matches=ck.matches)
     rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
-    return res.labels, res.quality, {"merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
-                                     "cannot_link_pairs": len(inputs.cannot_link)}
+    return res.labels, res.quality, {
+        "merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
+        "cannot_link_pairs": len(inputs.cannot_link), "distance": ctx.config.method.distance,
+        "start_groups": rounds[0]["clusters"] if rounds else 0,
+    }
 
 
 @task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient)

@@ -103,7 +103,7 @@ def test_constraints_hold_on_random_data_and_rounds_end() -> None:
 
 def test_grow_matches_closes_groups_and_respects_cannot_links() -> None:
     from vcn.matching import MatchingConfig, coarse_matches
-    from vcn.method import grow_matches
+    from vcn.method import grow_matches, mutual_nearest
 
     rng = np.random.default_rng(5)
     _, index, ident, views = make_tracks(rng, [4, 4, 3], dim=32, face_spread=0.4, track_spread=0.5,
@@ -111,10 +111,10 @@ def test_grow_matches_closes_groups_and_respects_cannot_links() -> None:
     emb = views.reshape(-1, 32)
     v_index = np.repeat(index, 4)
     cfg = MatchingConfig(mutual=True)
-    first = coarse_matches(emb, v_index, cfg)
+    first = mutual_nearest(emb, v_index, coarse_matches(emb, v_index, cfg), np.zeros((0, 2), np.int64))
     grown = grow_matches(emb, v_index, cfg, np.zeros((0, 2), np.int64))
     as_set = {tuple(p) for p in grown.tolist()}
-    assert {tuple(p) for p in first.tolist()} <= as_set  # round 1 is the paper's matching
+    assert {tuple(p) for p in first.tolist()} <= as_set  # round 1: the paper's matching, mutual nearest
     assert len(grown) > len(first)  # groups matched what single tracks did not
     assert all(ident[a] == ident[b] for a, b in grown)  # well-separated people: no wrong link
     # Transitively closed: every two tracks of a group are a pair.
@@ -126,3 +126,18 @@ def test_grow_matches_closes_groups_and_respects_cannot_links() -> None:
     cannot = np.array([[0, 1]])
     kept = {tuple(p) for p in grow_matches(emb, v_index, cfg, cannot).tolist()}
     assert (0, 1) not in kept
+
+
+def test_mutual_nearest_keeps_one_partner_and_skips_cannot_links() -> None:
+    """A hub between two people matches both; only its nearest partner, if mutual, is kept."""
+    from vcn.method import mutual_nearest
+
+    a, hub, c = np.eye(3)[0], np.array([0.6, 0.8, 0.0]), np.eye(3)[1]
+    emb = np.stack([a, a, hub, c, c])
+    group = np.array([0, 0, 1, 2, 2])
+    pairs = np.array([[0, 1], [1, 2]])
+    # nearest(0) = 1, nearest(1) = 2 (0.8 > 0.6), nearest(2) = 1: only (1, 2) is mutual.
+    assert mutual_nearest(emb, group, pairs, np.zeros((0, 2), np.int64)).tolist() == [[1, 2]]
+    # With 1 and 2 known to be two people, the hub's nearest allowed group is 0.
+    assert mutual_nearest(emb, group, pairs, np.array([[2, 1]])).tolist() == [[0, 1]]
+    assert mutual_nearest(emb, group, np.zeros((0, 2), np.int64), np.zeros((0, 2))).shape == (0, 2)

@@ -151,3 +151,7 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys):
     assert (together["tracks"] > 1).any(), "the sample clip has people seen together"
     assert (together["tracks"] == together["clusters"]).all()
     assert ft["rows"]["cannot_link_pairs"] == manifest["stages"]["clusters"]["cannot_link_pairs"] > 0
+    # Stage 4 starts from the groups coarse matching made, and merges from there.
+    stage4 = manifest["stages"]["clusters"]
+    assert stage4["distance"] == "cosine"
+    assert result["clusters"] <= stage4["start_groups"] <= len(tracks)

@@ -7,7 +7,7 @@ import pytest
 
 from vcn.config import PipelineConfig
 from vcn.errors import ConfigError
-from vcn.method import Checkpoint, sample_rows
+from vcn.method import Checkpoint, MethodConfig, match_groups, sample_rows
 from vcn.summary import cluster_names, summarize_clusters, summarize_tracks
 from vcn.views import ViewConfig, strong_views
 
@@ -31,6 +31,32 @@ def test_strong_views_keep_clean_first_and_are_seeded():
     assert not np.array_equal(a[:, 1], crops), "augmented views differ from the crop"
     with pytest.raises(ConfigError):
         ViewConfig(n_views=1)
+
+
+def test_shot_degradations_do_what_they_say():
+    import cv2
+
+    # A sharp mid-grey checkerboard: detail to lose, room to darken.
+    board = (np.indices((112, 112)).sum(axis=0) // 4 % 2 * 120 + 60).astype(np.uint8)
+    crops = np.repeat(board[None, :, :, None], 3, axis=3)
+    plain = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "brightness": (1.0, 1.0), "contrast": (1.0, 1.0),
+             "saturation": (1.0, 1.0), "grey_p": 0.0, "blur_p": 0.0, "n_views": 3}
+
+    def sharpness(img: np.ndarray) -> float:
+        return float(cv2.Laplacian(img[..., 0].astype(np.float32), cv2.CV_32F).var())
+
+    low = strong_views(crops, ViewConfig(**plain, low_res_p=1.0, low_res_px=(20, 20)), seed=1)
+    assert sharpness(low[0, 1]) < 0.2 * sharpness(crops[0])
+    dark = strong_views(crops, ViewConfig(**plain, dark_p=1.0, dark_gamma=(2.0, 2.0)), seed=1)
+    assert dark[0, 1].mean() < 0.6 * crops[0].mean()
+    noisy = strong_views(crops, ViewConfig(**plain, noise_p=1.0, noise_sigma=(8.0, 8.0)), seed=1)
+    residual = min(np.std(noisy[0, 1].astype(float) - ref) for ref in (crops[0], crops[0][:, ::-1]))
+    assert 5.0 < residual < 11.0  # the view may be mirrored
+    # Off by default: the matching views do not change when the degradations exist.
+    np.testing.assert_array_equal(strong_views(crops, ViewConfig(**plain), seed=1),
+                                  strong_views(crops, ViewConfig(**plain, low_res_p=0.0), seed=1))
+    with pytest.raises(ConfigError, match="noise_p"):
+        ViewConfig(noise_p=1.5)
 
 
 def test_summaries_and_names():
@@ -64,6 +90,22 @@ def test_config_round_trips_and_rejects_unknown_keys():
     assert PipelineConfig().stages() == ("tracks", "clusters")
     vcn = PipelineConfig.from_dict({"cluster": {"method": "vcn"}})
     assert vcn.stages() == ("tracks", "finetune", "clusters")
+
+
+def test_match_groups_are_the_components_of_the_matches():
+    groups = match_groups(np.array([[3, 1], [4, 5], [1, 0]]), 7)
+    assert groups.tolist() == [0, 0, 1, 0, 2, 2, 3]  # numbered by first appearance
+    assert match_groups(None, 3).tolist() == [0, 1, 2]
+    assert match_groups(np.zeros((0, 2), np.int64), 1).tolist() == [0]
+
+
+def test_method_config_names_its_distance():
+    assert MethodConfig().distance == "cosine"
+    assert MethodConfig(distance="loss").distance == "loss"
+    with pytest.raises(ConfigError, match="distance"):
+        MethodConfig(distance="euclid")
+    cfg = PipelineConfig.from_dict({"method": {"distance": "loss"}})
+    assert cfg.method.distance == "loss"
 
 
 def test_checkpoint_round_trip(tmp_path):

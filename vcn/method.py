@@ -21,35 +21,52 @@ import torch.nn.functional as F
 
 from vcn.backbone import OnnxBackbone, preprocess
 from vcn.clustering import (
+    CosineDistance,
     LossDistance,
     ParameterFreeResult,
+    embedding_track_stats,
+    first_appearance,
     loss_track_stats,
     parameter_free,
+    view_thresholds_embedding,
     view_thresholds_loss,
 )
 from vcn.constraints import consistent_pairs, drop_pairs
+from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
 from vcn.matching import MatchingConfig, coarse_matches
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
 from vcn.unionfind import DisjointSet
-from vcn.views import ViewConfig, strong_views
+from vcn.views import SHOT_VIEWS, ViewConfig, strong_views
 
 
 @dataclass(frozen=True)
 class MethodConfig:
     """The VideoClusterNet stages' configs; fixed across videos, nothing for the user to tune.
 
+    views: the strong views that matching scores; threshold_views: the views whose spread sets
+        each group's stage-4 threshold (the strong views plus shot degradations).
     faces_per_track: faces sampled evenly along each track for finetuning, matching, quality and
         clustering. mad_k: tracks whose quality is more than ``mad_k`` robust deviations below
         the median are ``unknown``.
+    distance: the stage-4 distance between tracks. ``cosine`` (default): mean pairwise cosine
+        distance of the finetuned embeddings; ``loss``: the SSL loss, both directions averaged
+        (the paper). Measured in docs/method.md: over four dev sets and two seeds the loss put
+        two people in one cluster in 4 of 8 runs, cosine in none.
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     matching: MatchingConfig = field(default_factory=lambda: MatchingConfig(mutual=True))
     serfiq: SerFiqConfig = field(default_factory=SerFiqConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
+    threshold_views: ViewConfig = field(default_factory=lambda: SHOT_VIEWS)
     faces_per_track: int = 8
     mad_k: float = 3.0
+    distance: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.distance not in ("cosine", "loss"):
+            raise ConfigError(f"MethodConfig.distance={self.distance!r} must be 'cosine' or 'loss'")
 
 
 def sample_rows(track_index: np.ndarray, per_track: int) -> np.ndarray:
@@ -95,6 +112,40 @@ def _closest_pairs(means: np.ndarray, group: np.ndarray, group_pairs: np.ndarray
     return out
 
 
+# Rows of the group-similarity matrix held at once in :func:`mutual_nearest` (memory block * G).
+_NN_BLOCK = 1024
+
+
+def mutual_nearest(
+    embeddings: np.ndarray, group_index: np.ndarray, pairs: np.ndarray, cannot_link: np.ndarray
+) -> np.ndarray:
+    """The group ``pairs`` ``(M, 2)`` whose two groups are each other's nearest group.
+
+    ``embeddings`` (N, D) unit rows, ``group_index`` (N,) int64 in 0..G-1, ``cannot_link``
+    (P, 2) int64 *group* pairs, never counted as neighbours. Nearness is the cosine between the
+    groups' mean embeddings. ``O(G^2 D)`` time, ``O(_NN_BLOCK * G)`` memory.
+    """
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return pairs
+    n_groups = int(group_index.max()) + 1
+    means = np.zeros((n_groups, embeddings.shape[1]))
+    np.add.at(means, group_index, embeddings)
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
+    cannot = np.concatenate([cannot, cannot[:, ::-1]])
+    nearest = np.empty(n_groups, np.int64)
+    for lo in range(0, n_groups, _NN_BLOCK):
+        rows = np.arange(lo, min(lo + _NN_BLOCK, n_groups))
+        sim = means[rows] @ means.T
+        sim[np.arange(len(rows)), rows] = -np.inf
+        inside = (cannot[:, 0] >= lo) & (cannot[:, 0] < lo + len(rows))
+        sim[cannot[inside, 0] - lo, cannot[inside, 1]] = -np.inf
+        nearest[rows] = np.argmax(sim, axis=1)
+    a, b = pairs[:, 0], pairs[:, 1]
+    return pairs[(nearest[a] == b) & (nearest[b] == a)]
+
+
 def grow_matches(
     embeddings: np.ndarray, track_index: np.ndarray, cfg: MatchingConfig, cannot_link: np.ndarray
 ) -> np.ndarray:
@@ -103,13 +154,16 @@ def grow_matches(
     ``embeddings`` (N, D) float unit rows (faces or their views), ``track_index`` (N,) int64 in
     0..T-1, ``cannot_link`` (P, 2) int64 track pairs that are two people. Round 1 is the paper's
     track matching; each further round fits one Gaussian per *group* (the tracks that matches
-    joined, so a person's spread across shots) and matches groups with the same rule. A group link
-    stands for its closest pair of tracks; links that co-occur or would join a co-occurring pair
-    are dropped (closest first, :func:`vcn.constraints.consistent_pairs`).
+    joined, so a person's spread across shots) and matches groups with the same rule. A match
+    is kept only when its two groups are also each other's nearest group
+    (:func:`mutual_nearest`): without that, one wrong match between two low-information tracks
+    makes a wide group whose Gaussian admits ever more people, and the groups snowball (measured
+    on the HARD episode with the generic model: 349-718 wrong pairs for four of five view seeds;
+    with it 0 for all five, and 0 on every other dev set and seed). A group match stands for its
+    closest pair of tracks; matches that co-occur or would join a co-occurring pair are dropped
+    (closest first, :func:`vcn.constraints.consistent_pairs`).
 
     Returns (M, 2) int64 pairs ``a < b`` of every two tracks in one final group: the positives.
-    Measured with the generic model (docs/method.md): HARD episode 41 → 34 groups (51 correct
-    links, none wrong), clean episode 22 → 21 (94, none wrong), the real clips unchanged.
     """
     n_tracks = int(track_index.max()) + 1
     means = np.zeros((n_tracks, embeddings.shape[1]))
@@ -118,7 +172,10 @@ def grow_matches(
     group = np.arange(n_tracks)
     links = np.zeros((0, 2), np.int64)
     for _ in range(n_tracks):  # each round that goes on joins two groups at least
-        found = _closest_pairs(means, group, coarse_matches(embeddings, group[track_index], cfg))
+        group_cannot = np.unique(np.sort(group[cannot_link], axis=1), axis=0).reshape(-1, 2)
+        matched = coarse_matches(embeddings, group[track_index], cfg)
+        matched = mutual_nearest(embeddings, group[track_index], matched, group_cannot)
+        found = _closest_pairs(means, group, matched)
         cand = drop_pairs(np.unique(np.sort(np.concatenate([links, found]), axis=1), axis=0), cannot_link)
         closeness = 1.0 - np.einsum("md,md->m", means[cand[:, 0]], means[cand[:, 1]])
         links = consistent_pairs(cand, closeness, n_tracks, cannot_link)
@@ -208,14 +265,23 @@ def adapt(
 @dataclass
 class Clustering:
     """Outcome of :func:`cluster`: ``labels`` (T,) int64 (-1 = unknown), ``quality`` (T,)
-    float32 SER-FIQ medians, ``unknown`` (T,) bool, ``thresholds`` (T,) within-track loss
-    thresholds, and the merge rounds."""
+    float32 SER-FIQ medians, ``unknown`` (T,) bool, ``thresholds`` (T,) the view threshold of
+    the matched group each track started in (NaN for unknown tracks), and the merge rounds."""
 
     labels: np.ndarray
     quality: np.ndarray
     unknown: np.ndarray
     thresholds: np.ndarray
     result: ParameterFreeResult | None
+
+
+def match_groups(matches: np.ndarray | None, n_tracks: int) -> np.ndarray:
+    """``(n_tracks,)`` int64 group of each track: the connected components of ``matches``
+    ``(M, 2)`` int track pairs, ``0..G-1`` by first appearance."""
+    groups = DisjointSet(n_tracks)
+    for a, b in np.asarray(matches if matches is not None else [], np.int64).reshape(-1, 2):
+        groups.union(int(a), int(b))
+    return groups.labels()
 
 
 def cluster(
@@ -226,11 +292,17 @@ def cluster(
     cfg: MethodConfig,
     seed: int,
     cannot_link: np.ndarray | None = None,
+    matches: np.ndarray | None = None,
 ) -> Clustering:
-    """Quality filter and parameter-free clustering on the finetuned model's loss distance.
+    """Quality filter and parameter-free clustering under the finetuned model.
 
     ``crops``, ``track_index`` as in :func:`adapt`; ``cannot_link`` (P, 2) int64 pairs of
-    co-occurring tracks, which never end in one cluster.
+    co-occurring tracks, which never end in one cluster; ``matches`` (M, 2) int64 track pairs
+    of the last coarse matching (``Checkpoint.matches``). Clustering starts from the groups the
+    matches made (tracks the finetune already learnt as one person) rather than from single
+    tracks; each group's threshold is the mean distance between strong views of its faces, so a
+    group that spans shots brings its cross-shot spread to the merge test. ``cfg.distance``
+    picks cosine (default) or the paper's loss.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(serfiq_scores(backbone, crops, cfg.serfiq, seed), track_index)
@@ -241,23 +313,33 @@ def cluster(
         return Clustering(labels, quality, unknown, np.full(n_tracks, np.nan), None)
     remap = np.full(n_tracks, -1, np.int64)
     remap[keep_tracks] = np.arange(len(keep_tracks))
+
+    def kept_pairs(pairs: np.ndarray | None) -> np.ndarray:
+        sub = remap[np.asarray(pairs if pairs is not None else [], np.int64).reshape(-1, 2)]
+        return sub[(sub >= 0).all(axis=1)]
+
+    group = match_groups(kept_pairs(matches), len(keep_tracks))
     rows = np.flatnonzero(remap[track_index] >= 0)
-    sub_index = remap[track_index[rows]]
-    views = strong_views(crops[rows], cfg.views, seed + 1)
-    v = cfg.views.n_views
+    unit = group[remap[track_index[rows]]]
+    views = strong_views(crops[rows], cfg.threshold_views, seed + 1)
+    v = cfg.threshold_views.n_views
     out = face_outputs(backbone, state, views.reshape(-1, *views.shape[2:]), cfg.finetune)
-    k = out.teacher_probs.shape[1]
-    p_views = out.teacher_probs.reshape(len(rows), v, k)
-    s_views = out.student_logprobs.reshape(len(rows), v, k)
-    thresholds = view_thresholds_loss(p_views, s_views, sub_index)
-    # Distances between tracks use the clean crops; thresholds use their views (see vcn/views.py).
-    stats = loss_track_stats(p_views[:, 0], s_views[:, 0], sub_index)
-    kept = None
-    if cannot_link is not None and len(cannot_link):
-        sub = remap[np.asarray(cannot_link, np.int64).reshape(-1, 2)]
-        kept = sub[(sub >= 0).all(axis=1)]
-    result = parameter_free(stats, LossDistance(), thresholds, kept)
-    labels[keep_tracks] = result.labels
+    # Distances between groups use the clean crops (view 0); thresholds use all views.
+    if cfg.distance == "loss":
+        k = out.teacher_probs.shape[1]
+        p_views = out.teacher_probs.reshape(len(rows), v, k)
+        s_views = out.student_logprobs.reshape(len(rows), v, k)
+        thresholds = view_thresholds_loss(p_views, s_views, unit)
+        stats = loss_track_stats(p_views[:, 0], s_views[:, 0], unit)
+        model = LossDistance()
+    else:
+        e_views = out.embeddings.reshape(len(rows), v, -1)
+        thresholds = view_thresholds_embedding(e_views, unit, "cosine")
+        stats = embedding_track_stats(e_views[:, 0], unit, "cosine")
+        model = CosineDistance()
+    cannot = group[kept_pairs(cannot_link)]
+    result = parameter_free(stats, model, thresholds, cannot[cannot[:, 0] != cannot[:, 1]])
+    labels[keep_tracks] = first_appearance(result.labels[group])
     full_thr = np.full(n_tracks, np.nan)
-    full_thr[keep_tracks] = thresholds
+    full_thr[keep_tracks] = thresholds[group]
     return Clustering(labels, quality, unknown, full_thr, result)

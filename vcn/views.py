@@ -25,6 +25,11 @@ class ViewConfig:
     n_views: views per face, the clean crop included. scale, ratio: random resized crop area
     fraction and aspect range. brightness, contrast, saturation: multiplicative ranges.
     grey_p, blur_p: probabilities of greyscale and Gaussian blur (sigma in blur_sigma).
+    low_res_p, low_res_px: probability of a wide-shot copy: the face shrunk to a side drawn from
+        ``low_res_px`` pixels and scaled back up. dark_p, dark_gamma: probability of a low-light
+        copy, pixel values raised to a gamma drawn from ``dark_gamma``. noise_p, noise_sigma:
+        probability and standard deviation range (grey levels) of sensor noise. Off (0) for the
+        matching views; on in :data:`SHOT_VIEWS`, the threshold views.
     """
 
     n_views: int = 6
@@ -36,10 +41,26 @@ class ViewConfig:
     grey_p: float = 0.2
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    low_res_p: float = 0.0
+    low_res_px: tuple[int, int] = (20, 56)
+    dark_p: float = 0.0
+    dark_gamma: tuple[float, float] = (1.0, 2.5)
+    noise_p: float = 0.0
+    noise_sigma: tuple[float, float] = (2.0, 12.0)
 
     def __post_init__(self) -> None:
         if self.n_views < 2:
             raise ConfigError(f"ViewConfig.n_views={self.n_views} must be >= 2 (the clean crop plus one)")
+        for name in ("grey_p", "blur_p", "low_res_p", "dark_p", "noise_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"ViewConfig.{name}={getattr(self, name)} must lie in [0, 1]")
+        if not 4 <= self.low_res_px[0] <= self.low_res_px[1]:
+            raise ConfigError(f"ViewConfig.low_res_px={self.low_res_px} must be an increasing pair >= 4")
+
+
+# Threshold views: the strong views plus what a shot does to a face (wide framing, low light,
+# noise), drawn from ranges set once, not fitted to any video. See docs/method.md, change 10.
+SHOT_VIEWS = ViewConfig(low_res_p=0.5, dark_p=0.5, noise_p=0.5)
 
 
 def strong_view(crop: np.ndarray, cfg: ViewConfig, rng: np.random.Generator) -> np.ndarray:
@@ -63,6 +84,17 @@ def strong_view(crop: np.ndarray, cfg: ViewConfig, rng: np.random.Generator) -> 
     out = np.clip(f, 0, 255).astype(np.uint8)
     if rng.random() < cfg.blur_p:
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(*cfg.blur_sigma))
+    # Shot degradations draw only when enabled, so the matching views stay as they were.
+    if cfg.low_res_p > 0 and rng.random() < cfg.low_res_p:
+        side = int(rng.integers(cfg.low_res_px[0], cfg.low_res_px[1] + 1))
+        small = cv2.resize(out, (side, side), interpolation=cv2.INTER_AREA)
+        out = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
+    if cfg.dark_p > 0 and rng.random() < cfg.dark_p:
+        gamma = rng.uniform(*cfg.dark_gamma)
+        out = (255.0 * (out.astype(np.float32) / 255.0) ** gamma).astype(np.uint8)
+    if cfg.noise_p > 0 and rng.random() < cfg.noise_p:
+        noisy = out.astype(np.float32) + rng.normal(0.0, rng.uniform(*cfg.noise_sigma), out.shape)
+        out = np.clip(noisy, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(out)
 
 
