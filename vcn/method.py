@@ -284,6 +284,39 @@ def match_groups(matches: np.ndarray | None, n_tracks: int) -> np.ndarray:
     return groups.labels()
 
 
+# Faces whose threshold views are drawn and embedded at once: 64 x 16 views x 37 KB of pixels.
+_VIEW_BLOCK = 64
+
+
+def _threshold_views(
+    backbone: OnnxBackbone, state: FinetuneState, crops: np.ndarray, rows: np.ndarray,
+    cfg: MethodConfig, seed: int,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Outputs of ``cfg.threshold_views`` views of ``crops[rows]``, block by block.
+
+    Returns embeddings (R, V, 512) and, for the loss distance, teacher probabilities and student
+    log-probabilities (R, V, K) (else None). Views are drawn for every crop, kept or not, so a
+    face's views do not depend on which tracks the quality filter set aside.
+    """
+    keep = np.zeros(len(crops), bool)
+    keep[rows] = True
+    n_views = cfg.threshold_views.n_views
+    emb, probs, logprobs = [], [], []
+    for block, lo in enumerate(range(0, len(crops), _VIEW_BLOCK)):
+        sel = keep[lo:lo + _VIEW_BLOCK]
+        if not sel.any():
+            continue
+        views = strong_views(crops[lo:lo + _VIEW_BLOCK], cfg.threshold_views, (seed, block))[sel]
+        out = face_outputs(backbone, state, views.reshape(-1, *views.shape[2:]), cfg.finetune)
+        emb.append(out.embeddings.reshape(len(views), n_views, -1))
+        if cfg.distance == "loss":
+            probs.append(out.teacher_probs.reshape(len(views), n_views, -1))
+            logprobs.append(out.student_logprobs.reshape(len(views), n_views, -1))
+    if cfg.distance != "loss":
+        return np.concatenate(emb), None, None
+    return np.concatenate(emb), np.concatenate(probs), np.concatenate(logprobs)
+
+
 def cluster(
     backbone: OnnxBackbone,
     state: FinetuneState,
@@ -321,21 +354,15 @@ def cluster(
     group = match_groups(kept_pairs(matches), len(keep_tracks))
     rows = np.flatnonzero(remap[track_index] >= 0)
     unit = group[remap[track_index[rows]]]
-    views = strong_views(crops[rows], cfg.threshold_views, seed + 1)
-    v = cfg.threshold_views.n_views
-    out = face_outputs(backbone, state, views.reshape(-1, *views.shape[2:]), cfg.finetune)
+    emb, probs, logprobs = _threshold_views(backbone, state, crops, rows, cfg, seed + 1)
     # Distances between groups use the clean crops (view 0); thresholds use all views.
     if cfg.distance == "loss":
-        k = out.teacher_probs.shape[1]
-        p_views = out.teacher_probs.reshape(len(rows), v, k)
-        s_views = out.student_logprobs.reshape(len(rows), v, k)
-        thresholds = view_thresholds_loss(p_views, s_views, unit)
-        stats = loss_track_stats(p_views[:, 0], s_views[:, 0], unit)
+        thresholds = view_thresholds_loss(probs, logprobs, unit)
+        stats = loss_track_stats(probs[:, 0], logprobs[:, 0], unit)
         model = LossDistance()
     else:
-        e_views = out.embeddings.reshape(len(rows), v, -1)
-        thresholds = view_thresholds_embedding(e_views, unit, "cosine")
-        stats = embedding_track_stats(e_views[:, 0], unit, "cosine")
+        thresholds = view_thresholds_embedding(emb, unit, "cosine")
+        stats = embedding_track_stats(emb[:, 0], unit, "cosine")
         model = CosineDistance()
     cannot = group[kept_pairs(cannot_link)]
     result = parameter_free(stats, model, thresholds, cannot[cannot[:, 0] != cannot[:, 1]])
