@@ -4,7 +4,9 @@ Stage 2 and 3 alternate (:func:`adapt`): coarse matching links tracks whose mean
 in another track's dense region; the links become positives of a self-supervised finetune; the
 finetuned model's embeddings give new matches; repeat until the matches stop changing or
 ``MatchingConfig.max_rounds``. Stage 4 (:func:`cluster`) scores track quality (SER-FIQ),
-sets low outliers aside as ``unknown`` and clusters the rest with the SSL loss as the distance.
+sets low outliers aside as ``unknown`` and clusters the rest parameter-free, starting from the
+matched groups, on the cosine distance of the finetuned embeddings (or the paper's SSL loss,
+``MethodConfig.distance``); docs/method.md gives the measurements behind each departure.
 
 Both stages see a fixed sample of faces per track (:func:`sample_rows`), so cost grows with the
 number of tracks, not with their length.

@@ -1,11 +1,13 @@
-"""Strong augmented views of aligned face crops, for within-track loss thresholds.
+"""Augmented views of aligned face crops: the spread that matching and thresholds measure.
 
 A track's own threshold in the paper is the mean loss among its faces. Tracks cut from static
 shots are near-duplicates inside (median cosine distance ~0.03 on composed episodes against
 0.15-0.26 on real footage), so that threshold is far too tight and nothing merges. Measuring it
-between strongly augmented views of the track's faces instead (random resized crop, flip,
-brightness, contrast, saturation, grey, blur: the invariances DINO trains for) gives thresholds
-that are nearly constant across videos (docs/method.md), with no user parameter.
+between strongly augmented views of the faces instead (random resized crop, flip, brightness,
+contrast, saturation, grey, blur: the invariances DINO trains for) gives thresholds that are
+nearly constant across videos (docs/method.md), with no user parameter. Coarse matching scores
+the same views. The stage-4 thresholds use :data:`SHOT_VIEWS`, which add what a shot does to a
+face (wide framing, low light, sensor noise).
 """
 
 from __future__ import annotations
