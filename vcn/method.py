@@ -54,7 +54,7 @@ class MethodConfig:
     distance: the stage-4 distance between tracks. ``cosine`` (default): mean pairwise cosine
         distance of the finetuned embeddings; ``loss``: the SSL loss, both directions averaged
         (the paper). Measured in docs/method.md: over four dev sets and two seeds the loss put
-        two people in one cluster in 4 of 8 runs, cosine in none.
+        two people in one cluster in 3 of 8 runs, cosine in none.
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -335,8 +335,8 @@ def cluster(
     co-occurring tracks, which never end in one cluster; ``matches`` (M, 2) int64 track pairs
     of the last coarse matching (``Checkpoint.matches``). Clustering starts from the groups the
     matches made (tracks the finetune already learnt as one person) rather than from single
-    tracks; each group's threshold is the mean distance between strong views of its faces, so a
-    group that spans shots brings its cross-shot spread to the merge test. ``cfg.distance``
+    tracks; each group's threshold is the mean distance between ``cfg.threshold_views`` views of
+    its faces, so a group that spans shots brings its cross-shot spread to the merge test. ``cfg.distance``
     picks cosine (default) or the paper's loss.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
