@@ -141,3 +141,12 @@ def test_mutual_nearest_keeps_one_partner_and_skips_cannot_links() -> None:
     # With 1 and 2 known to be two people, the hub's nearest allowed group is 0.
     assert mutual_nearest(emb, group, pairs, np.array([[2, 1]])).tolist() == [[0, 1]]
     assert mutual_nearest(emb, group, np.zeros((0, 2), np.int64), np.zeros((0, 2))).shape == (0, 2)
+
+
+def test_group_pairs_maps_track_pairs_onto_distinct_groups() -> None:
+    from vcn.constraints import group_pairs
+
+    group = np.array([0, 0, 1, 2])
+    # (0, 1) is inside group 0; (1, 3) and (3, 0) are both groups 0-2: one pair.
+    assert group_pairs(np.array([[0, 1], [1, 3], [3, 0], [2, 3]]), group).tolist() == [[0, 2], [1, 2]]
+    assert group_pairs(np.zeros((0, 2), np.int64), group).shape == (0, 2)

@@ -66,7 +66,7 @@ from scipy import sparse
 from scipy.cluster import hierarchy
 from scipy.sparse.csgraph import connected_components
 
-from vcn.constraints import ConstrainedMerger
+from vcn.constraints import ConstrainedMerger, group_pairs
 from vcn.errors import ConfigError, InputError
 from vcn.matching import check_track_index
 
@@ -406,7 +406,7 @@ def parameter_free(
         if len(src) == 0:
             break
         # Cannot-links between the current clusters: those of their tracks, relabelled.
-        cl = None if cannot is None else np.unique(np.sort(labels[cannot], axis=1), axis=0)
+        cl = None if cannot is None else group_pairs(cannot, labels)
         comp = _merge(len(stats), src, dst, np.concatenate(dists), cl)
         n_comp = int(comp.max()) + 1
         if n_comp == len(stats):  # every link was vetoed: nothing can change any more

@@ -67,6 +67,16 @@ def drop_pairs(pairs: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
     return pairs[~np.isin(key, cannot @ np.array([top, 1]))]
 
 
+def group_pairs(pairs: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Track ``pairs`` ``(P, 2)`` int as pairs of their groups ``group`` ``(T,)`` int.
+
+    Returns ``(Q, 2)`` int64 unique pairs ``a < b`` of distinct groups (a pair inside one group
+    says nothing between groups).
+    """
+    p = np.sort(np.asarray(group, np.int64)[np.asarray(pairs, np.int64).reshape(-1, 2)], axis=1)
+    return np.unique(p[p[:, 0] != p[:, 1]], axis=0).reshape(-1, 2)
+
+
 def consistent_pairs(pairs: np.ndarray, distance: np.ndarray, n: int, cannot_link: np.ndarray) -> np.ndarray:
     """The pairs that stay once positives are made consistent with the cannot-links.
 

@@ -33,7 +33,7 @@ from vcn.clustering import (
     view_thresholds_embedding,
     view_thresholds_loss,
 )
-from vcn.constraints import consistent_pairs, drop_pairs
+from vcn.constraints import consistent_pairs, drop_pairs, group_pairs
 from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
 from vcn.matching import MatchingConfig, coarse_matches
@@ -114,6 +114,15 @@ def _closest_pairs(means: np.ndarray, group: np.ndarray, group_pairs: np.ndarray
     return out
 
 
+def match_groups(matches: np.ndarray | None, n_tracks: int) -> np.ndarray:
+    """``(n_tracks,)`` int64 group of each track: the connected components of ``matches``
+    ``(M, 2)`` int track pairs, ``0..G-1`` by first appearance."""
+    groups = DisjointSet(n_tracks)
+    for a, b in np.asarray(matches if matches is not None else [], np.int64).reshape(-1, 2):
+        groups.union(int(a), int(b))
+    return groups.labels()
+
+
 # Rows of the group-similarity matrix held at once in :func:`mutual_nearest` (memory block * G).
 _NN_BLOCK = 1024
 
@@ -174,17 +183,14 @@ def grow_matches(
     group = np.arange(n_tracks)
     links = np.zeros((0, 2), np.int64)
     for _ in range(n_tracks):  # each round that goes on joins two groups at least
-        group_cannot = np.unique(np.sort(group[cannot_link], axis=1), axis=0).reshape(-1, 2)
+        group_cannot = group_pairs(cannot_link, group)
         matched = coarse_matches(embeddings, group[track_index], cfg)
         matched = mutual_nearest(embeddings, group[track_index], matched, group_cannot)
         found = _closest_pairs(means, group, matched)
         cand = drop_pairs(np.unique(np.sort(np.concatenate([links, found]), axis=1), axis=0), cannot_link)
         closeness = 1.0 - np.einsum("md,md->m", means[cand[:, 0]], means[cand[:, 1]])
         links = consistent_pairs(cand, closeness, n_tracks, cannot_link)
-        merged = DisjointSet(n_tracks)
-        for a, b in links:
-            merged.union(int(a), int(b))
-        new = merged.labels()
+        new = match_groups(links, n_tracks)
         if len(np.unique(new)) == len(np.unique(group)):
             break
         group = new
@@ -277,15 +283,6 @@ class Clustering:
     result: ParameterFreeResult | None
 
 
-def match_groups(matches: np.ndarray | None, n_tracks: int) -> np.ndarray:
-    """``(n_tracks,)`` int64 group of each track: the connected components of ``matches``
-    ``(M, 2)`` int track pairs, ``0..G-1`` by first appearance."""
-    groups = DisjointSet(n_tracks)
-    for a, b in np.asarray(matches if matches is not None else [], np.int64).reshape(-1, 2):
-        groups.union(int(a), int(b))
-    return groups.labels()
-
-
 # Faces whose threshold views are drawn and embedded at once: 64 x 16 views x 37 KB of pixels.
 _VIEW_BLOCK = 64
 
@@ -366,8 +363,7 @@ def cluster(
         thresholds = view_thresholds_embedding(emb, unit, "cosine")
         stats = embedding_track_stats(emb[:, 0], unit, "cosine")
         model = CosineDistance()
-    cannot = group[kept_pairs(cannot_link)]
-    result = parameter_free(stats, model, thresholds, cannot[cannot[:, 0] != cannot[:, 1]])
+    result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group))
     labels[keep_tracks] = first_appearance(result.labels[group])
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]
