@@ -11,6 +11,7 @@ from vcn.clustering import (
     EuclideanDistance,
     LossDistance,
     embedding_track_stats,
+    group_spread_floor,
     hac,
     loss_track_stats,
     own_thresholds,
@@ -228,6 +229,37 @@ def test_robust_thresholds_and_input_errors() -> None:
         parameter_free_embedding(x, np.array([0, 0, 1, 1]), track_thresholds=np.ones(3))
     with pytest.raises(InputError, match="log_softmax"):
         parameter_free_loss(np.ones((2, 3)) / 3, np.full((2, 3), -np.inf), np.array([0, 1]))
+
+
+def test_group_spread_floor_lifts_lone_tracks_only() -> None:
+    thr = np.array([0.40, 0.70, 0.60, np.nan, 0.90, 0.50])
+    sizes = np.array([1, 3, 2, 1, 1, 4])
+    # Floor = median of the multi-track groups' thresholds (0.70, 0.60, 0.50) = 0.60.
+    np.testing.assert_allclose(group_spread_floor(thr, sizes), [0.60, 0.70, 0.60, 0.60, 0.90, 0.50])
+    # No group spans two tracks: nothing was measured across shots, nothing changes.
+    np.testing.assert_array_equal(group_spread_floor(thr[[0, 4]], np.ones(2, int)), thr[[0, 4]])
+    with pytest.raises(InputError, match="group_sizes"):
+        group_spread_floor(thr, sizes[:3])
+
+
+def test_spread_floor_joins_two_lone_shots_of_one_person_and_not_a_stranger() -> None:
+    # Person C appears in two matched shots (one group, its threshold holds the spread between
+    # shots); person A in two lone static shots of different takes, near-duplicate inside; a
+    # stranger B in one lone shot. Lone tracks' own thresholds are tiny.
+    rng = np.random.default_rng(3)
+    a, b, c, e, f = unit(rng.normal(size=(5, 64)))
+    group_c = np.concatenate([np.tile(c, (4, 1)), np.tile(unit(c + 0.9 * e), (4, 1))])
+    x = np.concatenate([group_c, np.tile(a, (4, 1)), np.tile(unit(a + 0.5 * f), (4, 1)), np.tile(b, (4, 1))])
+    index = np.repeat([0, 1, 2, 3], [8, 4, 4, 4])
+    stats = embedding_track_stats(x, index, "cosine")
+    thr = np.array([own_thresholds(stats, CosineDistance())[0], 0.01, 0.01, 0.01])
+    d_aa = 1 - a @ unit(a + 0.5 * f)
+    assert thr[0] > d_aa + 0.02  # the video's cross-shot spread admits A's second take ...
+    assert 1 - a @ b > thr[0] + 0.5  # ... and not the stranger
+    plain = parameter_free(stats, CosineDistance(), thr).labels
+    floored = parameter_free(stats, CosineDistance(), group_spread_floor(thr, np.array([2, 1, 1, 1]))).labels
+    np.testing.assert_array_equal(plain, [0, 1, 2, 3])
+    np.testing.assert_array_equal(floored, [0, 1, 1, 2])
 
 
 # ---------------------------------------------------------------- baselines

@@ -283,6 +283,34 @@ def robust_thresholds(own: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(own), np.maximum(own, floor), floor)
 
 
+def group_spread_floor(thresholds: np.ndarray, group_sizes: np.ndarray) -> np.ndarray:
+    """Lone tracks borrow the cross-shot spread measured on the video's matched groups.
+
+    A group that coarse matching built from tracks of several shots carries the spread between
+    shots (pose, light, framing, a different take) in its view threshold; a lone track's views
+    can only show how one shot varies under augmentation. Each lone track's threshold is
+    therefore floored at the median threshold of the multi-track groups of the same video: a
+    statistic of the video itself, not a knob. Multi-track groups keep their own threshold.
+
+    Args:
+        thresholds: ``(G,)`` float threshold per matched group (NaN: a one-item group).
+        group_sizes: ``(G,)`` int tracks in each group.
+
+    Returns:
+        ``(G,)`` float64 thresholds; unchanged when no group spans two tracks (nothing was
+        measured across shots). NaN lone thresholds become the floor.
+    """
+    thr = np.asarray(thresholds, dtype=np.float64)
+    sizes = np.asarray(group_sizes)
+    if thr.shape != sizes.shape or thr.ndim != 1:
+        raise InputError(f"thresholds {thr.shape} and group_sizes {sizes.shape} must be equal (G,) arrays")
+    spans = (sizes > 1) & np.isfinite(thr)
+    if not spans.any():
+        return thr
+    floor = float(np.median(thr[spans]))
+    return np.where(sizes > 1, thr, np.fmax(thr, floor))
+
+
 @dataclass(frozen=True)
 class RoundInfo:
     """One round of parameter-free clustering: clusters before it, links found, seconds."""

@@ -28,6 +28,7 @@ from vcn.clustering import (
     ParameterFreeResult,
     embedding_track_stats,
     first_appearance,
+    group_spread_floor,
     loss_track_stats,
     parameter_free,
     view_thresholds_embedding,
@@ -55,6 +56,9 @@ class MethodConfig:
         distance of the finetuned embeddings; ``loss``: the SSL loss, both directions averaged
         (the paper). Measured in docs/method.md: over four dev sets and two seeds the loss put
         two people in one cluster in 3 of 8 runs, cosine in none.
+    spread_floor: lone tracks' thresholds are floored at the median threshold of the matched
+        multi-track groups (:func:`vcn.clustering.group_spread_floor`); off only for the
+        ablation.
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -65,6 +69,7 @@ class MethodConfig:
     faces_per_track: int = 8
     mad_k: float = 3.0
     distance: str = "cosine"
+    spread_floor: bool = True
 
     def __post_init__(self) -> None:
         if self.distance not in ("cosine", "loss"):
@@ -333,8 +338,9 @@ def cluster(
     of the last coarse matching (``Checkpoint.matches``). Clustering starts from the groups the
     matches made (tracks the finetune already learnt as one person) rather than from single
     tracks; each group's threshold is the mean distance between ``cfg.threshold_views`` views of
-    its faces, so a group that spans shots brings its cross-shot spread to the merge test. ``cfg.distance``
-    picks cosine (default) or the paper's loss.
+    its faces, so a group that spans shots brings its cross-shot spread to the merge test, and a
+    lone track's threshold is floored at the median of those groups' (``cfg.spread_floor``).
+    ``cfg.distance`` picks cosine (default) or the paper's loss.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(serfiq_scores(backbone, crops, cfg.serfiq, seed), track_index)
@@ -363,6 +369,8 @@ def cluster(
         thresholds = view_thresholds_embedding(emb, unit, "cosine")
         stats = embedding_track_stats(emb[:, 0], unit, "cosine")
         model = CosineDistance()
+    if cfg.spread_floor:
+        thresholds = group_spread_floor(thresholds, np.bincount(group))
     result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group))
     labels[keep_tracks] = first_appearance(result.labels[group])
     full_thr = np.full(n_tracks, np.nan)
