@@ -22,8 +22,9 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
 The seed draws the views, the finetune's augmentations and its head; run two or more to see
 how much a row moves with them.
 
-Composed episodes are made with ../shared/tools/compose_episode.py (HARD=1 seed 1; clean seed 2;
-``hard3``, HARD=1 seed 3, is held out: no choice was made on it)
+Composed episodes are made with ../shared/tools/compose_episode.py: ``hard<N>`` with HARD=1 and
+seed N, ``easy<N>`` clean (the default sets: hard1, easy2; hard3 and hard5 were held out, no
+choice was made on them)
 and cached under ``--cache``.
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import time
@@ -56,7 +58,10 @@ def dataset(name: str, cache: Path) -> tuple[Path, Path]:
         return DEV / "short_hamilton_clip.mp4", DEV / "hamilton.faces.csv"
     if name == "pedestrians":
         return DEV / "pedestrians.mp4", DEV / "pedestrians.faces.csv"
-    seed, hard = {"hard1": (1, True), "easy2": (2, False), "hard3": (3, True)}[name]
+    found = re.fullmatch(r"(hard|easy)(\d+)", name)
+    if found is None:
+        raise SystemExit(f"unknown set {name!r}: hamilton, pedestrians, hard<seed> or easy<seed>")
+    seed, hard = int(found[2]), found[1] == "hard"
     video, csv = cache / f"{name}.mp4", cache / f"{name}.faces.csv"
     if not video.exists():
         cache.mkdir(parents=True, exist_ok=True)
