@@ -128,7 +128,8 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys):
 
     out = tmp_path / "out"
     summary = tmp_path / "s.json"
-    assert vcn_main(["run", str(SAMPLE), "--out", str(out), "--workers", "1", "--method", "vcn",
+    # No --method: the default is vcn.
+    assert vcn_main(["run", str(SAMPLE), "--out", str(out), "--workers", "1",
                      "--config", json.dumps(SHORT_FINETUNE), "--json", str(summary)]) == 0
     result = json.loads(summary.read_text())["ok"][0]
     layout = MovieLayout(Path(result["output"]))

@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("videos", nargs="+", help="video files")
     run.add_argument("--out", required=True, help="output folder; each video goes to OUT/<movie_id>/")
     run.add_argument("--method", choices=["vcn", "hac"],
-                     help="clustering method (default: hac; vcn = VideoClusterNet, see docs/method.md)")
+                     help="clustering method (default: vcn = VideoClusterNet, see docs/method.md; "
+                          "hac = the faster HAC baseline)")
     run.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
     run.add_argument("--dask-address", help="use a running distributed scheduler, e.g. tcp://host:8786")
     run.add_argument("--model-dir", help="insightface model folder (e.g. buffalo_l) to use instead")
