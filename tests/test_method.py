@@ -87,9 +87,9 @@ def test_config_round_trips_and_rejects_unknown_keys():
         PipelineConfig.from_dict({"ingest": {"strid": 2}})
     with pytest.raises(ConfigError, match="overlap"):
         PipelineConfig.from_dict({"ingest": {"chunk": {"overlap_frames": 2}}})
-    assert PipelineConfig().stages() == ("tracks", "clusters")
-    vcn = PipelineConfig.from_dict({"cluster": {"method": "vcn"}})
-    assert vcn.stages() == ("tracks", "finetune", "clusters")
+    assert PipelineConfig().stages() == ("tracks", "finetune", "clusters")  # vcn is the default
+    hac = PipelineConfig.from_dict({"cluster": {"method": "hac"}})
+    assert hac.stages() == ("tracks", "clusters")
 
 
 def test_match_groups_are_the_components_of_the_matches():
