@@ -88,7 +88,7 @@ def stage1(video: Path, out: Path) -> Path:
 
 def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False) -> list[dict]:
     from storage.crops import read_crops
-    from vcn import baselines, clustering, metrics
+    from vcn import baselines, clustering, metrics, thresholds
     from vcn.backbone import load_backbone
     from vcn.detection import default_model_dir, find_models
     from vcn.finetune import face_outputs
@@ -150,7 +150,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False)
     v_emb = v_emb.reshape(len(crops), cfg.views.n_views, -1)
     for metric in ("cosine", "euclidean"):
         t0 = time.perf_counter()
-        thr = clustering.view_thresholds_embedding(v_emb, index, metric)
+        thr = thresholds.view_thresholds_embedding(v_emb, index, metric)
         lab = clustering.parameter_free_embedding(v_emb[:, 0], index, metric, thr, cannot)
         score(f"PF + {metric}", lab, time.perf_counter() - t0)
     variants = (

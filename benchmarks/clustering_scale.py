@@ -19,15 +19,9 @@ import tracemalloc
 import numpy as np
 
 from vcn.baselines import finch
-from vcn.clustering import (
-    CosineDistance,
-    LossDistance,
-    embedding_track_stats,
-    hac,
-    loss_track_stats,
-    parameter_free,
-)
+from vcn.clustering import hac, parameter_free
 from vcn.matching import coarse_matches
+from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
 
 
 def synthetic(rng: np.random.Generator, n_tracks: int, faces: int, dim: int, n_ids: int):

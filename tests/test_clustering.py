@@ -6,23 +6,22 @@ import numpy as np
 import pytest
 
 from vcn.baselines import dbscan_faces, finch, finch_partitions, track_majority
-from vcn.clustering import (
+from vcn.clustering import hac, parameter_free, parameter_free_embedding, parameter_free_loss
+from vcn.errors import ConfigError, InputError
+from vcn.set_distance import (
     CosineDistance,
     EuclideanDistance,
     LossDistance,
     embedding_track_stats,
-    group_spread_floor,
-    hac,
     loss_track_stats,
+)
+from vcn.thresholds import (
+    group_spread_floor,
     own_thresholds,
-    parameter_free,
-    parameter_free_embedding,
-    parameter_free_loss,
     robust_thresholds,
     view_thresholds_embedding,
     view_thresholds_loss,
 )
-from vcn.errors import ConfigError, InputError
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 from test_clustering import make_tracks, unit
 
-from vcn.clustering import (
-    CosineDistance,
-    embedding_track_stats,
-    parameter_free,
-    parameter_free_embedding,
-)
+from vcn.clustering import parameter_free, parameter_free_embedding
 from vcn.constraints import ConstrainedMerger, consistent_pairs, cooccurring_pairs, drop_pairs
 from vcn.errors import InputError
+from vcn.set_distance import CosineDistance, embedding_track_stats
 
 
 def test_cooccurring_pairs_from_frames() -> None:

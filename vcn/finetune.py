@@ -582,7 +582,7 @@ def view_outputs(
 
     crops: uint8 (N, 112, 112, 3) BGR. View 0 is the clean crop, views 1..V-1 are augmented
     copies (``cfg.augment``, generator seeded with ``seed``). Returns (N, V, .) arrays that feed
-    ``vcn.clustering.view_thresholds_loss`` / ``view_thresholds_embedding`` directly. Runs
+    ``vcn.thresholds.view_thresholds_loss`` / ``view_thresholds_embedding`` directly. Runs
     batched, without gradients, in eval mode; the trunk runs once per view, shared by teacher
     and student.
     """

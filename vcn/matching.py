@@ -45,7 +45,7 @@ Measured (generic recognizer w600k_mbf, ground-truth tracks; correct / wrong pai
   gave 0 pairs on all four at ``kappa <= 32``, hence the leave-one-out default. ``kappa`` from 2 to
   32 changes the counts by at most a few pairs.
 - Fitted on strong augmented views instead (pass ``(N * V, D)`` view embeddings and
-  ``np.repeat(track_index, V)``; views as in :mod:`vcn.clustering`), ``mutual=True``: composed
+  ``np.repeat(track_index, V)``; views as in :mod:`vcn.thresholds`), ``mutual=True``: composed
   episodes 34 / 0 and 23 / 0, pedestrians 35 / 12, Hamilton 1 / 0. Either direction on views:
   55 / 11, 46 / 4 and 36 / 135 (wide, loose tracks of small faces then admit everyone).
 """

@@ -22,22 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from vcn.backbone import OnnxBackbone, preprocess
-from vcn.clustering import (
-    CosineDistance,
-    LossDistance,
-    ParameterFreeResult,
-    embedding_track_stats,
-    first_appearance,
-    group_spread_floor,
-    loss_track_stats,
-    parameter_free,
-    view_thresholds_embedding,
-    view_thresholds_loss,
-)
+from vcn.clustering import ParameterFreeResult, first_appearance, parameter_free
 from vcn.constraints import consistent_pairs, drop_pairs, group_pairs
 from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
 from vcn.matching import MatchingConfig, coarse_matches
+from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
+from vcn.thresholds import group_spread_floor, view_thresholds_embedding, view_thresholds_loss
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
 from vcn.unionfind import DisjointSet
 from vcn.views import SHOT_VIEWS, ViewConfig, strong_views
@@ -57,7 +48,7 @@ class MethodConfig:
         (the paper). Measured in docs/method.md: over four dev sets and two seeds the loss put
         two people in one cluster in 3 of 8 runs, cosine in none.
     spread_floor: lone tracks' thresholds are floored at the median threshold of the matched
-        multi-track groups (:func:`vcn.clustering.group_spread_floor`); off only for the
+        multi-track groups (:func:`vcn.thresholds.group_spread_floor`); off only for the
         ablation.
     """
 

@@ -1,0 +1,147 @@
+"""Merge thresholds of tracks and clusters for parameter-free clustering.
+
+Within-track thresholds (the near-duplicate problem). A track's own threshold is the spread of its
+faces. Tracks cut from static shots or still photos are near-duplicates inside, so their own
+thresholds are far too tight and nothing merges. The fix is the paper's own invariance: the caller
+passes ``track_thresholds`` measured between *augmented views* of the track's faces
+(:func:`view_thresholds_loss`, :func:`view_thresholds_embedding`: mean distance over all pairs of
+distinct (face, view) items, so one-face tracks get one too). The views must be as strong as the
+finetune's (DINO-style) augmentations. Measured with the generic recognizer (w600k_mbf, no
+finetune), cosine distance, B-cubed F over faces / clusters (precision 1.000 in every row)::
+
+    video (tracks, ids)            own thr  view thr  nearest same-id | paper       views       HAC 0.6
+    hamilton clip (8, 6)             0.22     0.55        0.72       | 0.930 / 8   0.974 / 7   0.974 / 7
+    pedestrians (25, 11)             0.38     0.54        0.54       | 0.899 / 19  0.984 / 14  0.977 / 15
+    composed HARD seed 1 (66, 18)    0.023    0.48        0.38       | 0.432 / 66  0.843 / 33  0.895 / 28
+    composed HARD seed 2 (66, 18)    0.034    0.47        0.43       | 0.444 / 66  0.804 / 33  0.879 / 26
+
+(medians over tracks; "strong views": the face plus 7 views with random resized crop scale
+0.5-1, flip, brightness and contrast x0.6-1.4, saturation x0.8-1.2, grayscale p=0.2, blur p=0.5.)
+Mild views (flip, +-10 degree rotation, warm/cool colour cast) give only 0.08 on the composed
+episodes and fix nothing. Strong-view thresholds are nearly constant across the four videos
+(0.47-0.55) while own thresholds range 0.02-0.38: they measure the model's nuisance scale, not the
+shot's motion. Without views, each track's threshold is floored at the median own threshold over
+tracks with at least two faces (a fixed robust statistic, no knob): it repairs the static tracks
+of a movie that also has moving ones, but cannot help a video made only of static tracks. One-face
+tracks have no pairs; their threshold is the view threshold when given, else that median.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vcn.errors import InputError
+from vcn.matching import check_track_index
+from vcn.set_distance import (
+    DistanceModel,
+    LossDistance,
+    distance_model,
+    embedding_track_stats,
+    loss_track_stats,
+)
+
+
+def own_thresholds(stats: np.ndarray, model: DistanceModel) -> np.ndarray:
+    """``(C,)`` mean distance between each set's own faces (pairs ``a != b``); NaN for 1 face."""
+    n = stats[:, 0]
+    pairs = n * (n - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, model.pair_total(stats) / np.where(pairs > 0, pairs, 1), np.nan)
+
+
+def robust_thresholds(own: np.ndarray) -> np.ndarray:
+    """The default ``tau_t`` without views: each track's own threshold floored at the median.
+
+    Args:
+        own: ``(T,)`` float own thresholds, NaN for one-face tracks.
+
+    Returns:
+        ``(T,)`` float64 ``max(own_t, median)``; one-face tracks get the median. When no track
+        has two faces every value is ``-inf`` (nothing can be learnt about spread: no merges).
+    """
+    finite = own[np.isfinite(own)]
+    if len(finite) == 0:
+        return np.full(len(own), -np.inf)
+    floor = float(np.median(finite))
+    return np.where(np.isfinite(own), np.maximum(own, floor), floor)
+
+
+def group_spread_floor(thresholds: np.ndarray, group_sizes: np.ndarray) -> np.ndarray:
+    """Lone tracks borrow the cross-shot spread measured on the video's matched groups.
+
+    A group that coarse matching built from tracks of several shots carries the spread between
+    shots (pose, light, framing, a different take) in its view threshold; a lone track's views
+    can only show how one shot varies under augmentation. Each lone track's threshold is
+    therefore floored at the median threshold of the multi-track groups of the same video: a
+    statistic of the video itself, not a knob. Multi-track groups keep their own threshold.
+
+    Args:
+        thresholds: ``(G,)`` float threshold per matched group (NaN: a one-item group).
+        group_sizes: ``(G,)`` int tracks in each group.
+
+    Returns:
+        ``(G,)`` float64 thresholds; unchanged when no group spans two tracks (nothing was
+        measured across shots). NaN lone thresholds become the floor.
+    """
+    thr = np.asarray(thresholds, dtype=np.float64)
+    sizes = np.asarray(group_sizes)
+    if thr.shape != sizes.shape or thr.ndim != 1:
+        raise InputError(f"thresholds {thr.shape} and group_sizes {sizes.shape} must be equal (G,) arrays")
+    spans = (sizes > 1) & np.isfinite(thr)
+    if not spans.any():
+        return thr
+    floor = float(np.median(thr[spans]))
+    return np.where(sizes > 1, thr, np.fmax(thr, floor))
+
+
+def _check_views(arr: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 3 or arr.shape[1] < 1:
+        raise InputError(f"{name} must have shape (N, V, K) with V >= 1 views per face, got {arr.shape}")
+    return arr
+
+
+def view_thresholds_loss(
+    teacher_views: np.ndarray, student_logviews: np.ndarray, track_index: np.ndarray
+) -> np.ndarray:
+    """Within-track loss thresholds from augmented views.
+
+    Args:
+        teacher_views: ``(N, V, K)`` teacher probabilities of ``V`` augmented views per face.
+        student_logviews: ``(N, V, K)`` student log-probabilities of the same views.
+        track_index: ``(N,)`` int track of each face.
+
+    Returns:
+        ``(T,)`` float64 mean loss over ordered pairs of distinct (face, view) items of a track,
+        so two views of one face count: a one-face track gets a threshold too (``V >= 2``).
+        NaN where a track has a single item (``V = 1`` and one face).
+    """
+    p = _check_views(teacher_views, "teacher_views")
+    s = _check_views(student_logviews, "student_logviews")
+    if p.shape != s.shape:
+        raise InputError(f"teacher_views and student_logviews differ in shape: {p.shape} vs {s.shape}")
+    n_faces, n_views, k = p.shape
+    items = np.repeat(check_track_index(track_index, n_faces), n_views)
+    stats = loss_track_stats(p.reshape(-1, k), s.reshape(-1, k), items)
+    return own_thresholds(stats, LossDistance())
+
+
+def view_thresholds_embedding(
+    views: np.ndarray, track_index: np.ndarray, metric: str = "cosine"
+) -> np.ndarray:
+    """Within-track embedding thresholds from augmented views.
+
+    Args:
+        views: ``(N, V, D)`` float embeddings of ``V`` augmented views per face.
+        track_index: ``(N,)`` int track of each face.
+        metric: ``cosine`` or ``euclidean``.
+
+    Returns:
+        ``(T,)`` float64 mean distance over ordered pairs of distinct (face, view) items of a
+        track; NaN where a track has a single item.
+    """
+    v = _check_views(views, "views")
+    n_faces, n_views, dim = v.shape
+    items = np.repeat(check_track_index(track_index, n_faces), n_views)
+    stats = embedding_track_stats(v.reshape(-1, dim), items, metric)
+    return own_thresholds(stats, distance_model(metric))
