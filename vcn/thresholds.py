@@ -24,6 +24,12 @@ shot's motion. Without views, each track's threshold is floored at the median ow
 tracks with at least two faces (a fixed robust statistic, no knob): it repairs the static tracks
 of a movie that also has moving ones, but cannot help a video made only of static tracks. One-face
 tracks have no pairs; their threshold is the view threshold when given, else that median.
+
+Across shots (:func:`group_spread_floor`). Views of one shot cannot show how a different take,
+pose or light moves a person's embedding; a group of tracks that coarse matching joined across
+shots holds exactly that spread in its threshold. Lone tracks are floored at the median
+threshold of the video's multi-track groups (docs/method.md, change 11: HARD episodes 25-29 to
+22-25 clusters, at the price of one wrong merge on one of four episodes).
 """
 
 from __future__ import annotations
