@@ -23,7 +23,7 @@ The seed draws the views, the finetune's augmentations and its head; run two or 
 how much a row moves with them.
 
 Composed episodes are made with ../shared/tools/compose_episode.py: ``hard<N>`` with HARD=1 and
-seed N, ``easy<N>`` clean (the default sets: hard1, easy2; hard3 and hard5 were held out, no
+seed N, ``easy<N>`` clean (the default sets: hard1, easy2; hard3, hard5 and hard7 were held out, no
 choice was made on them)
 and cached under ``--cache``.
 """

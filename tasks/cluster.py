@@ -56,7 +56,7 @@ def _cluster_vcn(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, dict[str, A
     return res.labels, res.quality, {
         "merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
         "cannot_link_pairs": len(inputs.cannot_link), "distance": ctx.config.method.distance,
-        "start_groups": rounds[0]["clusters"] if rounds else 0,
+        "start_groups": rounds[0]["clusters"] if rounds else 0, "lone_tracks_lifted": res.lifted,
     }
 
 

@@ -156,3 +156,4 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys):
     stage4 = manifest["stages"]["clusters"]
     assert stage4["distance"] == "cosine"
     assert result["clusters"] <= stage4["start_groups"] <= len(tracks)
+    assert 0 <= stage4["lone_tracks_lifted"] <= stage4["start_groups"]

@@ -270,13 +270,15 @@ def adapt(
 class Clustering:
     """Outcome of :func:`cluster`: ``labels`` (T,) int64 (-1 = unknown), ``quality`` (T,)
     float32 SER-FIQ medians, ``unknown`` (T,) bool, ``thresholds`` (T,) the view threshold of
-    the matched group each track started in (NaN for unknown tracks), and the merge rounds."""
+    the matched group each track started in (NaN for unknown tracks), the merge rounds, and how
+    many lone tracks the cross-shot floor lifted (``lifted``)."""
 
     labels: np.ndarray
     quality: np.ndarray
     unknown: np.ndarray
     thresholds: np.ndarray
     result: ParameterFreeResult | None
+    lifted: int = 0
 
 
 # Faces whose threshold views are drawn and embedded at once: 64 x 16 views x 37 KB of pixels.
@@ -360,10 +362,13 @@ def cluster(
         thresholds = view_thresholds_embedding(emb, unit, "cosine")
         stats = embedding_track_stats(emb[:, 0], unit, "cosine")
         model = CosineDistance()
+    lifted = 0
     if cfg.spread_floor:
-        thresholds = group_spread_floor(thresholds, np.bincount(group))
+        floored = group_spread_floor(thresholds, np.bincount(group))
+        lifted = int(np.sum(floored > np.nan_to_num(thresholds, nan=-np.inf)))
+        thresholds = floored
     result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group))
     labels[keep_tracks] = first_appearance(result.labels[group])
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]
-    return Clustering(labels, quality, unknown, full_thr, result)
+    return Clustering(labels, quality, unknown, full_thr, result, lifted)
