@@ -179,9 +179,9 @@ def grow_matches(
     group = np.arange(n_tracks)
     links = np.zeros((0, 2), np.int64)
     for _ in range(n_tracks):  # each round that goes on joins two groups at least
-        group_cannot = group_pairs(cannot_link, group)
-        matched = coarse_matches(embeddings, group[track_index], cfg)
-        matched = mutual_nearest(embeddings, group[track_index], matched, group_cannot)
+        item_group = group[track_index]
+        matched = coarse_matches(embeddings, item_group, cfg)
+        matched = mutual_nearest(embeddings, item_group, matched, group_pairs(cannot_link, group))
         found = _closest_pairs(means, group, matched)
         cand = drop_pairs(np.unique(np.sort(np.concatenate([links, found]), axis=1), axis=0), cannot_link)
         closeness = 1.0 - np.einsum("md,md->m", means[cand[:, 0]], means[cand[:, 1]])
@@ -270,8 +270,8 @@ def adapt(
 class Clustering:
     """Outcome of :func:`cluster`: ``labels`` (T,) int64 (-1 = unknown), ``quality`` (T,)
     float32 SER-FIQ medians, ``unknown`` (T,) bool, ``thresholds`` (T,) the view threshold of
-    the matched group each track started in (NaN for unknown tracks), the merge rounds, and how
-    many lone tracks the cross-shot floor lifted (``lifted``)."""
+    the matched group each track started in, after the cross-shot floor (NaN for unknown
+    tracks), the merge rounds, and how many lone tracks that floor lifted (``lifted``)."""
 
     labels: np.ndarray
     quality: np.ndarray
