@@ -1,0 +1,168 @@
+"""Where the recognizer itself confuses people: tracks nearer another person than their own.
+
+    .venv/bin/python -m benchmarks.confusions [--sets hard7 hard5] [--model-dir DIR]
+        [--resolution-matched]
+
+For each labelled set (names as in ``benchmarks.ablation``; stage 1 runs once through the real
+flow or is reused from ``--out``), the recognizer embeds up to 8 sampled aligned crops per track
+(the faces every vcn stage sees), and each track's identity is the majority ground-truth identity
+of its faces. Prints:
+
+- the ROC AUC of telling same- from different-person track pairs by the cosine distance of the
+  track means (pairs of two tracks of one shot not counted), and how often a track's nearest
+  other track is the same person;
+- every *confused* track: one whose nearest track of another person is nearer than its nearest
+  track of its own person, with its median face height in frame pixels and its SER-FIQ quality
+  (and its rank in the video, 1 = worst). No clustering rule on this distance can put such a
+  track with its own person before it puts it with the other one;
+- Spearman's correlation of the margin (nearest other - nearest own) with face height and with
+  quality over all tracks.
+
+``--model-dir`` scores another insightface recognizer (e.g. buffalo_l's ``w600k_r50.onnx``) on
+the same crops. ``--resolution-matched`` compares every pair of tracks at the smaller one's face
+size (both crops shrunk to a ladder of 112/80/56/40/28 px and scaled back) as a second row.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
+
+from benchmarks.ablation import dataset, stage1
+from benchmarks.finetune import auc
+
+# Face heights (pixels) that --resolution-matched compares at; 112 is the crop itself.
+_LADDER = (112, 80, 56, 40, 28)
+
+
+def track_identities(faces: pd.DataFrame, gt_csv: Path) -> dict[str, str]:
+    """Majority ground-truth identity of each track id (tracks with no matched face are absent)."""
+    from vcn import metrics
+
+    gt = metrics.read_ground_truth(pd.read_csv(gt_csv).drop(columns=["video"], errors="ignore"))
+    pred = faces[["frame_idx", "x1", "y1", "x2", "y2", "track_id"]].assign(cluster_id="c")
+    m = metrics.match_faces(gt, pred)
+    m = m[m["matched"] & m["scored"]]
+    return m.groupby("track_id")["identity"].agg(lambda s: s.value_counts().index[0]).to_dict()
+
+
+def embed(backbone, crops: np.ndarray) -> np.ndarray:
+    """(N, D) unit embeddings of (N, 112, 112, 3) uint8 BGR crops under the recognizer."""
+    from vcn.backbone import preprocess
+
+    out = []
+    backbone.eval()
+    with torch.no_grad():
+        for i in range(0, len(crops), 64):
+            x = preprocess(crops[i:i + 64], backbone.input_mean, backbone.input_std)
+            out.append(F.normalize(backbone(x).float(), dim=-1).numpy())
+    return np.concatenate(out)
+
+
+def track_means(emb: np.ndarray, index: np.ndarray, n_tracks: int) -> np.ndarray:
+    m = np.zeros((n_tracks, emb.shape[1]))
+    np.add.at(m, index, emb)
+    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+
+
+def shrink(crops: np.ndarray, side: int) -> np.ndarray:
+    """The crops as a face ``side`` px high would give them: shrunk, then scaled back to 112."""
+    if side >= crops.shape[1]:
+        return crops
+    return np.stack([cv2.resize(cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA),
+                                c.shape[:2][::-1], interpolation=cv2.INTER_LINEAR) for c in crops])
+
+
+def report(name: str, dist: np.ndarray, ident: np.ndarray, shot: np.ndarray, height: np.ndarray,
+           quality: np.ndarray) -> None:
+    """Print separation figures and the confused tracks of one (T, T) track distance matrix."""
+    n = len(ident)
+    labelled = ident != "?"
+    a, b = np.triu_indices(n, 1)
+    counted = labelled[a] & labelled[b] & (shot[a] != shot[b])
+    same = ident[a] == ident[b]
+    d = dist[a, b]
+    sel_same, sel_diff = counted & same, counted & ~same
+    d_off = dist.copy()
+    np.fill_diagonal(d_off, np.inf)
+    nearest_same = ident[np.argmin(d_off, axis=1)] == ident
+    print(f"  {name}: AUC {auc(d[sel_same], d[sel_diff]):.4f}, nearest track is the same person for "
+          f"{nearest_same[labelled].mean():.3f} of tracks")
+    rank = np.argsort(np.argsort(quality)) + 1
+    margins = np.full(n, np.nan)
+    rows = []
+    for t in np.flatnonzero(labelled):
+        own = (ident == ident[t]) & (np.arange(n) != t)
+        other = labelled & (ident != ident[t])
+        if not own.any() or not other.any():
+            continue
+        o = np.flatnonzero(other)[np.argmin(d_off[t, other])]
+        margins[t] = d_off[t, o] - d_off[t, own].min()
+        if margins[t] < 0:
+            rows.append((t, ident[t], height[t], quality[t], rank[t], d_off[t, own].min(),
+                         d_off[t, o], ident[o]))
+    print(f"  confused tracks: {len(rows)} of {int(labelled.sum())}")
+    for t, who, h, q, r, ds, do, whom in rows:
+        print(f"    track {t:>3} {who:<20} face {h:>4.0f} px  quality {q:.3f} (rank {r:>2})  "
+              f"own {ds:.3f}  other {do:.3f} ({whom})")
+    ok = np.isfinite(margins)
+    print(f"  Spearman of the margin with face height {spearmanr(margins[ok], height[ok])[0]:+.2f}, "
+          f"with quality {spearmanr(margins[ok], quality[ok])[0]:+.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="+", default=["hard7", "hard5"])
+    ap.add_argument("--out", default=".bench/ablation-out")
+    ap.add_argument("--cache", default=".bench")
+    ap.add_argument("--model-dir", default=None, help="insightface model folder (default: the shipped one)")
+    ap.add_argument("--resolution-matched", action="store_true")
+    args = ap.parse_args()
+
+    from storage.crops import read_crops
+    from vcn.backbone import load_backbone
+    from vcn.detection import default_model_dir, find_models
+    from vcn.method import MethodConfig, sample_rows
+    from vcn.track_quality import SerFiqConfig, serfiq_scores, track_quality
+
+    backbone = load_backbone(find_models(args.model_dir or default_model_dir()).recognizer)
+    for name in args.sets:
+        video, csv = dataset(name, Path(args.cache))
+        movie = stage1(video, Path(args.out))
+        faces = pq.read_table(movie / "faces.parquet").to_pandas()
+        tracks = pq.read_table(movie / "tracks.parquet").to_pandas()
+        n = len(tracks)
+        index_of = {t: i for i, t in enumerate(tracks["track_id"])}
+        face_track = faces["track_id"].map(index_of).to_numpy()
+        who = track_identities(faces, csv)
+        ident = np.array([who.get(t, "?") for t in tracks["track_id"]])
+        shot = tracks["shot_id"].to_numpy()
+        height = (faces["y2"] - faces["y1"]).groupby(face_track).median().reindex(range(n)).to_numpy()
+        sample = sample_rows(face_track, MethodConfig().faces_per_track)
+        crops = read_crops(movie / "crops", faces["face_id"].to_numpy()[sample])
+        index = face_track[sample]
+        quality = track_quality(serfiq_scores(backbone, crops, SerFiqConfig(), 0), index)
+        print(f"\n== {name}: {n} tracks, {len(set(ident) - {'?'})} people")
+        plain = track_means(embed(backbone, crops), index, n)
+        report("cosine of track means", 1.0 - plain @ plain.T, ident, shot, height, quality)
+        if args.resolution_matched:
+            level = np.array([max([s for s in _LADDER if s <= h] or [_LADDER[-1]]) for h in height])
+            per_level = {s: track_means(embed(backbone, shrink(crops, s)), index, n) for s in _LADDER}
+            pair_level = np.minimum(level[:, None], level[None, :])
+            dist = np.empty((n, n))
+            for s, m in per_level.items():
+                at = pair_level == s
+                dist[at] = (1.0 - m @ m.T)[at]
+            report("resolution-matched", dist, ident, shot, height, quality)
+
+
+if __name__ == "__main__":
+    main()
