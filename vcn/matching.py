@@ -276,7 +276,12 @@ def _maha_blocks(gauss: TrackGaussians, block_faces: int):
         diff2 = np.square(proj, out=proj)
         seg = cuts[lo:hi] - r0
         quad = np.add.reduceat(diff2, seg, axis=0)  # (tracks, T): |V_t (mu_b - mu_t)|^2
-        dist2 = sq[tracks][:, None] + sq[None, :] - 2.0 * (mu[tracks] @ mu.T)
+        total = sq[tracks][:, None] + sq[None, :]
+        dist2 = total - 2.0 * (mu[tracks] @ mu.T)
+        # For (nearly) equal means the subtraction leaves only float64 rounding of its terms; that
+        # is zero, or a zero-variance track (scale at _MIN_VARIANCE) would put its own copy ~1e-3
+        # Mahalanobis units away, above its threshold of 0 (numpy 2.4's matmul rounds so).
+        dist2[dist2 <= 8.0 * np.finfo(np.float64).eps * total] = 0.0
         maha = np.maximum(dist2 - quad, 0.0) / gauss.scale[tracks][:, None]
         yield tracks, maha
         lo = hi
