@@ -17,7 +17,7 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
     vcn (+ spread floor)    ``--method vcn``: the same with lone tracks' thresholds floored at
                             the median of the matched groups' (``MethodConfig.spread_floor``)
 
-    .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S]
+    .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S] [--quick]
 
 The seed draws the views, the finetune's augmentations and its head; run two or more to see
 how much a row moves with them.
@@ -86,7 +86,9 @@ def stage1(video: Path, out: Path) -> Path:
     return movie
 
 
-def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False) -> list[dict]:
+def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
+                  quick: bool = False) -> list[dict]:
+    """Every row's scores on one set; ``quick``: the three baselines and the default (vcn) only."""
     from storage.crops import read_crops
     from vcn import baselines, clustering, metrics, thresholds
     from vcn.backbone import load_backbone
@@ -140,6 +142,12 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False)
         save_checkpoint(cache, ck)
     t_adapt = time.perf_counter() - t0
     state = ck.state
+    if quick:
+        t0 = time.perf_counter()
+        res = cluster(backbone, state, crops, index, cfg, seed, cannot_link=cannot, matches=ck.matches)
+        score("vcn (+ spread floor)", res.labels, time.perf_counter() - t0 + t_adapt)
+        print(f"  adapt rounds: {ck.history}", file=sys.stderr)
+        return rows_out
     out = face_outputs(backbone, state, crops, cfg.finetune)
     ft_means = np.zeros((len(tracks), out.embeddings.shape[1]))
     np.add.at(ft_means, index, out.embeddings)
@@ -175,13 +183,14 @@ def main() -> None:
     ap.add_argument("--cache", default=".bench")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse a cached finetune of an earlier run")
+    ap.add_argument("--quick", action="store_true", help="the baselines and the default (vcn) row only")
     args = ap.parse_args()
     for name in args.sets:
         video, csv = dataset(name, Path(args.cache))
         movie = stage1(video, Path(args.out))
         print(f"\n== {name}: {video.name}")
         print(HEADER)
-        for r in evaluate_rows(movie, csv, args.seed, args.reuse):
+        for r in evaluate_rows(movie, csv, args.seed, args.reuse, args.quick):
             print(f"{r['row']:<22} {r['wcp']:>6.3f} {r['nmi']:>6.3f} {r['bcubed_f']:>6.3f} "
                   f"{r['ratio']:>6.2f} {r['unknown']:>6.3f} {r['clusters']:>5} {r['true']:>5} "
                   f"{r['seconds']:>7.1f}")

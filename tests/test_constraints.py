@@ -98,8 +98,8 @@ def test_constraints_hold_on_random_data_and_rounds_end() -> None:
 
 
 def test_grow_matches_closes_groups_and_respects_cannot_links() -> None:
+    from vcn.grouping import grow_matches, mutual_nearest
     from vcn.matching import MatchingConfig, coarse_matches
-    from vcn.method import grow_matches, mutual_nearest
 
     rng = np.random.default_rng(5)
     _, index, ident, views = make_tracks(rng, [4, 4, 3], dim=32, face_spread=0.4, track_spread=0.5,
@@ -124,9 +124,43 @@ def test_grow_matches_closes_groups_and_respects_cannot_links() -> None:
     assert (0, 1) not in kept
 
 
+def test_grow_matches_never_links_groups_wider_apart_than_its_track_matches() -> None:
+    """Two people, two tracks each: round 0 pairs each person's tracks; the two groups' Gaussians
+    then admit each other (and, two groups only, they are mutual nearest), but they lie farther
+    apart than the widest track match, so growth refuses them."""
+    from vcn.grouping import group_distances, grow_matches
+    from vcn.matching import MatchingConfig, coarse_matches
+
+    rng = np.random.default_rng(0)
+    dim, cfg, none = 16, MatchingConfig(mutual=True), np.zeros((0, 2), np.int64)
+    a, b = np.eye(dim)[0], np.cos(0.5) * np.eye(dim)[0] + np.sin(0.5) * np.eye(dim)[1]
+    emb, index = [], []
+    for t, centre in enumerate([a, a, b, b]):
+        track = unit(centre + 0.15 * rng.standard_normal(dim) / np.sqrt(dim))
+        emb += [unit(track + 0.5 * rng.standard_normal(dim) / np.sqrt(dim)) for _ in range(6)]
+        index += [t] * 6
+    emb, index = np.array(emb), np.array(index)
+    person = np.array([0, 0, 1, 1])[index]
+    assert coarse_matches(emb, person, cfg).tolist() == [[0, 1]]  # the Gaussian rule alone joins them
+    widest = group_distances(emb, index, np.array([[0, 1], [2, 3]])).max()
+    assert group_distances(emb, person, np.array([[0, 1]]))[0] > widest
+    assert grow_matches(emb, index, cfg, none).tolist() == [[0, 1], [2, 3]]
+
+
+def test_group_distances_are_mean_pairwise_cosine() -> None:
+    from vcn.grouping import group_distances
+
+    rng = np.random.default_rng(1)
+    emb = unit(rng.standard_normal((7, 5)))
+    group = np.array([0, 0, 1, 1, 1, 2, 2])
+    got = group_distances(emb, group, np.array([[0, 1], [2, 0]]))
+    brute = [np.mean(1 - emb[group == g] @ emb[group == h].T) for g, h in ((0, 1), (2, 0))]
+    np.testing.assert_allclose(got, brute)
+
+
 def test_mutual_nearest_keeps_one_partner_and_skips_cannot_links() -> None:
     """A hub between two people matches both; only its nearest partner, if mutual, is kept."""
-    from vcn.method import mutual_nearest
+    from vcn.grouping import mutual_nearest
 
     a, hub, c = np.eye(3)[0], np.array([0.6, 0.8, 0.0]), np.eye(3)[1]
     emb = np.stack([a, a, hub, c, c])

@@ -23,14 +23,14 @@ import torch.nn.functional as F
 
 from vcn.backbone import OnnxBackbone, preprocess
 from vcn.clustering import ParameterFreeResult, first_appearance, parameter_free
-from vcn.constraints import consistent_pairs, drop_pairs, group_pairs
+from vcn.constraints import group_pairs
 from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
-from vcn.matching import MatchingConfig, coarse_matches
+from vcn.grouping import grow_matches, match_groups
+from vcn.matching import MatchingConfig
 from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
 from vcn.thresholds import group_spread_floor, view_thresholds_embedding, view_thresholds_loss
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
-from vcn.unionfind import DisjointSet
 from vcn.views import SHOT_VIEWS, ViewConfig, strong_views
 
 
@@ -99,101 +99,6 @@ def view_embeddings(
     return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
 
-def _closest_pairs(means: np.ndarray, group: np.ndarray, group_pairs: np.ndarray) -> np.ndarray:
-    """For each pair of groups ``(G, 2)``, the pair of their tracks with the closest means."""
-    out = np.zeros((len(group_pairs), 2), np.int64)
-    members = {int(g): np.flatnonzero(group == g) for g in np.unique(group_pairs)}
-    for i, (a, b) in enumerate(group_pairs):
-        ta, tb = members[int(a)], members[int(b)]
-        j, k = np.unravel_index(np.argmax(means[ta] @ means[tb].T), (len(ta), len(tb)))
-        out[i] = ta[j], tb[k]
-    return out
-
-
-def match_groups(matches: np.ndarray | None, n_tracks: int) -> np.ndarray:
-    """``(n_tracks,)`` int64 group of each track: the connected components of ``matches``
-    ``(M, 2)`` int track pairs, ``0..G-1`` by first appearance."""
-    groups = DisjointSet(n_tracks)
-    for a, b in np.asarray(matches if matches is not None else [], np.int64).reshape(-1, 2):
-        groups.union(int(a), int(b))
-    return groups.labels()
-
-
-# Rows of the group-similarity matrix held at once in :func:`mutual_nearest` (memory block * G).
-_NN_BLOCK = 1024
-
-
-def mutual_nearest(
-    embeddings: np.ndarray, group_index: np.ndarray, pairs: np.ndarray, cannot_link: np.ndarray
-) -> np.ndarray:
-    """The group ``pairs`` ``(M, 2)`` whose two groups are each other's nearest group.
-
-    ``embeddings`` (N, D) unit rows, ``group_index`` (N,) int64 in 0..G-1, ``cannot_link``
-    (P, 2) int64 *group* pairs, never counted as neighbours. Nearness is the cosine between the
-    groups' mean embeddings. ``O(G^2 D)`` time, ``O(_NN_BLOCK * G)`` memory.
-    """
-    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-    if len(pairs) == 0:
-        return pairs
-    n_groups = int(group_index.max()) + 1
-    means = np.zeros((n_groups, embeddings.shape[1]))
-    np.add.at(means, group_index, embeddings)
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
-    cannot = np.concatenate([cannot, cannot[:, ::-1]])
-    nearest = np.empty(n_groups, np.int64)
-    for lo in range(0, n_groups, _NN_BLOCK):
-        rows = np.arange(lo, min(lo + _NN_BLOCK, n_groups))
-        sim = means[rows] @ means.T
-        sim[np.arange(len(rows)), rows] = -np.inf
-        inside = (cannot[:, 0] >= lo) & (cannot[:, 0] < lo + len(rows))
-        sim[cannot[inside, 0] - lo, cannot[inside, 1]] = -np.inf
-        nearest[rows] = np.argmax(sim, axis=1)
-    a, b = pairs[:, 0], pairs[:, 1]
-    return pairs[(nearest[a] == b) & (nearest[b] == a)]
-
-
-def grow_matches(
-    embeddings: np.ndarray, track_index: np.ndarray, cfg: MatchingConfig, cannot_link: np.ndarray
-) -> np.ndarray:
-    """Coarse matching repeated on groups of matched tracks until the groups stop changing.
-
-    ``embeddings`` (N, D) float unit rows (faces or their views), ``track_index`` (N,) int64 in
-    0..T-1, ``cannot_link`` (P, 2) int64 track pairs that are two people. Round 1 is the paper's
-    track matching; each further round fits one Gaussian per *group* (the tracks that matches
-    joined, so a person's spread across shots) and matches groups with the same rule. A match
-    is kept only when its two groups are also each other's nearest group
-    (:func:`mutual_nearest`): without that, one wrong match between two low-information tracks
-    makes a wide group whose Gaussian admits ever more people, and the groups snowball (measured
-    on the HARD episode with the generic model: 349-718 wrong pairs for four of five view seeds;
-    with it 0 for all five, and 0 on every other dev set and seed). A group match stands for its
-    closest pair of tracks; matches that co-occur or would join a co-occurring pair are dropped
-    (closest first, :func:`vcn.constraints.consistent_pairs`).
-
-    Returns (M, 2) int64 pairs ``a < b`` of every two tracks in one final group: the positives.
-    """
-    n_tracks = int(track_index.max()) + 1
-    means = np.zeros((n_tracks, embeddings.shape[1]))
-    np.add.at(means, track_index, embeddings)
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
-    group = np.arange(n_tracks)
-    links = np.zeros((0, 2), np.int64)
-    for _ in range(n_tracks):  # each round that goes on joins two groups at least
-        item_group = group[track_index]
-        matched = coarse_matches(embeddings, item_group, cfg)
-        matched = mutual_nearest(embeddings, item_group, matched, group_pairs(cannot_link, group))
-        found = _closest_pairs(means, group, matched)
-        cand = drop_pairs(np.unique(np.sort(np.concatenate([links, found]), axis=1), axis=0), cannot_link)
-        closeness = 1.0 - np.einsum("md,md->m", means[cand[:, 0]], means[cand[:, 1]])
-        links = consistent_pairs(cand, closeness, n_tracks, cannot_link)
-        new = match_groups(links, n_tracks)
-        if len(np.unique(new)) == len(np.unique(group)):
-            break
-        group = new
-    a, b = np.nonzero((group[:, None] == group[None, :]) & np.triu(np.ones((n_tracks, n_tracks), bool), 1))
-    return np.stack([a, b], axis=1).astype(np.int64)
-
-
 @dataclass
 class Checkpoint:
     """Resumable state of :func:`adapt`: the round, its matches, the finetune state, history."""
@@ -229,7 +134,7 @@ def adapt(
     Matching runs on the embeddings of strong views of every face (the clean crop included), so
     that near-duplicate tracks still get a spread to match against; it is mutual (both tracks'
     regions must hold the other's mean) because one-sided matches link different people on the
-    real clips, and it grows over groups of matched tracks (:func:`grow_matches`). Each round
+    real clips, and it grows over groups of matched tracks (:func:`vcn.grouping.grow_matches`). Each round
     finetunes afresh from the generic model with the round's positives.
     """
     views = strong_views(crops, cfg.views, seed)
