@@ -5,7 +5,7 @@ round fits one Gaussian per *group* of matched tracks (a person's spread across 
 matches groups with the same rule, until the groups stop changing (:func:`grow_matches`). Two
 guards keep a wrong match from snowballing: a match must join mutually nearest groups
 (:func:`mutual_nearest`), and a group match may not join groups that lie farther apart than the
-widest track match of round 1 (:func:`group_distances`). Co-occurring tracks are never joined
+widest track match of the first round (:func:`group_distances`). Co-occurring tracks are never joined
 (:mod:`vcn.constraints`). docs/method.md, changes 7, 8 and 12, has the measurements.
 """
 
@@ -104,7 +104,7 @@ def grow_matches(
     on the HARD episode with the generic model: 349-718 wrong pairs for four of five view seeds;
     with it 0 for all five, and 0 on every other dev set and seed). A group match must also
     join groups no farther apart (mean pairwise cosine of their items) than the widest track
-    match of round 1: those are the paper's confident positives, so their widest pair is how far
+    match of the first round: those are the paper's confident positives, so their widest pair is how far
     apart two tracks of one person are known to be in this video, and growth links no wider
     (HARD seed 7: two wide-shot pairs of two people 0.776 apart, against 0.730 for the widest
     track match, were joined, then a third person; docs/method.md, change 12). A group match
