@@ -32,12 +32,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import torch
-import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 from benchmarks.ablation import dataset, stage1
-from benchmarks.finetune import auc
+from benchmarks.finetune import auc, cosine_dist
 
 # Face heights (pixels) that --resolution-matched compares at; 112 is the crop itself.
 _LADDER = (112, 80, 56, 40, 28)
@@ -52,25 +50,6 @@ def track_identities(faces: pd.DataFrame, gt_csv: Path) -> dict[str, str]:
     m = metrics.match_faces(gt, pred)
     m = m[m["matched"] & m["scored"]]
     return m.groupby("track_id")["identity"].agg(lambda s: s.value_counts().index[0]).to_dict()
-
-
-def embed(backbone, crops: np.ndarray) -> np.ndarray:
-    """(N, D) unit embeddings of (N, 112, 112, 3) uint8 BGR crops under the recognizer."""
-    from vcn.backbone import preprocess
-
-    out = []
-    backbone.eval()
-    with torch.no_grad():
-        for i in range(0, len(crops), 64):
-            x = preprocess(crops[i:i + 64], backbone.input_mean, backbone.input_std)
-            out.append(F.normalize(backbone(x).float(), dim=-1).numpy())
-    return np.concatenate(out)
-
-
-def track_means(emb: np.ndarray, index: np.ndarray, n_tracks: int) -> np.ndarray:
-    m = np.zeros((n_tracks, emb.shape[1]))
-    np.add.at(m, index, emb)
-    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
 
 
 def shrink(crops: np.ndarray, side: int) -> np.ndarray:
@@ -130,8 +109,14 @@ def main() -> None:
     from storage.crops import read_crops
     from vcn.backbone import load_backbone
     from vcn.detection import default_model_dir, find_models
-    from vcn.method import MethodConfig, sample_rows
+    from vcn.method import MethodConfig, sample_rows, view_embeddings
     from vcn.track_quality import SerFiqConfig, serfiq_scores, track_quality
+
+    cfg = MethodConfig()
+
+    def distances(crops: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """(T, T) cosine distance of track means under the generic recognizer."""
+        return cosine_dist(view_embeddings(backbone, None, crops[:, None], cfg), index)
 
     backbone = load_backbone(find_models(args.model_dir or default_model_dir()).recognizer)
     for name in args.sets:
@@ -146,21 +131,19 @@ def main() -> None:
         ident = np.array([who.get(t, "?") for t in tracks["track_id"]])
         shot = tracks["shot_id"].to_numpy()
         height = (faces["y2"] - faces["y1"]).groupby(face_track).median().reindex(range(n)).to_numpy()
-        sample = sample_rows(face_track, MethodConfig().faces_per_track)
+        sample = sample_rows(face_track, cfg.faces_per_track)
         crops = read_crops(movie / "crops", faces["face_id"].to_numpy()[sample])
         index = face_track[sample]
         quality = track_quality(serfiq_scores(backbone, crops, SerFiqConfig(), 0), index)
         print(f"\n== {name}: {n} tracks, {len(set(ident) - {'?'})} people")
-        plain = track_means(embed(backbone, crops), index, n)
-        report("cosine of track means", 1.0 - plain @ plain.T, ident, shot, height, quality)
+        report("cosine of track means", distances(crops, index), ident, shot, height, quality)
         if args.resolution_matched:
             level = np.array([max([s for s in _LADDER if s <= h] or [_LADDER[-1]]) for h in height])
-            per_level = {s: track_means(embed(backbone, shrink(crops, s)), index, n) for s in _LADDER}
             pair_level = np.minimum(level[:, None], level[None, :])
             dist = np.empty((n, n))
-            for s, m in per_level.items():
+            for s in _LADDER:
                 at = pair_level == s
-                dist[at] = (1.0 - m @ m.T)[at]
+                dist[at] = distances(shrink(crops, s), index)[at]
             report("resolution-matched", dist, ident, shot, height, quality)
 
 
