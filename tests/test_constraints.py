@@ -180,3 +180,31 @@ def test_group_pairs_maps_track_pairs_onto_distinct_groups() -> None:
     # (0, 1) is inside group 0; (1, 3) and (3, 0) are both groups 0-2: one pair.
     assert group_pairs(np.array([[0, 1], [1, 3], [3, 0], [2, 3]]), group).tolist() == [[0, 2], [1, 2]]
     assert group_pairs(np.zeros((0, 2), np.int64), group).shape == (0, 2)
+
+
+def test_agreed_matches_is_the_meet_of_the_draws_partitions() -> None:
+    from vcn.errors import ConfigError
+    from vcn.grouping import agreed_matches
+
+    # Draw 1 groups {0, 1, 2} and {3, 4}; draw 2 groups {0, 1}, {2, 3} and {4}: only 0-1 agreed.
+    one = np.array([[0, 1], [1, 2], [3, 4]])
+    two = np.array([[1, 0], [2, 3]])
+    assert agreed_matches([one, two], 5).tolist() == [[0, 1]]
+    # One draw: its groups, as every pair of a group; disjoint draws agree on nothing.
+    assert agreed_matches([one], 5).tolist() == [[0, 1], [0, 2], [1, 2], [3, 4]]
+    assert agreed_matches([one, np.zeros((0, 2), np.int64)], 5).shape == (0, 2)
+    with pytest.raises(ConfigError):
+        agreed_matches([], 5)
+
+
+def test_agreed_matches_are_the_pairs_every_draw_has() -> None:
+    """For transitively closed matchings (as grow_matches returns), the meet's pairs are exactly
+    the pairs every draw has: nothing is added by closing the agreed groups."""
+    from vcn.grouping import agreed_matches, group_pairs_of
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = int(rng.integers(2, 30))
+        draws = [group_pairs_of(rng.integers(0, int(rng.integers(1, n + 1)), n)) for _ in range(3)]
+        every = set.intersection(*({tuple(p) for p in d.tolist()} for d in draws))
+        assert {tuple(p) for p in agreed_matches(draws, n).tolist()} == every

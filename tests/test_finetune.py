@@ -226,3 +226,23 @@ def test_inputs_are_checked(backbone, video) -> None:
     with pytest.raises(ConfigError, match="load_backbone"):
         finetune(torch.nn.Linear(2, 2), crops, track_index, matches, TINY, seed=0)
     assert dataclasses.is_dataclass(TINY)
+
+
+def test_adapt_keeps_only_the_groups_every_draw_of_views_makes(backbone, video) -> None:
+    """``match_draws=2`` matches on the first draw's views and on a second draw's and keeps their
+    agreement: on these faces (generic model, 3 views) the first draw links three pairs of
+    tracks, the second one of them, so two draws keep that one."""
+    from vcn.matching import MatchingConfig
+    from vcn.method import MethodConfig, adapt
+    from vcn.views import ViewConfig
+
+    crops, track_index, _ = video
+    cfg = MethodConfig(finetune=TINY, matching=MatchingConfig(mutual=True, max_rounds=1),
+                       views=ViewConfig(n_views=3))
+    one = adapt(backbone, crops, track_index, cfg, seed=3)
+    two = adapt(backbone, crops, track_index, dataclasses.replace(cfg, match_draws=2), seed=3)
+    pairs = lambda ck: {tuple(p) for p in np.asarray(ck.matches).tolist()}  # noqa: E731
+    assert one.done and two.done
+    assert pairs(two) <= pairs(one)
+    assert 0 < len(two.matches) < len(one.matches)
+    assert two.history[0]["matches"] == len(two.matches)

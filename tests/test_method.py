@@ -105,6 +105,8 @@ def test_method_config_names_its_distance():
     assert MethodConfig(distance="loss").distance == "loss"
     with pytest.raises(ConfigError, match="distance"):
         MethodConfig(distance="euclid")
+    with pytest.raises(ConfigError, match="match_draws"):
+        MethodConfig(match_draws=0)
     cfg = PipelineConfig.from_dict({"method": {"distance": "loss"}})
     assert cfg.method.distance == "loss"
 

@@ -6,14 +6,20 @@ matches groups with the same rule, until the groups stop changing (:func:`grow_m
 guards keep a wrong match from snowballing: a match must join mutually nearest groups
 (:func:`mutual_nearest`), and a group match may not join groups that lie farther apart than the
 widest track match of the first round (:func:`group_distances`). Co-occurring tracks are never joined
-(:mod:`vcn.constraints`). docs/method.md, changes 7, 8 and 12, has the measurements.
+(:mod:`vcn.constraints`). Matching runs on random views of the faces, and a match found under one
+draw of views and not under another is not a confident positive: :func:`agreed_matches` keeps
+only the groups every draw agrees on. docs/method.md, changes 7, 8, 12 and 13, has the
+measurements.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from vcn.constraints import consistent_pairs, drop_pairs, group_pairs
+from vcn.errors import ConfigError
 from vcn.matching import MatchingConfig, coarse_matches
 from vcn.unionfind import DisjointSet
 
@@ -36,6 +42,29 @@ def match_groups(matches: np.ndarray | None, n_tracks: int) -> np.ndarray:
     for a, b in np.asarray(matches if matches is not None else [], np.int64).reshape(-1, 2):
         groups.union(int(a), int(b))
     return groups.labels()
+
+
+def group_pairs_of(group: np.ndarray) -> np.ndarray:
+    """``(M, 2)`` int64 pairs ``a < b`` of every two tracks with one label in ``group`` ``(T,)``."""
+    group = np.asarray(group)
+    a, b = np.nonzero((group[:, None] == group[None, :]) & np.triu(np.ones((len(group),) * 2, bool), 1))
+    return np.stack([a, b], axis=1).astype(np.int64)
+
+
+def agreed_matches(matches: Sequence[np.ndarray], n_tracks: int) -> np.ndarray:
+    """The pairs of tracks that every matching in ``matches`` puts in one group.
+
+    ``matches``: one or more ``(M_i, 2)`` int track-pair arrays (e.g. :func:`grow_matches` on
+    independent draws of views). The groups returned are the meet of the matchings' partitions:
+    two tracks share a group only when they share one under every matching, so the result is
+    consistent with any cannot-link that each matching respects. Returns ``(M, 2)`` int64 pairs
+    ``a < b`` of every two tracks in one agreed group.
+    """
+    if len(matches) == 0:
+        raise ConfigError("agreed_matches needs at least one matching (MethodConfig.match_draws >= 1)")
+    labels = np.stack([match_groups(m, n_tracks) for m in matches], axis=1)
+    _, group = np.unique(labels, axis=0, return_inverse=True)
+    return group_pairs_of(group.ravel())
 
 
 # Rows of the group-similarity matrix held at once in :func:`mutual_nearest` (memory block * G).
@@ -136,5 +165,4 @@ def grow_matches(
         if len(np.unique(new)) == len(np.unique(group)):
             break
         group = new
-    a, b = np.nonzero((group[:, None] == group[None, :]) & np.triu(np.ones((n_tracks, n_tracks), bool), 1))
-    return np.stack([a, b], axis=1).astype(np.int64)
+    return group_pairs_of(group)
