@@ -8,8 +8,8 @@ guards keep a wrong match from snowballing: a match must join mutually nearest g
 widest track match of the first round (:func:`group_distances`). Co-occurring tracks are never joined
 (:mod:`vcn.constraints`). Matching runs on random views of the faces, and a match found under one
 draw of views and not under another is not a confident positive: :func:`agreed_matches` keeps
-only the groups every draw agrees on. docs/method.md, changes 7, 8, 12 and 13, has the
-measurements.
+only the groups every draw agrees on. docs/method.md (changes 7, 8 and 12, and "Agreement over
+draws of views") has the measurements.
 """
 
 from __future__ import annotations

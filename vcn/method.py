@@ -53,8 +53,8 @@ class MethodConfig:
     match_draws: independent draws of the matching views; a group stands only when every
         draw makes it (:func:`vcn.grouping.agreed_matches`). 1 (the measured default) is the
         single draw of before; 2 or more is measured as an option in docs/method.md ("Agreement
-        over draws of views"): the one wrong track match of four draws on five episodes was in
-        no other draw, but agreement also drops a quarter to a half of the right ones.
+        over draws of views"): HARD seed 5's wrong track match is made by one draw of views in
+        four, but agreement also drops up to half of a draw's right matches.
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
