@@ -200,11 +200,11 @@ def test_agreed_matches_is_the_meet_of_the_draws_partitions() -> None:
 def test_agreed_matches_are_the_pairs_every_draw_has() -> None:
     """For transitively closed matchings (as grow_matches returns), the meet's pairs are exactly
     the pairs every draw has: nothing is added by closing the agreed groups."""
-    from vcn.grouping import agreed_matches, group_pairs_of
+    from vcn.grouping import agreed_matches, pairs_within_groups
 
     rng = np.random.default_rng(7)
     for _ in range(20):
         n = int(rng.integers(2, 30))
-        draws = [group_pairs_of(rng.integers(0, int(rng.integers(1, n + 1)), n)) for _ in range(3)]
+        draws = [pairs_within_groups(rng.integers(0, int(rng.integers(1, n + 1)), n)) for _ in range(3)]
         every = set.intersection(*({tuple(p) for p in d.tolist()} for d in draws))
         assert {tuple(p) for p in agreed_matches(draws, n).tolist()} == every

@@ -44,7 +44,7 @@ def match_groups(matches: np.ndarray | None, n_tracks: int) -> np.ndarray:
     return groups.labels()
 
 
-def group_pairs_of(group: np.ndarray) -> np.ndarray:
+def pairs_within_groups(group: np.ndarray) -> np.ndarray:
     """``(M, 2)`` int64 pairs ``a < b`` of every two tracks with one label in ``group`` ``(T,)``."""
     group = np.asarray(group)
     a, b = np.nonzero((group[:, None] == group[None, :]) & np.triu(np.ones((len(group),) * 2, bool), 1))
@@ -64,7 +64,7 @@ def agreed_matches(matches: Sequence[np.ndarray], n_tracks: int) -> np.ndarray:
         raise ConfigError("agreed_matches needs at least one matching (MethodConfig.match_draws >= 1)")
     labels = np.stack([match_groups(m, n_tracks) for m in matches], axis=1)
     _, group = np.unique(labels, axis=0, return_inverse=True)
-    return group_pairs_of(group.ravel())
+    return pairs_within_groups(group.ravel())
 
 
 # Rows of the group-similarity matrix held at once in :func:`mutual_nearest` (memory block * G).
@@ -165,4 +165,4 @@ def grow_matches(
         if len(np.unique(new)) == len(np.unique(group)):
             break
         group = new
-    return group_pairs_of(group)
+    return pairs_within_groups(group)
