@@ -246,3 +246,25 @@ def test_adapt_keeps_only_the_groups_every_draw_of_views_makes(backbone, video) 
     assert pairs(two) <= pairs(one)
     assert 0 < len(two.matches) < len(one.matches)
     assert two.history[0]["matches"] == len(two.matches)
+
+
+def test_matching_views_drawn_block_by_block_embed_as_one_pass(run, backbone, video) -> None:
+    """``adapt`` draws and embeds its matching views a block of faces at a time; the blocks are
+    the one draw of ``strong_views`` cut in pieces, and with blocks a multiple of the forward
+    batch the embeddings are those of one pass, bit for bit (so the matches cannot move)."""
+    from vcn.method import MethodConfig, matching_embeddings, view_embeddings
+    from vcn.views import ViewConfig, strong_view_blocks, strong_views
+
+    crops = video[0]  # 45 faces: blocks of 32 and 13
+    cfg = MethodConfig(finetune=TINY, views=ViewConfig(n_views=3))
+    whole = strong_views(crops, cfg.views, (5, 1))
+    blocks = list(strong_view_blocks(crops, cfg.views, (5, 1), 32))
+    assert [len(b) for b in blocks] == [32, 13]
+    np.testing.assert_array_equal(np.concatenate(blocks), whole)
+    for state in (None, run[0]):
+        one_pass = view_embeddings(backbone, state, whole, cfg)
+        assert one_pass.shape == (45 * 3, 512)
+        blocked = matching_embeddings(backbone, state, crops, cfg, (5, 1), block=32)
+        np.testing.assert_array_equal(blocked, one_pass)
+    with pytest.raises(ConfigError, match="block"):
+        strong_view_blocks(crops, cfg.views, 0, 0)

@@ -31,7 +31,7 @@ from vcn.matching import MatchingConfig
 from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
 from vcn.thresholds import group_spread_floor, view_thresholds_embedding, view_thresholds_loss
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
-from vcn.views import SHOT_VIEWS, ViewConfig, strong_views
+from vcn.views import SHOT_VIEWS, ViewConfig, strong_view_blocks, strong_views
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,22 @@ class Checkpoint:
 
 # Faces whose threshold views are drawn and embedded at once: 64 x 16 views x 37 KB of pixels.
 _VIEW_BLOCK = 64
+# Faces whose matching views are drawn and embedded at once (512 x 6 views: 115 MB of pixels).
+# A multiple of FinetuneConfig.eval_batch's default, so the forward batches are those of one
+# pass over every view and the embeddings do not depend on the block.
+_MATCH_BLOCK = 512
+
+
+def matching_embeddings(
+    backbone: OnnxBackbone, state: FinetuneState | None, crops: np.ndarray, cfg: MethodConfig,
+    seed: int | tuple[int, int], block: int = _MATCH_BLOCK,
+) -> np.ndarray:
+    """Embeddings (N*V, D) of ``cfg.views`` views (``strong_views(crops, cfg.views, seed)``,
+    face-major) of crops (N, 112, 112, 3) uint8, drawn and embedded ``block`` faces at a time so
+    that memory holds one block of views, not all of them (docs/method.md, "Cost")."""
+    parts = [view_embeddings(backbone, state, v, cfg)
+             for v in strong_view_blocks(crops, cfg.views, seed, block)]
+    return np.concatenate(parts) if parts else np.zeros((0, 512), np.float32)
 
 
 def _pairs(m: np.ndarray) -> set[tuple[int, int]]:
@@ -152,14 +168,16 @@ def adapt(
     generic model with the round's positives.
     """
     # Draw 0 from ``seed`` alone, so that one draw is the method measured before draws existed.
-    draws = [strong_views(crops, cfg.views, seed if d == 0 else (seed, d)) for d in range(cfg.match_draws)]
+    # Views are drawn again for each matching pass rather than kept: drawing costs far less
+    # than embedding, and keeping them would hold 1.8 MB per track and draw.
+    draw_seeds = [seed if d == 0 else (seed, d) for d in range(cfg.match_draws)]
     v_index = np.repeat(track_index, cfg.views.n_views)
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     cannot = np.zeros((0, 2), np.int64) if cannot_link is None else cannot_link
 
     def match(state: FinetuneState | None) -> np.ndarray:
-        found = [grow_matches(view_embeddings(backbone, state, v, cfg), v_index, cfg.matching, cannot)
-                 for v in draws]
+        found = [grow_matches(matching_embeddings(backbone, state, crops, cfg, s), v_index, cfg.matching,
+                              cannot) for s in draw_seeds]
         return agreed_matches(found, n_tracks)
 
     if resume is None:

@@ -12,7 +12,7 @@ face (wide framing, low light, sensor noise).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -103,16 +103,38 @@ def strong_view(crop: np.ndarray, cfg: ViewConfig, rng: np.random.Generator) -> 
     return np.ascontiguousarray(out)
 
 
+def _draw(crops: np.ndarray, cfg: ViewConfig, rng: np.random.Generator) -> np.ndarray:
+    out = np.empty((len(crops), cfg.n_views, *crops.shape[1:]), np.uint8)
+    out[:, 0] = crops
+    for i in range(len(crops)):
+        for v in range(1, cfg.n_views):
+            out[i, v] = strong_view(crops[i], cfg, rng)
+    return out
+
+
 def strong_views(crops: np.ndarray, cfg: ViewConfig, seed: int | Sequence[int]) -> np.ndarray:
     """Views of every crop: (N, 112, 112, 3) uint8 -> (N, V, 112, 112, 3) uint8, view 0 clean.
 
     ``seed``: an int, or a sequence of ints (e.g. ``(seed, block)`` to draw a long list of crops
     block by block without holding every view at once)."""
-    rng = np.random.default_rng(seed)
-    n = len(crops)
-    out = np.empty((n, cfg.n_views, *crops.shape[1:]), np.uint8)
-    out[:, 0] = crops
-    for i in range(n):
-        for v in range(1, cfg.n_views):
-            out[i, v] = strong_view(crops[i], cfg, rng)
-    return out
+    return _draw(crops, cfg, np.random.default_rng(seed))
+
+
+def strong_view_blocks(
+    crops: np.ndarray, cfg: ViewConfig, seed: int | Sequence[int], block: int
+) -> Iterator[np.ndarray]:
+    """The views of :func:`strong_views`, ``block`` crops at a time.
+
+    Yields (B, V, 112, 112, 3) uint8 for ``crops[lo:lo + block]``, lo = 0, block, ...; one
+    generator walks the crops in order, so the blocks concatenate to exactly
+    ``strong_views(crops, cfg, seed)`` while only one block of views is held at a time (a track
+    of 8 faces has 1.8 MB of 6 views; 5,000 tracks would need 9 GB at once).
+    """
+    if block < 1:
+        raise ConfigError(f"block={block} must be >= 1")
+    return _blocks(crops, cfg, np.random.default_rng(seed), block)
+
+
+def _blocks(crops: np.ndarray, cfg: ViewConfig, rng: np.random.Generator, block: int) -> Iterator[np.ndarray]:
+    for lo in range(0, len(crops), block):
+        yield _draw(crops[lo:lo + block], cfg, rng)
