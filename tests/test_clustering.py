@@ -261,6 +261,72 @@ def test_spread_floor_joins_two_lone_shots_of_one_person_and_not_a_stranger() ->
     np.testing.assert_array_equal(floored, [0, 1, 1, 2])
 
 
+def brute_mutual_merge(x: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """Reference for ``links="mutual"`` on one-face tracks, recomputing every cluster pair each
+    round: cluster distance = mean pairwise cosine distance, threshold = mean distance between
+    its distinct faces (``tau`` for a single face); each cluster's closest cluster within either
+    threshold; pairs that are each other's closest merge."""
+    d = 1 - x @ x.T
+    clusters = [[i] for i in range(len(x))]
+    while True:
+        thr = [tau[c[0]] if len(c) == 1 else d[np.ix_(c, c)].sum() / (len(c) * (len(c) - 1))
+               for c in clusters]
+        nearest = {}
+        for i, ci in enumerate(clusters):
+            cand = [(d[np.ix_(ci, cj)].mean(), j) for j, cj in enumerate(clusters) if j != i]
+            cand = [(v, j) for v, j in cand if v <= thr[i] + 1e-9 or v <= thr[j] + 1e-9]
+            if cand:
+                nearest[i] = min(cand)[1]
+        pairs = [(i, j) for i, j in nearest.items() if i < j and nearest.get(j) == i]
+        if not pairs:
+            labels = np.zeros(len(x), np.int64)
+            for k, c in enumerate(clusters):
+                labels[c] = k
+            return labels
+        gone = {j for _, j in pairs}
+        for i, j in pairs:
+            clusters[i] = clusters[i] + clusters[j]
+        clusters = [c for k, c in enumerate(clusters) if k not in gone]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mutual_links_match_a_brute_force_reference(seed: int) -> None:
+    # 60 one-face tracks around 8 people, thresholds drawn so that some people chain together:
+    # the blocked rounds that only recompute changed clusters give the reference's partition.
+    rng = np.random.default_rng(seed)
+    x = unit(np.repeat(rng.normal(size=(8, 16)), 8, axis=0)[:60] + 0.6 * rng.normal(size=(60, 16)))
+    tau = rng.uniform(0.3, 0.9, size=60)
+    got = parameter_free(embedding_track_stats(x, np.arange(60), "cosine"), CosineDistance(), tau,
+                         links="mutual").labels
+    want = brute_mutual_merge(x, tau)
+    assert len(np.unique(want)) < 50, "the case merges"
+    _, got_canon = np.unique(got, return_inverse=True)
+    pairs = lambda lab: {(i, j) for i in range(60) for j in range(i) if lab[i] == lab[j]}  # noqa: E731
+    assert pairs(got_canon) == pairs(want)
+
+
+def test_mutual_links_keep_an_ambiguous_track_from_chaining_two_people() -> None:
+    # People A and C, far apart; track b lies between them, within every threshold of both and
+    # nearer A. The paper's rule joins all three through b; with mutual closest links only, b
+    # joins A first (C's closest is b, but b's is A), and {A, b} is then too far from C on
+    # average.
+    rng = np.random.default_rng(4)
+    a, c, e = unit(rng.normal(size=(3, 64)))
+    c = unit(a * -0.1 + c)  # A and C about 1.1 apart
+    b = unit(0.55 * a + 0.45 * c + 0.05 * e)
+    x = np.stack([a, b, c])
+    d = 1 - x @ x.T
+    tau = np.full(3, max(d[0, 1], d[1, 2]) + 0.02)
+    assert d[0, 1] < d[1, 2] < tau[0] < d[0, 2]
+    stats = embedding_track_stats(x, np.arange(3), "cosine")
+    np.testing.assert_array_equal(parameter_free(stats, CosineDistance(), tau).labels, [0, 0, 0])
+    mutual = parameter_free(stats, CosineDistance(), tau, links="mutual")
+    np.testing.assert_array_equal(mutual.labels, [0, 0, 1])
+    assert [r.links for r in mutual.rounds] == [1, 0]
+    with pytest.raises(ConfigError, match="links"):
+        parameter_free(stats, CosineDistance(), tau, links="some")
+
+
 # ---------------------------------------------------------------- baselines
 
 
