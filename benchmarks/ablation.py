@@ -87,9 +87,9 @@ def stage1(video: Path, out: Path) -> Path:
 
 
 def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
-                  quick: bool = False, match_draws: int = 1, merge: str = "all") -> list[dict]:
+                  quick: bool = False, match_draws: int = 1) -> list[dict]:
     """Every row's scores on one set; ``quick``: the three baselines and the default (vcn) only;
-    ``match_draws``, ``merge``: ``MethodConfig.match_draws`` and ``.merge`` of the seeded rows."""
+    ``match_draws``: ``MethodConfig.match_draws`` of the seeded rows."""
     from storage.crops import read_crops
     from vcn import baselines, clustering, metrics, thresholds
     from vcn.backbone import load_backbone
@@ -105,7 +105,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     face_track = faces["track_id"].map(tid).to_numpy()
     emb = np.stack(faces["embedding"].to_numpy()).astype(np.float32)
     means = np.stack(tracks["mean_embedding"].to_numpy()).astype(np.float32)
-    cfg = MethodConfig(match_draws=match_draws, merge=merge)
+    cfg = MethodConfig(match_draws=match_draws)
     rows_out = []
 
     def score(name: str, track_labels: np.ndarray, seconds: float,
@@ -187,15 +187,13 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse a cached finetune of an earlier run")
     ap.add_argument("--quick", action="store_true", help="the baselines and the default (vcn) row only")
     ap.add_argument("--match-draws", type=int, default=1, help="MethodConfig.match_draws (option, default 1)")
-    ap.add_argument("--merge", default="all", choices=["all", "mutual"], help="MethodConfig.merge")
     args = ap.parse_args()
     for name in args.sets:
         video, csv = dataset(name, Path(args.cache))
         movie = stage1(video, Path(args.out))
         print(f"\n== {name}: {video.name}")
         print(HEADER)
-        for r in evaluate_rows(movie, csv, args.seed, args.reuse, args.quick, args.match_draws,
-                                   args.merge):
+        for r in evaluate_rows(movie, csv, args.seed, args.reuse, args.quick, args.match_draws):
             print(f"{r['row']:<22} {r['wcp']:>6.3f} {r['nmi']:>6.3f} {r['bcubed_f']:>6.3f} "
                   f"{r['ratio']:>6.2f} {r['unknown']:>6.3f} {r['clusters']:>5} {r['true']:>5} "
                   f"{r['seconds']:>7.1f}")

@@ -113,73 +113,6 @@ def _link_mask(d: np.ndarray, thr_rows: np.ndarray, thr_cols: np.ndarray) -> np.
     return (d <= thr_rows[:, None] + _TOLERANCE) | (d <= thr_cols[None, :] + _TOLERANCE)
 
 
-def _all_links(
-    offset: np.ndarray, left: np.ndarray, right: np.ndarray, thr: np.ndarray, rows_all: np.ndarray,
-    dirty: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every link of a round: ``(src, dst, dist)``, each unordered pair once.
-
-    Only the rows of clusters that changed (``dirty``) are computed: between two unchanged
-    clusters distance and thresholds are those of the last round, which found no link."""
-    edges, dists = [], []
-    for lo in range(0, len(rows_all), _BLOCK):
-        rows = rows_all[lo:lo + _BLOCK]
-        d = offset[rows][:, None] + offset[None, :] + left[rows] @ right.T
-        link = _link_mask(d, thr[rows], thr)
-        # Each unordered pair once: a dirty pair is kept from its smaller index.
-        link &= ~dirty[None, :] | (np.arange(len(thr))[None, :] > rows[:, None])
-        a, b = np.nonzero(link)
-        edges.append((rows[a], b))
-        dists.append(d[a, b])
-    if not edges:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return (np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges]),
-            np.concatenate(dists))
-
-
-def _mutual_links(
-    offset: np.ndarray, left: np.ndarray, right: np.ndarray, thr: np.ndarray, rows_all: np.ndarray,
-    dirty: np.ndarray, cannot: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The links of a round between mutually closest clusters: ``(src, dst, dist, linked)``.
-
-    Each cluster's closest allowed link (``cannot`` (P, 2) cluster pairs may not link) is found;
-    a link is kept when it is the closest of both its clusters. ``linked`` (C,) bool marks every
-    cluster that had any link. A dirty row is computed whole, so its closest link is exact; a
-    clean cluster had no link last round (one with a link is marked dirty), so it can only link
-    a changed cluster, and its closest link is the minimum of its column over the dirty rows.
-    The closest allowed pair of the round is always mutual, so a round with links merges."""
-    n = len(thr)
-    best_d = np.full(n, np.inf)
-    best_to = np.full(n, -1, np.int64)
-    for lo in range(0, len(rows_all), _BLOCK):
-        rows = rows_all[lo:lo + _BLOCK]
-        d = offset[rows][:, None] + offset[None, :] + left[rows] @ right.T
-        link = _link_mask(d, thr[rows], thr)
-        link[np.arange(len(rows)), rows] = False
-        if cannot is not None and len(cannot):
-            pos = np.full(n, -1, np.int64)
-            pos[rows] = np.arange(len(rows))
-            for a, b in ((cannot[:, 0], cannot[:, 1]), (cannot[:, 1], cannot[:, 0])):
-                hit = pos[a] >= 0
-                link[pos[a[hit]], b[hit]] = False
-        masked = np.where(link, d, np.inf)
-        to = np.argmin(masked, axis=1)
-        best_d[rows] = masked[np.arange(len(rows)), to]
-        best_to[rows] = to
-        # Columns of unchanged clusters: keep the closest dirty row seen so far.
-        col = np.argmin(masked, axis=0)
-        col_d = masked[col, np.arange(n)]
-        better = ~dirty & (col_d < best_d)
-        best_d[better] = col_d[better]
-        best_to[better] = rows[col[better]]
-    linked = np.isfinite(best_d)
-    i = np.flatnonzero(linked)
-    j = best_to[i]
-    mutual = (best_to[j] == i) & (i < j)
-    return i[mutual], j[mutual], best_d[i[mutual]], linked
-
-
 def _merge(
     n: int, src: np.ndarray, dst: np.ndarray, dist: np.ndarray, cannot: np.ndarray | None
 ) -> np.ndarray:
@@ -199,7 +132,6 @@ def parameter_free(
     model: DistanceModel,
     track_thresholds: np.ndarray | None = None,
     cannot_link: np.ndarray | None = None,
-    links: str = "all",
 ) -> ParameterFreeResult:
     """Parameter-free clustering of tracks on aggregatable set statistics.
 
@@ -217,20 +149,12 @@ def parameter_free(
             them a round applies its links closest first and skips a link that would join a
             cannot-link pair (:class:`vcn.constraints.ConstrainedMerger`); without them links
             apply transitively at once, as in the paper.
-        links: ``all`` (the paper): a round applies every link it finds, transitively.
-            ``mutual``: a round merges only pairs of clusters that are each other's closest
-            link (reciprocal nearest neighbours, as in average-linkage HAC), so a track within
-            the thresholds of two people joins the nearer, and the merged cluster must then
-            pass the test against the other on its average distance: one ambiguous track no
-            longer chains two people. Cost: at least one merge per round, usually many.
 
     Returns:
         A :class:`ParameterFreeResult`. Terminates: a round that merges nothing is the last, and
         every other round merges at least two clusters, so there are at most ``T`` rounds (in
         practice a handful).
     """
-    if links not in ("all", "mutual"):
-        raise ConfigError(f"links={links!r} must be 'all' or 'mutual'")
     stats = np.asarray(track_stats, dtype=np.float64)
     if stats.ndim != 2 or len(stats) == 0 or np.any(stats[:, 0] < 1):
         raise InputError(
@@ -268,17 +192,25 @@ def parameter_free(
             mean_pair = (model.pair_total(stats) + corr) / np.where(pairs > 0, pairs, 1)
         thr = np.where(pairs > 0, mean_pair, fallback)
         left, right, offset = model.bilinear(stats)
+        edges, dists = [], []
         rows_all = np.flatnonzero(dirty)
-        # Cannot-links between the current clusters: those of their tracks, relabelled.
-        cl = None if cannot is None else group_pairs(cannot, labels)
-        if links == "all":
-            src, dst, dist = _all_links(offset, left, right, thr, rows_all, dirty)
-        else:
-            src, dst, dist, linked = _mutual_links(offset, left, right, thr, rows_all, dirty, cl)
+        for lo in range(0, len(rows_all), _BLOCK):
+            rows = rows_all[lo:lo + _BLOCK]
+            d = offset[rows][:, None] + offset[None, :] + left[rows] @ right.T
+            link = _link_mask(d, thr[rows], thr)
+            # Each unordered pair once: a dirty pair is kept from its smaller index.
+            link &= ~dirty[None, :] | (np.arange(len(stats))[None, :] > rows[:, None])
+            a, b = np.nonzero(link)
+            edges.append((rows[a], b))
+            dists.append(d[a, b])
+        src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int64)
+        dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
         rounds.append(RoundInfo(len(stats), len(src), time.perf_counter() - started))
         if len(src) == 0:
             break
-        comp = _merge(len(stats), src, dst, dist, cl)
+        # Cannot-links between the current clusters: those of their tracks, relabelled.
+        cl = None if cannot is None else group_pairs(cannot, labels)
+        comp = _merge(len(stats), src, dst, np.concatenate(dists), cl)
         n_comp = int(comp.max()) + 1
         if n_comp == len(stats):  # every link was vetoed: nothing can change any more
             break
@@ -289,10 +221,6 @@ def parameter_free(
         corr = member @ corr
         fallback = member @ fallback  # only read for unmerged one-face clusters
         dirty = np.bincount(comp, minlength=n_comp) > 1
-        if links == "mutual":
-            # A cluster that had links but no mutual one is looked at again: its closest
-            # cluster may have merged away.
-            dirty |= (member @ linked.astype(np.float64)) > 0
         labels = comp[labels]
     return ParameterFreeResult(first_appearance(labels), tau, tuple(rounds))
 

@@ -55,8 +55,6 @@ class MethodConfig:
         single draw of before; 2 or more is measured as an option in docs/method.md ("Agreement
         over draws of views"): HARD seed 5's wrong track match is made by one draw of views in
         four, but agreement also drops up to half of a draw's right matches.
-    merge: which links a stage-4 round applies (:func:`vcn.clustering.parameter_free`):
-        ``all`` (the paper) or ``mutual`` (only pairs of mutually closest clusters).
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -69,15 +67,12 @@ class MethodConfig:
     distance: str = "cosine"
     spread_floor: bool = True
     match_draws: int = 1
-    merge: str = "all"
 
     def __post_init__(self) -> None:
         if self.distance not in ("cosine", "loss"):
             raise ConfigError(f"MethodConfig.distance={self.distance!r} must be 'cosine' or 'loss'")
         if self.match_draws < 1:
             raise ConfigError(f"MethodConfig.match_draws={self.match_draws} must be >= 1")
-        if self.merge not in ("all", "mutual"):
-            raise ConfigError(f"MethodConfig.merge={self.merge!r} must be 'all' or 'mutual'")
 
 
 def sample_rows(track_index: np.ndarray, per_track: int) -> np.ndarray:
@@ -309,7 +304,7 @@ def cluster(
         floored = group_spread_floor(thresholds, np.bincount(group))
         lifted = int(np.sum(floored > np.nan_to_num(thresholds, nan=-np.inf)))
         thresholds = floored
-    result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group), cfg.merge)
+    result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group))
     labels[keep_tracks] = first_appearance(result.labels[group])
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]
