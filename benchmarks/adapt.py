@@ -2,7 +2,7 @@
 finetune), the call the ``finetune`` task makes.
 
     .venv/bin/python -m benchmarks.adapt [--tracks 250] [--faces 8] [--match-draws 1]
-        [--max-rounds N] [--seed 0] [--threads N]
+        [--max-rounds N] [--seed 0] [--threads N] [--matching-only]
 
 Tracks are synthesised as in ``benchmarks/finetune.py`` (each track ``--faces`` differently
 flipped/rotated/tinted copies of one of the 45 real faces of tests/data/h5_faces.jpg; tracks
@@ -10,8 +10,10 @@ t and t + 45 share a photo, so matching finds pairs). Prints the wall and CPU ti
 with the default ``MethodConfig`` (``--match-draws`` and ``--max-rounds`` aside), its rounds and
 matches, and the peak resident memory it adds over its inputs, each also per 1,000 tracks, and
 what holding every matching view at once would have cost instead (6 views x 37.6 KB per face,
-per draw). CPU time is printed besides wall time because other programs sharing the cores
-inflate the latter.
+per draw). ``--matching-only``: one matching pass's embeddings under the generic model instead,
+drawn and embedded a block of faces at a time (as ``adapt`` does) and then, for comparison,
+with every view drawn at once, with the peak memory each adds. CPU time is printed besides wall
+time because other programs sharing the cores inflate the latter.
 """
 
 from __future__ import annotations
@@ -25,7 +27,30 @@ import torch
 from benchmarks.finetune import PeakRss, synthetic_tracks
 from vcn.backbone import load_backbone
 from vcn.detection import default_model_dir, find_models
-from vcn.method import MethodConfig, adapt
+from vcn.method import MethodConfig, adapt, matching_embeddings, view_embeddings
+from vcn.views import strong_views
+
+
+def matching_memory(backbone, crops, cfg: MethodConfig, seed: int, n_tracks: int) -> None:
+    """Peak RSS growth of one matching pass's embeddings, block by block, then all at once."""
+    k = 1000.0 / n_tracks
+
+    def at_once():
+        return view_embeddings(backbone, None, strong_views(crops, cfg.views, seed), cfg)
+
+    runs = (("block by block", lambda: matching_embeddings(backbone, None, crops, cfg, seed)),
+            ("all views at once", at_once))
+    ref = None
+    for name, fn in runs:  # the smaller first: RSS the allocator keeps would inflate the second
+        rss0 = PeakRss.current()
+        with PeakRss() as rss:
+            w = time.perf_counter()
+            emb = fn()
+            wall = time.perf_counter() - w
+        same = "" if ref is None else f", embeddings equal to the blocks': {bool((emb == ref).all())}"
+        ref = emb if ref is None else ref
+        print(f"{name}: wall {wall:.1f} s, peak RSS growth {rss.peak - rss0:.0f} MiB "
+              f"({(rss.peak - rss0) * k:.0f} MiB per 1,000 tracks){same}")
 
 
 def main() -> None:
@@ -36,6 +61,7 @@ def main() -> None:
     ap.add_argument("--max-rounds", type=int, default=0, help="cap on matching rounds (0: the default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--matching-only", action="store_true", help="memory of one matching pass only")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,6 +74,9 @@ def main() -> None:
     print(f"{len(crops)} crops, {args.tracks} tracks, match_draws {cfg.match_draws}, "
           f"max_rounds {cfg.matching.max_rounds}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
+    if args.matching_only:
+        matching_memory(backbone, crops, cfg, args.seed, args.tracks)
+        return
 
     rss0 = PeakRss.current()
     with PeakRss() as rss:
