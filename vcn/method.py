@@ -54,7 +54,9 @@ class MethodConfig:
         draw makes it (:func:`vcn.grouping.agreed_matches`). 1 (the measured default) is the
         single draw of before; 2 or more is measured as an option in docs/method.md ("Agreement
         over draws of views"): HARD seed 5's wrong track match is made by one draw of views in
-        four, but agreement also drops up to half of a draw's right matches.
+        four, but agreement also drops up to half of a draw's right matches, and with view
+        seed 0 it lowers HARD seed 7 from WCP 0.987 to 0.948 (a right match lost, two lone wide
+        shots then merged by the spread floor), so it is not the default.
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
