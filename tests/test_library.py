@@ -65,8 +65,12 @@ def library(tmp_path_factory, make_video) -> Path:
 def first_run(prefect_server, library, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     summary = out.parent / f"{out.name}-first.json"
+    before = code_hash()
     code = vcn_main(["ingest", str(library), "--out", str(out), *RUN_ARGS, "--json", str(summary)])
-    return code, out, json.loads(summary.read_text()), code_hash()
+    # The source hash the titles were made with; a marker that matches no hash when the source
+    # changed during the run (a shared checkout), so the tests that compare hashes skip.
+    made_with = before if code_hash() == before else "changed during the first run"
+    return code, out, json.loads(summary.read_text()), made_with
 
 
 def test_find_videos_scans_recursively(tmp_path):
