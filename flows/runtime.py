@@ -57,6 +57,7 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
     if address:
         yield address
         return
+    import dask
     from distributed import LocalCluster
 
     cores = os.cpu_count() or 1
@@ -65,7 +66,11 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
     env = {k: os.environ[k] for k in TASK_RUNNER_ENV if k in os.environ}
     # On a machine with a GPU every local worker advertises it, so the finetune can ask for it.
     resources = {"GPU": 1} if _has_cuda() else None
-    with LocalCluster(
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand memory back
+    # after every large free: PyTorch's finetune then runs 1.6 times slower (adapt on the Hamilton
+    # clip, one thread: 107 s with glibc's default, 172 s with it; docs/method.md, "Cost").
+    # Workers here have no memory limit to police, so they keep glibc's default.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), LocalCluster(
         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
         memory_limit=0, resources=resources,
     ) as cluster:

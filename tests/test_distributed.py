@@ -120,3 +120,21 @@ def test_distributed_run_equals_local_run(dask_cluster, clip, tmp_path):
     for name in ("faces", "tracks", "shots", "clusters"):
         pd.testing.assert_frame_equal(_table(getattr(a, name)), _table(getattr(b, name)), obj=name)
     assert len(_table(a.faces)) >= 10
+
+
+def test_local_workers_keep_glibc_malloc_defaults():
+    """vcn's local cluster drops Dask's MALLOC_TRIM_THRESHOLD_ for its workers (it slows the
+    finetune 1.6 times), keeps Dask's one OpenMP thread per worker, and leaves Dask's config as
+    it was for other clusters."""
+    import dask
+    from distributed import Client
+
+    from flows.runtime import dask_cluster
+
+    def worker_env() -> dict:
+        return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+
+    with dask_cluster(None, 1) as address, Client(address) as client:
+        envs = list(client.run(worker_env).values())
+    assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+    assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"] == 65536
