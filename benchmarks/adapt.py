@@ -31,9 +31,10 @@ from vcn.method import MethodConfig, adapt, matching_embeddings, view_embeddings
 from vcn.views import strong_views
 
 
-def matching_memory(backbone, crops, cfg: MethodConfig, seed: int, n_tracks: int) -> None:
-    """Peak RSS growth of one matching pass's embeddings, block by block, then all at once."""
-    k = 1000.0 / n_tracks
+def matching_memory(backbone, crops, cfg: MethodConfig, seed: int) -> None:
+    """Peak RSS growth of one matching pass's embeddings, block by block, then all at once.
+
+    Absolute figures: the blocks' peak does not grow with the tracks, so it is not scaled."""
 
     def at_once():
         return view_embeddings(backbone, None, strong_views(crops, cfg.views, seed), cfg)
@@ -49,8 +50,7 @@ def matching_memory(backbone, crops, cfg: MethodConfig, seed: int, n_tracks: int
             wall = time.perf_counter() - w
         same = "" if ref is None else f", embeddings equal to the blocks': {bool((emb == ref).all())}"
         ref = emb if ref is None else ref
-        print(f"{name}: wall {wall:.1f} s, peak RSS growth {rss.peak - rss0:.0f} MiB "
-              f"({(rss.peak - rss0) * k:.0f} MiB per 1,000 tracks){same}")
+        print(f"{name}: wall {wall:.1f} s, peak RSS growth {rss.peak - rss0:.0f} MiB{same}")
 
 
 def main() -> None:
@@ -75,7 +75,7 @@ def main() -> None:
           f"max_rounds {cfg.matching.max_rounds}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}")
     if args.matching_only:
-        matching_memory(backbone, crops, cfg, args.seed, args.tracks)
+        matching_memory(backbone, crops, cfg, args.seed)
         return
 
     rss0 = PeakRss.current()
