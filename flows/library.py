@@ -26,7 +26,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows.movie import movie_flow
-from flows.runtime import dask_cluster, gpu_workers
+from flows.runtime import dask_cluster, finetune_threads, gpu_workers
 from tasks.library import (
     LibrarySummary,
     Title,
@@ -52,10 +52,10 @@ def _export_api_url() -> None:
 
 
 def _process_title(
-    title: Title, *, movie: Any, out_dir: str, config: dict[str, Any], gpu: bool
+    title: Title, *, movie: Any, out_dir: str, config: dict[str, Any], gpu: bool, threads: int | None
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
-    result = movie(video_path=title.path, out_dir=out_dir, config=config, gpu=gpu)
+    result = movie(video_path=title.path, out_dir=out_dir, config=config, gpu=gpu, threads=threads)
     seconds = time.perf_counter() - t0
     publish_catalogue(out_dir, result["movie_id"])
     return {"video": title.path, "movie_id": result["movie_id"], "seconds": round(seconds, 2),
@@ -116,7 +116,8 @@ def ingest_library(
             movie, gpu = movie_flow(out, address), gpu_workers(address)
             with cf.ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="title") as pool:
                 # Each subflow runs in a copy of this flow's context, so it is recorded as a child.
-                work = functools.partial(_process_title, movie=movie, out_dir=out, config=overrides, gpu=gpu)
+                work = functools.partial(_process_title, movie=movie, out_dir=out, config=overrides, gpu=gpu,
+                                         threads=finetune_threads(dask_address, concurrency))
                 futures = {pool.submit(contextvars.copy_context().run, work, t): t for t in todo}
                 for fut in cf.as_completed(futures):
                     title = futures[fut]

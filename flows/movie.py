@@ -33,6 +33,7 @@ def process_movie(
     config: dict[str, Any] | None = None,
     rerun_from: str | None = None,
     gpu: bool = False,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Process one video into ``out_dir/<movie_id>/``; return the run summary.
 
@@ -40,6 +41,8 @@ def process_movie(
     that deployments can pass it as a parameter). Stages that completed with the same config and
     code are reused; ``rerun_from`` (a stage name) forces that stage and the later ones to run.
     ``gpu``: the Dask cluster has workers with a ``GPU`` resource; the finetune asks for one.
+    ``threads``: PyTorch threads for the finetune on its worker (``None``: the worker's setting);
+    :func:`flows.runtime.finetune_threads` gives a local cluster's.
     """
     cfg = PipelineConfig.from_dict(config or {})
     ctx = prepare_movie(video_path, out_dir, cfg)
@@ -58,7 +61,7 @@ def process_movie(
                     summary.update(assemble_tracks(ctx, wait_with_progress(futures, ctx.movie_id)))
                 elif stage == "finetune":
                     with gpu_annotation(gpu):
-                        future = finetune_model.submit(ctx)
+                        future = finetune_model.submit(ctx, threads)
                     summary.update(future.result())
                 elif stage == "clusters":
                     summary.update(cluster_tracks(ctx))

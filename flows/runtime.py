@@ -77,6 +77,20 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
         yield cluster.scheduler_address
 
 
+def finetune_threads(address: str | None, titles_in_flight: int) -> int | None:
+    """PyTorch threads for a finetune task on the local cluster: the cores shared by the titles
+    in flight. ``None`` on an existing cluster (``address``), whose workers keep their setting.
+
+    A title's stages run one after another, so while its finetune runs the title has no chunk
+    task on the other workers; the workers' one thread each (``OMP_NUM_THREADS=1``, set by Dask's
+    nanny) left those cores idle. Dividing by the titles in flight keeps a library run (two
+    titles, two cores) from oversubscribing the cores. Measured in docs/method.md, "Cost".
+    """
+    if address:
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, titles_in_flight))
+
+
 def _has_cuda() -> bool:
     try:
         import torch

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run, task_run
@@ -19,6 +20,7 @@ from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.crops import read_crops
 from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
+from tasks.models import torch_threads
 from tasks.policies import is_transient
 from vcn.backbone import load_backbone
 from vcn.constraints import cooccurring_pairs
@@ -52,8 +54,11 @@ def method_inputs(ctx: MovieContext) -> MethodInputs:
 
 
 @task(name="finetune", retries=1, retry_condition_fn=is_transient)
-def finetune_model(ctx: MovieContext) -> dict[str, Any]:
-    """Adapt the recognizer to the movie; write ``model/final.pt``; record rounds and losses."""
+def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, Any]:
+    """Adapt the recognizer to the movie; write ``model/final.pt``; record rounds and losses.
+
+    ``threads``: PyTorch threads for the run (``None``: the worker's own setting).
+    """
     logger = get_run_logger()
     started = now_iso()
     layout = ctx.layout
@@ -82,8 +87,10 @@ def finetune_model(ctx: MovieContext) -> dict[str, Any]:
                                          description=f"finetune of {ctx.movie_id}, round {c.round + 1}")
 
         rows["cannot_link_pairs"] = len(inputs.cannot_link)
-        ck = adapt(load_backbone(ctx.models.recognizer), crops, index, ctx.config.method, ctx.config.seed,
-                   resume=resume, on_checkpoint=on_checkpoint, cannot_link=inputs.cannot_link)
+        with torch_threads(threads):
+            rows["torch_threads"] = torch.get_num_threads()
+            ck = adapt(load_backbone(ctx.models.recognizer), crops, index, ctx.config.method, ctx.config.seed,
+                       resume=resume, on_checkpoint=on_checkpoint, cannot_link=inputs.cannot_link)
     digest = save_checkpoint(layout.model_dir / "final.pt", ck)
     ckpt_path.unlink(missing_ok=True)
     rows.update({"rounds": len(ck.history), "matches": len(ck.matches)})

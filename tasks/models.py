@@ -6,8 +6,10 @@ tasks. This cache is the orchestration layer's business (the core stays free of 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 
 from vcn.detection import DetectionConfig, FaceDetector
 from vcn.embedding import EmbeddingConfig, FaceEmbedder
@@ -17,6 +19,24 @@ from vcn.ingest import FaceModels
 def worker_threads() -> int:
     """Threads one model session may use: the worker's share of the cores (``VCN_THREADS``)."""
     return max(1, int(os.environ.get("VCN_THREADS", "1")))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Let PyTorch use ``threads`` intra-op threads inside the block (``None``: leave the process's
+    setting). A Dask worker's nanny starts it with ``OMP_NUM_THREADS=1``; the finetune, the one
+    task of its title while it runs, can use more (flows/runtime.py, ``finetune_threads``)."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=4)

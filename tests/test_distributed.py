@@ -122,6 +122,16 @@ def test_distributed_run_equals_local_run(dask_cluster, clip, tmp_path):
     assert len(_table(a.faces)) >= 10
 
 
+def test_finetune_threads_share_the_local_cores_among_titles_in_flight():
+    from flows.runtime import finetune_threads
+
+    cores = os.cpu_count() or 1
+    assert finetune_threads(None, 1) == cores
+    assert finetune_threads(None, 2) == max(1, cores // 2)
+    assert finetune_threads(None, cores + 1) == 1
+    assert finetune_threads("tcp://10.0.0.1:8786", 1) is None  # a user's cluster keeps its setting
+
+
 def test_local_workers_keep_glibc_malloc_defaults():
     """vcn's local cluster drops Dask's MALLOC_TRIM_THRESHOLD_ for its workers (it slows the
     finetune 1.6 times), keeps Dask's one OpenMP thread per worker, and leaves Dask's config as
@@ -134,7 +144,19 @@ def test_local_workers_keep_glibc_malloc_defaults():
     def worker_env() -> dict:
         return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
 
+    def threads_inside_and_after(n: int) -> tuple[int, int]:
+        import torch
+
+        from tasks.models import torch_threads
+
+        with torch_threads(n):
+            inside = torch.get_num_threads()
+        return inside, torch.get_num_threads()
+
     with dask_cluster(None, 1) as address, Client(address) as client:
         envs = list(client.run(worker_env).values())
+        threads = client.submit(threads_inside_and_after, 2).result()
     assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+    # The finetune task widens its worker's one thread for its own run only.
+    assert threads == (2, 1)
     assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"] == 65536

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -136,6 +137,8 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys):
     manifest = json.loads(layout.manifest.read_text())
     ft = manifest["stages"]["finetune"]
     assert ft["status"] == "completed" and ft["checkpoint_blake2b"]
+    # One title in flight: its finetune uses every core, though the worker starts with one thread.
+    assert ft["rows"]["torch_threads"] == os.cpu_count()
     assert manifest["stages"]["clusters"]["method"] == "vcn"
     ck = load_checkpoint(layout.model_dir / "final.pt")
     assert ck is not None and ck.state is not None and ck.state.step == 16
