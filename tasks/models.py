@@ -23,9 +23,13 @@ def worker_threads() -> int:
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """Let PyTorch use ``threads`` intra-op threads inside the block (``None``: leave the process's
-    setting). A Dask worker's nanny starts it with ``OMP_NUM_THREADS=1``; the finetune, the one
-    task of its title while it runs, can use more (flows/runtime.py, ``finetune_threads``)."""
+    """Let PyTorch use ``threads`` intra-op threads inside the block; ``None``: the worker's
+    ``VCN_THREADS`` where set (a user's own workers), else the process's setting.
+
+    A Dask worker's nanny starts it with ``OMP_NUM_THREADS=1``; the finetune, the one task of its
+    title while it runs, can use more (flows/runtime.py, ``finetune_threads``)."""
+    if threads is None and "VCN_THREADS" in os.environ:
+        threads = worker_threads()
     if threads is None:
         yield
         return

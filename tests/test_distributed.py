@@ -144,7 +144,7 @@ def test_local_workers_keep_glibc_malloc_defaults():
     def worker_env() -> dict:
         return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
 
-    def threads_inside_and_after(n: int) -> tuple[int, int]:
+    def threads_inside_and_after(n: int | None) -> tuple[int, int]:
         import torch
 
         from tasks.models import torch_threads
@@ -155,8 +155,11 @@ def test_local_workers_keep_glibc_malloc_defaults():
 
     with dask_cluster(None, 1) as address, Client(address) as client:
         envs = list(client.run(worker_env).values())
-        threads = client.submit(threads_inside_and_after, 2).result()
+        threads = client.submit(threads_inside_and_after, 2, pure=False).result()
+        # No explicit count: the worker's VCN_THREADS (one worker: all the cores).
+        default = client.submit(threads_inside_and_after, None, pure=False).result()
     assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
     # The finetune task widens its worker's one thread for its own run only.
     assert threads == (2, 1)
+    assert default == (os.cpu_count() or 1, 1)
     assert dask.config.get("distributed.nanny.pre-spawn-environ")["MALLOC_TRIM_THRESHOLD_"] == 65536
