@@ -116,8 +116,10 @@ def ingest_library(
             movie, gpu = movie_flow(out, address), gpu_workers(address)
             with cf.ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="title") as pool:
                 # Each subflow runs in a copy of this flow's context, so it is recorded as a child.
+                # A nightly run often has one new title: its finetune then has the cores to itself.
+                in_flight = min(max(1, concurrency), len(todo))
                 work = functools.partial(_process_title, movie=movie, out_dir=out, config=overrides, gpu=gpu,
-                                         threads=finetune_threads(dask_address, concurrency))
+                                         threads=finetune_threads(dask_address, in_flight))
                 futures = {pool.submit(contextvars.copy_context().run, work, t): t for t in todo}
                 for fut in cf.as_completed(futures):
                     title = futures[fut]
