@@ -41,7 +41,7 @@ def process_movie(
     that deployments can pass it as a parameter). Stages that completed with the same config and
     code are reused; ``rerun_from`` (a stage name) forces that stage and the later ones to run.
     ``gpu``: the Dask cluster has workers with a ``GPU`` resource; the finetune asks for one.
-    ``threads``: PyTorch threads for the finetune on its worker (``None``: the worker's setting);
+    ``threads``: PyTorch threads for the finetune on its worker (``None``: its ``VCN_THREADS``);
     :func:`flows.runtime.finetune_threads` gives a local cluster's.
     """
     cfg = PipelineConfig.from_dict(config or {})

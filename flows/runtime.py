@@ -79,7 +79,8 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
 
 def finetune_threads(address: str | None, titles_in_flight: int) -> int | None:
     """PyTorch threads for a finetune task on the local cluster: the cores shared by the titles
-    in flight. ``None`` on an existing cluster (``address``), whose workers keep their setting.
+    in flight. ``None`` on an existing cluster (``address``): the task then takes its worker's
+    ``VCN_THREADS`` (``tasks.models.torch_threads``).
 
     A title's stages run one after another, so while its finetune runs the title has no chunk
     task on the other workers; the workers' one thread each (``OMP_NUM_THREADS=1``, set by Dask's

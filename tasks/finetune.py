@@ -57,7 +57,7 @@ def method_inputs(ctx: MovieContext) -> MethodInputs:
 def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, Any]:
     """Adapt the recognizer to the movie; write ``model/final.pt``; record rounds and losses.
 
-    ``threads``: PyTorch threads for the run (``None``: the worker's own setting).
+    ``threads``: PyTorch threads for the run (``None``: the worker's ``VCN_THREADS`` where set).
     """
     logger = get_run_logger()
     started = now_iso()
