@@ -36,7 +36,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
+    torch.set_num_threads(max(1, threads))
     try:
         yield
     finally:

@@ -129,7 +129,7 @@ def test_finetune_threads_share_the_local_cores_among_titles_in_flight():
     assert finetune_threads(None, 1) == cores
     assert finetune_threads(None, 2) == max(1, cores // 2)
     assert finetune_threads(None, cores + 1) == 1
-    assert finetune_threads("tcp://10.0.0.1:8786", 1) is None  # a user's cluster keeps its setting
+    assert finetune_threads("tcp://10.0.0.1:8786", 1) is None  # a user's cluster: its VCN_THREADS
 
 
 def test_local_workers_keep_glibc_malloc_defaults():

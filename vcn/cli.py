@@ -69,12 +69,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpu = gpu_workers(address)
         print(f"vcn: Prefect API {api}; Dask scheduler {address}{' (GPU workers)' if gpu else ''}",
               file=sys.stderr)
+        # The videos run one at a time, so each finetune may use all the local cores.
+        threads = finetune_threads(args.dask_address, 1)
         for video in args.videos:
             t0 = time.perf_counter()
             try:
-                # The videos run one at a time, so each finetune may use all the local cores.
                 summary = movie_flow(out, address)(video_path=video, out_dir=out, config=overrides, gpu=gpu,
-                                                   threads=finetune_threads(args.dask_address, 1))
+                                                   threads=threads)
             except VcnError as exc:
                 failed.append((video, str(exc)))
                 print(f"vcn: FAILED {video}: {exc}", file=sys.stderr)
