@@ -26,7 +26,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows.movie import movie_flow
-from flows.runtime import dask_cluster, finetune_threads, gpu_workers
+from flows.runtime import dask_cluster, gpu_workers, model_threads
 from tasks.library import (
     LibrarySummary,
     Title,
@@ -119,7 +119,7 @@ def ingest_library(
                 # A nightly run often has one new title: its finetune then has the cores to itself.
                 in_flight = min(max(1, concurrency), len(todo))
                 work = functools.partial(_process_title, movie=movie, out_dir=out, config=overrides, gpu=gpu,
-                                         threads=finetune_threads(dask_address, in_flight))
+                                         threads=model_threads(dask_address, in_flight))
                 futures = {pool.submit(contextvars.copy_context().run, work, t): t for t in todo}
                 for fut in cf.as_completed(futures):
                     title = futures[fut]

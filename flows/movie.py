@@ -40,9 +40,9 @@ def process_movie(
     ``config``: a nested dict of overrides of :class:`vcn.config.PipelineConfig` (JSON-able, so
     that deployments can pass it as a parameter). Stages that completed with the same config and
     code are reused; ``rerun_from`` (a stage name) forces that stage and the later ones to run.
-    ``gpu``: the Dask cluster has workers with a ``GPU`` resource; the finetune asks for one.
-    ``threads``: PyTorch threads for the finetune on its worker (``None``: its ``VCN_THREADS``);
-    :func:`flows.runtime.finetune_threads` gives a local cluster's.
+    ``gpu``: the Dask cluster has workers with a ``GPU`` resource; the finetune and the vcn
+    clustering ask for one. ``threads``: PyTorch threads for those two tasks on their worker
+    (``None``: its ``VCN_THREADS``); :func:`flows.runtime.model_threads` gives a local cluster's.
     """
     cfg = PipelineConfig.from_dict(config or {})
     ctx = prepare_movie(video_path, out_dir, cfg)
@@ -64,7 +64,11 @@ def process_movie(
                         future = finetune_model.submit(ctx, threads)
                     summary.update(future.result())
                 elif stage == "clusters":
-                    summary.update(cluster_tracks(ctx))
+                    # Stage 4 runs the finetuned model over 16 views of every sampled face: a
+                    # worker's job (a GPU one when there is one), not the flow process's.
+                    with gpu_annotation(gpu and cfg.cluster.method == "vcn"):
+                        future = cluster_tracks.submit(ctx, threads)
+                    summary.update(future.result())
             except Exception as exc:
                 record_failure(ctx, stage, exc)
                 raise

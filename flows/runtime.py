@@ -77,15 +77,15 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
         yield cluster.scheduler_address
 
 
-def finetune_threads(address: str | None, titles_in_flight: int) -> int | None:
-    """PyTorch threads for a finetune task on the local cluster: the cores shared by the titles
-    in flight. ``None`` on an existing cluster (``address``): the task then takes its worker's
-    ``VCN_THREADS`` (``tasks.models.torch_threads``).
+def model_threads(address: str | None, titles_in_flight: int) -> int | None:
+    """PyTorch threads for a title's model tasks (finetune, clustering) on the local cluster: the
+    cores shared by the titles in flight. ``None`` on an existing cluster (``address``): the
+    tasks then take their worker's ``VCN_THREADS`` (``tasks.models.torch_threads``).
 
-    A title's stages run one after another, so while its finetune runs the title has no chunk
-    task on the other workers; the workers' one thread each (``OMP_NUM_THREADS=1``, set by Dask's
-    nanny) left those cores idle. Dividing by the titles in flight keeps a library run (two
-    titles, two cores) from oversubscribing the cores. Measured in docs/method.md, "Cost".
+    A title's stages run one after another, so while its finetune or clustering runs the title
+    has no chunk task on the other workers; the workers' one thread each (``OMP_NUM_THREADS=1``,
+    set by Dask's nanny) left those cores idle. Dividing by the titles in flight keeps a library
+    run (two titles, two cores) from oversubscribing the cores. Measured in docs/method.md, "Cost".
     """
     if address:
         return None

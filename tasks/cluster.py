@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run, task_run
 
@@ -16,10 +17,12 @@ from storage.checkpoints import load_checkpoint
 from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
 from tasks.finetune import method_inputs
+from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from vcn.backbone import load_backbone
 from vcn.clustering import hac
 from vcn.errors import StageError
+from vcn.finetune import resolve_device
 from vcn.method import cluster
 from vcn.summary import TrackSummary, cluster_names, summarize_clusters
 
@@ -39,8 +42,9 @@ def read_tracks(path: str) -> TrackSummary:
     )
 
 
-def _cluster_vcn(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Labels (T,) (-1 = unknown) and SER-FIQ quality (T,) of the parameter-free clustering."""
+def _cluster_vcn(ctx: MovieContext, threads: int | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Labels (T,) (-1 = unknown) and SER-FIQ quality (T,) of the parameter-free clustering,
+    with ``threads`` PyTorch threads (``tasks.models.torch_threads``)."""
     ck = load_checkpoint(ctx.layout.model_dir / "final.pt")
     if ck is None:
         raise StageError(f"{ctx.layout.model_dir / 'final.pt'}: no finetuned model; run `vcn rerun "
@@ -50,19 +54,26 @@ def _cluster_vcn(ctx: MovieContext) -> tuple[np.ndarray, np.ndarray, dict[str, A
     state = ck.state
     if state is None:  # a single-track movie: nothing was finetuned
         raise StageError(f"{ctx.layout.root}: finetune produced no model; re-run with --from finetune")
-    res = cluster(backbone, state, inputs.crops, inputs.track_index, ctx.config.method, ctx.config.seed,
-                  cannot_link=inputs.cannot_link, matches=ck.matches)
+    with torch_threads(threads):
+        used = torch.get_num_threads()
+        res = cluster(backbone, state, inputs.crops, inputs.track_index, ctx.config.method, ctx.config.seed,
+                      cannot_link=inputs.cannot_link, matches=ck.matches)
     rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
     return res.labels, res.quality, {
         "merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
         "cannot_link_pairs": len(inputs.cannot_link), "distance": ctx.config.method.distance,
         "start_groups": rounds[0]["clusters"] if rounds else 0, "lone_tracks_lifted": res.lifted,
+        "torch_threads": used, "device": str(resolve_device(ctx.config.method.finetune)),
     }
 
 
 @task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient)
-def cluster_tracks(ctx: MovieContext) -> dict[str, Any]:
-    """Cluster the movie's tracks with the configured method and write the results."""
+def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, Any]:
+    """Cluster the movie's tracks with the configured method and write the results.
+
+    ``threads``: PyTorch threads for the vcn method (``None``: the worker's ``VCN_THREADS``
+    where set).
+    """
     logger = get_run_logger()
     started = now_iso()
     layout = ctx.layout
@@ -76,7 +87,7 @@ def cluster_tracks(ctx: MovieContext) -> dict[str, Any]:
     elif cfg.method == "hac" or len(tracks.track_id) == 1:
         labels = hac(tracks.mean_embedding, threshold=cfg.hac_threshold)
     else:
-        labels, quality, extra = _cluster_vcn(ctx)
+        labels, quality, extra = _cluster_vcn(ctx, threads)
         tracks.quality = quality.astype(np.float32)
     track_cluster = cluster_names(labels, tracks.n_faces)
     row_of = tracks.index_of(faces["track_id"].astype(object))
@@ -98,7 +109,8 @@ def cluster_tracks(ctx: MovieContext) -> dict[str, Any]:
         "status": "completed", "started": started, "ended": now_iso(), "method": cfg.method,
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
         "config_hash": ctx.stage_hash("clusters"), "code_hash": ctx.code_hash, "rows": rows,
-        "outputs": ["faces.parquet", "tracks.parquet", "clusters.parquet"], **extra,
+        "outputs": ["faces.parquet", "tracks.parquet", "clusters.parquet"], "worker": worker_address(),
+        **extra,
     })
     logger.info("movie %s: %d clusters", ctx.movie_id, n_clusters)
     return rows

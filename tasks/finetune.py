@@ -20,10 +20,11 @@ from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.crops import read_crops
 from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
-from tasks.models import torch_threads
+from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from vcn.backbone import load_backbone
 from vcn.constraints import cooccurring_pairs
+from vcn.finetune import resolve_device
 from vcn.method import Checkpoint, adapt, sample_rows
 
 
@@ -99,6 +100,6 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
         "config_hash": ctx.stage_hash("finetune"), "code_hash": ctx.code_hash, "rows": rows,
         "outputs": ["model/final.pt"], "checkpoint_blake2b": digest, "rounds": ck.history,
-        "device": ctx.config.method.finetune.device,
+        "device": str(resolve_device(ctx.config.method.finetune)), "worker": worker_address(),
     })
     return rows

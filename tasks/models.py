@@ -21,13 +21,25 @@ def worker_threads() -> int:
     return max(1, int(os.environ.get("VCN_THREADS", "1")))
 
 
+def worker_address() -> str | None:
+    """Address of the Dask worker running the current task, for the manifest; ``None`` outside
+    a worker (a task called in the flow's own process)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Let PyTorch use ``threads`` intra-op threads inside the block; ``None``: the worker's
     ``VCN_THREADS`` where set (a user's own workers), else the process's setting.
 
-    A Dask worker's nanny starts it with ``OMP_NUM_THREADS=1``; the finetune, the one task of its
-    title while it runs, can use more (flows/runtime.py, ``finetune_threads``)."""
+    A Dask worker's nanny starts it with ``OMP_NUM_THREADS=1``; the finetune and the clustering,
+    each the one task of its title while it runs, can use more (flows/runtime.py,
+    ``model_threads``)."""
     if threads is None and "VCN_THREADS" in os.environ:
         threads = worker_threads()
     if threads is None:

@@ -159,6 +159,17 @@ def dev_data() -> Path:
     return DEV_DATA
 
 
+@pytest.fixture(scope="session")
+def short_finetune() -> dict:
+    """Config overrides for a vcn run with a tiny CPU budget (8 + 8 finetune steps, one round),
+    so that the default method runs end to end within CI's time."""
+    return {
+        "method": {"finetune": {"min_steps": 8, "max_steps": 8, "batch_pairs": 16, "faces_per_track": 3},
+                   "matching": {"max_rounds": 1}, "serfiq": {"passes": 6}, "views": {"n_views": 2},
+                   "faces_per_track": 4},
+    }
+
+
 @pytest.fixture(scope="module")
 def prefect_server():
     """A temporary Prefect server (one per test module) whose URL the Dask worker processes

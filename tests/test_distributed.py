@@ -72,9 +72,12 @@ def dask_cluster(prefect_server, tmp_path_factory):
         time.sleep(0.5)  # the file is written before it is complete on some file systems
         address = json.loads(sched_file.read_text())["address"]
         for i in range(2):
+            # w1 advertises a GPU (a Dask resource is a label: this machine has none), as a GPU
+            # node of a user's cluster would; vcn then sends the model stages there.
+            gpu = ["--resources", "GPU=1"] if i == 1 else []
             procs.append(subprocess.Popen(
                 [str(DASK), "worker", address, "--nworkers", "1", "--nthreads", "1", "--memory-limit", "0",
-                 "--no-dashboard", "--name", f"w{i}"], stderr=logs[1 + i], **common))
+                 "--no-dashboard", "--name", f"w{i}", *gpu], stderr=logs[1 + i], **common))
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=180)
         yield address
@@ -122,14 +125,38 @@ def test_distributed_run_equals_local_run(dask_cluster, clip, tmp_path):
     assert len(_table(a.faces)) >= 10
 
 
-def test_finetune_threads_share_the_local_cores_among_titles_in_flight():
-    from flows.runtime import finetune_threads
+@pytest.mark.timeout(600)
+def test_model_stages_run_on_the_worker_that_advertises_a_gpu(dask_cluster, tmp_path, short_finetune):
+    """With a GPU worker in the cluster, the finetune and the vcn clustering are scheduled there
+    (Dask resources); the manifest names the worker."""
+    from distributed import Client
+
+    with Client(dask_cluster) as client:
+        workers = client.scheduler_info()["workers"]
+    (gpu_worker,) = [a for a, w in workers.items() if "GPU" in (w.get("resources") or {})]
+    summary = tmp_path / "vcn.json"
+    # The whole sample (15 tracks): stage 4 needs tracks to cluster, the 3 s clip has one.
+    assert vcn_main(["run", str(SAMPLE), "--out", str(tmp_path / "out"), "--chunk-seconds", "3",
+                     "--dask-address", dask_cluster, "--config", json.dumps(short_finetune),
+                     "--json", str(summary)]) == 0
+    (row,) = json.loads(summary.read_text())["ok"]
+    stages = json.loads(MovieLayout(Path(row["output"])).manifest.read_text())["stages"]
+    assert stages["clusters"]["method"] == "vcn" and stages["clusters"]["start_groups"] > 1
+    assert stages["finetune"]["worker"] == gpu_worker
+    assert stages["clusters"]["worker"] == gpu_worker
+    # No CUDA on this machine: the GPU worker falls back to the CPU, with its VCN_THREADS (1).
+    assert stages["finetune"]["device"] == stages["clusters"]["device"] == "cpu"
+    assert stages["clusters"]["torch_threads"] == 1
+
+
+def test_model_threads_share_the_local_cores_among_titles_in_flight():
+    from flows.runtime import model_threads
 
     cores = os.cpu_count() or 1
-    assert finetune_threads(None, 1) == cores
-    assert finetune_threads(None, 2) == max(1, cores // 2)
-    assert finetune_threads(None, cores + 1) == 1
-    assert finetune_threads("tcp://10.0.0.1:8786", 1) is None  # a user's cluster: its VCN_THREADS
+    assert model_threads(None, 1) == cores
+    assert model_threads(None, 2) == max(1, cores // 2)
+    assert model_threads(None, cores + 1) == 1
+    assert model_threads("tcp://10.0.0.1:8786", 1) is None  # a user's cluster: its VCN_THREADS
 
 
 def test_local_workers_keep_glibc_malloc_defaults():

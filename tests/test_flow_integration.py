@@ -111,14 +111,7 @@ def test_rerun_reuses_finished_chunks(batch_run, prefect_server):
     assert vcn_main(["rerun", str(layout.root), "--workers", "1"]) == 0
 
 
-SHORT_FINETUNE = {
-    "method": {"finetune": {"min_steps": 8, "max_steps": 8, "batch_pairs": 16, "faces_per_track": 3},
-               "matching": {"max_rounds": 1}, "serfiq": {"passes": 6}, "views": {"n_views": 2},
-               "faces_per_track": 4},
-}
-
-
-def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys):
+def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, short_finetune):
     """The default method end to end with a tiny CPU finetune budget: the weights change, the
     checkpoint and the lineage are recorded, every track gets a cluster or ``unknown``."""
     import torch
@@ -131,7 +124,7 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys):
     summary = tmp_path / "s.json"
     # No --method: the default is vcn.
     assert vcn_main(["run", str(SAMPLE), "--out", str(out), "--workers", "1",
-                     "--config", json.dumps(SHORT_FINETUNE), "--json", str(summary)]) == 0
+                     "--config", json.dumps(short_finetune), "--json", str(summary)]) == 0
     result = json.loads(summary.read_text())["ok"][0]
     layout = MovieLayout(Path(result["output"]))
     manifest = json.loads(layout.manifest.read_text())
@@ -139,7 +132,11 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys):
     assert ft["status"] == "completed" and ft["checkpoint_blake2b"]
     # One title in flight: its finetune uses every core, though the worker starts with one thread.
     assert ft["rows"]["torch_threads"] == os.cpu_count()
-    assert manifest["stages"]["clusters"]["method"] == "vcn"
+    clusters = manifest["stages"]["clusters"]
+    assert clusters["method"] == "vcn"
+    # Stage 4 runs on a worker too (one thread there), with the title's share of the cores.
+    assert clusters["torch_threads"] == os.cpu_count() and clusters["device"] == "cpu"
+    assert ft["device"] == "cpu"
     ck = load_checkpoint(layout.model_dir / "final.pt")
     assert ck is not None and ck.state is not None and ck.state.step == 16
     generic = dict(load_backbone(find_models(default_model_dir()).recognizer).named_parameters())

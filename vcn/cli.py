@@ -57,7 +57,7 @@ def _config_overrides(args: argparse.Namespace) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.movie import movie_flow
-    from flows.runtime import dask_cluster, finetune_threads, gpu_workers, prefect_api
+    from flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
     from vcn.config import PipelineConfig
 
     overrides = _config_overrides(args)
@@ -70,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"vcn: Prefect API {api}; Dask scheduler {address}{' (GPU workers)' if gpu else ''}",
               file=sys.stderr)
         # The videos run one at a time, so each finetune may use all the local cores.
-        threads = finetune_threads(args.dask_address, 1)
+        threads = model_threads(args.dask_address, 1)
         for video in args.videos:
             t0 = time.perf_counter()
             try:
@@ -121,7 +121,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     from flows.movie import movie_flow
-    from flows.runtime import dask_cluster, finetune_threads, prefect_api
+    from flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
 
     movie_dir = Path(args.movie_dir).resolve()
     manifest_path = movie_dir / "manifest.json"
@@ -132,7 +132,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     with prefect_api(), dask_cluster(args.dask_address, args.workers) as address:
         summary = movie_flow(str(movie_dir.parent), address)(
             video_path=video, out_dir=str(movie_dir.parent), config=manifest.get("config", {}),
-            rerun_from=args.from_stage, threads=finetune_threads(args.dask_address, 1),
+            rerun_from=args.from_stage, gpu=gpu_workers(address), threads=model_threads(args.dask_address, 1),
         )
     ran = [s for s, run in summary.get("stages_run", {}).items() if run]
     print(f"vcn: re-ran {', '.join(ran) or 'nothing (all stages complete)'} for {video}")

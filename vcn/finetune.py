@@ -266,7 +266,8 @@ class FaceViews:
     student_logprobs: np.ndarray
 
 
-def _device(cfg: FinetuneConfig) -> torch.device:
+def resolve_device(cfg: FinetuneConfig) -> torch.device:
+    """The device ``cfg.device`` names here: CUDA for "auto" when torch sees one, else the CPU."""
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError(
@@ -460,7 +461,7 @@ def finetune(
     """
     bb = _check_backbone(backbone)
     track_index, matches = _validate(crops, track_index, matches)
-    device = _device(cfg)
+    device = resolve_device(cfg)
     models = _Models(bb, cfg, seed, device, state)
     rows, offsets, counts = _select_faces(track_index, cfg.faces_per_track)
     tracks = torch.from_numpy(np.flatnonzero(counts > 0))
@@ -592,7 +593,7 @@ def view_outputs(
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
         raise InputError(f"expected uint8 (N, 112, 112, 3) aligned crops, got {crops.dtype} {crops.shape}")
-    device = _device(cfg)
+    device = resolve_device(cfg)
     models = _Models(bb, cfg, state.seed, device, state)
     center = state.center.to(device)
     aug = AugmentConfig(**{**cfg.augment.__dict__, "input_mean": bb.input_mean, "input_std": bb.input_std})
