@@ -4,14 +4,15 @@ BIN := $(VENV)/bin
 SAMPLE ?= samples/short_hamilton_clip.mp4
 OUT ?= out
 
-.PHONY: venv run test lint bench serve serve-stop clean chromium
+.PHONY: venv run test lint lock bench serve serve-stop clean chromium
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned to the CPU wheel on disk (no multi-GB CUDA download); see README.
-	$(BIN)/python -m pip install -q "torch==2.13.0" 
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	# Every other package at the versions in constraints.txt: results are measured with them.
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
 
 venv: $(BIN)/.installed
@@ -28,6 +29,11 @@ test: venv chromium
 
 lint: venv
 	$(BIN)/ruff check .
+
+# Re-pin constraints.txt to what .venv holds (after upgrading a package on purpose).
+lock: venv
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # A Prefect server on 127.0.0.1, the deployments of prefect.yaml and a process worker, all in the
 # background (pids and logs under .serve/); `make serve-stop` stops them. See docs/operations.md.
