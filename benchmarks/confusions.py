@@ -1,7 +1,7 @@
 """Where the recognizer itself confuses people: tracks nearer another person than their own.
 
     .venv/bin/python -m benchmarks.confusions [--sets hard7 hard5] [--model-dir DIR]
-        [--resolution-matched]
+        [--resolution-matched] [--distill STEPS]
 
 For each labelled set (names as in ``benchmarks.ablation``; stage 1 runs once through the real
 flow or is reused from ``--out``), the recognizer embeds up to 8 sampled aligned crops per track
@@ -21,6 +21,11 @@ of its faces. Prints:
 ``--model-dir`` scores another insightface recognizer (e.g. buffalo_l's ``w600k_r50.onnx``) on
 the same crops. ``--resolution-matched`` compares every pair of tracks at the smaller one's face
 size (both crops shrunk to a ladder of 112/80/56/40/28 px and scaled back) as a second row.
+``--distill STEPS`` adds a row for a *resolution-distilled* copy of the recognizer (a probe for
+docs/method.md, not part of vcn yet): the video's sharp faces (at least 80 px high in the frame)
+are shown to a trainable copy shrunk to 20-56 px, darkened and noised (``DISTILL_VIEWS``), and
+it learns, by cosine distance, to give both the clean and the degraded crop the generic model's
+embedding of the clean one (AdamW, learning rate 1e-4, 32 faces a step, every layer trained).
 """
 
 from __future__ import annotations
@@ -36,9 +41,15 @@ from scipy.stats import spearmanr
 
 from benchmarks.ablation import dataset, stage1
 from benchmarks.finetune import auc, cosine_dist
+from vcn.views import ViewConfig, strong_views
 
 # Face heights (pixels) that --resolution-matched compares at; 112 is the crop itself.
 _LADDER = (112, 80, 56, 40, 28)
+# --distill: what a wide shot does to a sharp face (view 1; view 0 is the clean crop), and the
+# frame height from which a face counts as sharp.
+DISTILL_VIEWS = ViewConfig(n_views=2, scale=(0.85, 1.0), grey_p=0.0, blur_p=0.3, low_res_p=1.0,
+                           dark_p=0.5, noise_p=0.5)
+_SHARP_PX = 80
 
 
 def track_identities(faces: pd.DataFrame, gt_csv: Path) -> dict[str, str]:
@@ -58,6 +69,37 @@ def shrink(crops: np.ndarray, side: int) -> np.ndarray:
         return crops
     return np.stack([cv2.resize(cv2.resize(c, (side, side), interpolation=cv2.INTER_AREA),
                                 c.shape[:2][::-1], interpolation=cv2.INTER_LINEAR) for c in crops])
+
+
+def distilled(backbone, crops: np.ndarray, sharp: np.ndarray, steps: int, seed: int = 0):
+    """A copy of ``backbone`` trained for ``steps`` steps to map the sharp crops (indices
+    ``sharp`` into crops (N, 112, 112, 3)), clean and degraded, to the generic embedding of the
+    clean crop."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from vcn.backbone import preprocess
+    from vcn.method import MethodConfig, view_embeddings
+
+    torch.manual_seed(seed)
+    target = torch.from_numpy(view_embeddings(backbone, None, crops[sharp][:, None], MethodConfig()))
+    student = copy.deepcopy(backbone).train()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-4, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    for step in range(steps):
+        b = rng.choice(len(sharp), size=min(32, len(sharp)), replace=False)
+        views = strong_views(crops[sharp[b]], DISTILL_VIEWS, (seed, step))
+        x = preprocess(np.concatenate([views[:, 0], views[:, 1]]), student.input_mean, student.input_std)
+        out = F.normalize(student(x), dim=-1)
+        loss = 2 - (out * target[b].repeat(2, 1)).sum(-1).mean() * 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"    distill step {step}: loss {loss.item():.4f}", flush=True)
+    return student.eval()
 
 
 def report(name: str, dist: np.ndarray, ident: np.ndarray, shot: np.ndarray, height: np.ndarray,
@@ -104,6 +146,8 @@ def main() -> None:
     ap.add_argument("--cache", default=".bench")
     ap.add_argument("--model-dir", default=None, help="insightface model folder (default: the shipped one)")
     ap.add_argument("--resolution-matched", action="store_true")
+    ap.add_argument("--distill", type=int, default=0, metavar="STEPS",
+                    help="add a row for a resolution-distilled recognizer trained STEPS steps")
     args = ap.parse_args()
 
     from storage.crops import read_crops
@@ -114,9 +158,10 @@ def main() -> None:
 
     cfg = MethodConfig()
 
-    def distances(crops: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """(T, T) cosine distance of track means under the generic recognizer."""
-        return cosine_dist(view_embeddings(backbone, None, crops[:, None], cfg), index)
+    def distances(crops: np.ndarray, index: np.ndarray, model=None) -> np.ndarray:
+        """(T, T) cosine distance of track means under the generic recognizer (or ``model``)."""
+        model = backbone if model is None else model
+        return cosine_dist(view_embeddings(model, None, crops[:, None], cfg), index)
 
     backbone = load_backbone(find_models(args.model_dir or default_model_dir()).recognizer)
     for name in args.sets:
@@ -145,6 +190,11 @@ def main() -> None:
                 at = pair_level == s
                 dist[at] = distances(shrink(crops, s), index)[at]
             report("resolution-matched", dist, ident, shot, height, quality)
+        if args.distill:
+            sharp = np.flatnonzero((faces["y2"] - faces["y1"]).to_numpy()[sample] >= _SHARP_PX)
+            print(f"  resolution distillation on {len(sharp)} sharp faces of {len(sample)}", flush=True)
+            student = distilled(backbone, crops, sharp, args.distill)
+            report("resolution-distilled", distances(crops, index, student), ident, shot, height, quality)
 
 
 if __name__ == "__main__":
