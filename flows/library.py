@@ -116,7 +116,7 @@ def ingest_library(
             movie, gpu = movie_flow(out, address), gpu_workers(address)
             with cf.ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="title") as pool:
                 # Each subflow runs in a copy of this flow's context, so it is recorded as a child.
-                # A nightly run often has one new title: its finetune then has the cores to itself.
+                # A nightly run often has one new title: its model stages then have the cores to themselves.
                 in_flight = min(max(1, concurrency), len(todo))
                 work = functools.partial(_process_title, movie=movie, out_dir=out, config=overrides, gpu=gpu,
                                          threads=model_threads(dask_address, in_flight))

@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         gpu = gpu_workers(address)
         print(f"vcn: Prefect API {api}; Dask scheduler {address}{' (GPU workers)' if gpu else ''}",
               file=sys.stderr)
-        # The videos run one at a time, so each finetune may use all the local cores.
+        # The videos run one at a time, so each finetune and clustering may use all the local cores.
         threads = model_threads(args.dask_address, 1)
         for video in args.videos:
             t0 = time.perf_counter()
