@@ -241,6 +241,44 @@ def test_group_spread_floor_lifts_lone_tracks_only() -> None:
         group_spread_floor(thr, sizes[:3])
 
 
+def test_group_spread_floor_is_lent_only_within_the_groups_quality_range() -> None:
+    thr = np.array([0.40, 0.70, 0.60, 0.45, 0.90, 0.50, 0.30])
+    sizes = np.array([1, 3, 2, 1, 1, 4, 1])
+    # Lowest quality among the multi-track groups' tracks: 0.54 (group 2's weakest track).
+    quality = np.array([0.56, 0.58, 0.54, 0.53, 0.50, 0.60, np.nan])
+    out = group_spread_floor(thr, sizes, quality)
+    # Group 0 is inside the range and is lifted to 0.60; groups 3 and 6 lie below it (or have
+    # no quality) and keep their own; group 4's own threshold is above the floor anyway.
+    np.testing.assert_allclose(out, [0.60, 0.70, 0.60, 0.45, 0.90, 0.50, 0.30])
+    # At the range's edge the floor is lent (>=).
+    np.testing.assert_allclose(group_spread_floor(thr, sizes, np.where(sizes > 1, quality, 0.54))[[0, 3]],
+                               [0.60, 0.60])
+    with pytest.raises(InputError, match="group_quality"):
+        group_spread_floor(thr, sizes, quality[:3])
+
+
+def test_quality_range_keeps_two_confused_low_quality_shots_apart() -> None:
+    # Person C in two matched shots sets the floor. Person D in two lone sharp shots, and two
+    # lone wide shots of two people (A, B) that a weak recognizer puts as near each other as
+    # D's two shots. Only the lone tracks of lower quality than every matched track are
+    # refused the floor, so D's shots merge and A and B do not.
+    rng = np.random.default_rng(5)
+    a, b, c, d, e, g = unit(rng.normal(size=(6, 64)))
+    group_c = np.concatenate([np.tile(c, (4, 1)), np.tile(unit(c + 0.9 * e), (4, 1))])
+    shots = [a, unit(a + 0.5 * b), d, unit(d + 0.5 * g)]
+    x = np.concatenate([group_c, *[np.tile(v, (4, 1)) for v in shots]])
+    index = np.repeat([0, 1, 2, 3, 4], [8, 4, 4, 4, 4])
+    stats = embedding_track_stats(x, index, "cosine")
+    thr = np.array([own_thresholds(stats, CosineDistance())[0], 0.01, 0.01, 0.01, 0.01])
+    assert 1 - shots[0] @ shots[1] < thr[0]  # the ungated floor merges A and B
+    sizes = np.array([2, 1, 1, 1, 1])
+    ungated = parameter_free(stats, CosineDistance(), group_spread_floor(thr, sizes)).labels
+    np.testing.assert_array_equal(ungated, [0, 1, 1, 2, 2])
+    quality = np.array([0.56, 0.52, 0.53, 0.57, 0.58])
+    gated = parameter_free(stats, CosineDistance(), group_spread_floor(thr, sizes, quality)).labels
+    np.testing.assert_array_equal(gated, [0, 1, 2, 3, 3])
+
+
 def test_spread_floor_joins_two_lone_shots_of_one_person_and_not_a_stranger() -> None:
     # Person C appears in two matched shots (one group, its threshold holds the spread between
     # shots); person A in two lone static shots of different takes, near-duplicate inside; a

@@ -157,3 +157,4 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
     assert stage4["distance"] == "cosine"
     assert result["clusters"] <= stage4["start_groups"] <= len(tracks)
     assert 0 <= stage4["lone_tracks_lifted"] <= stage4["start_groups"]
+    assert 0 <= stage4["lone_tracks_held"] <= stage4["start_groups"] - stage4["lone_tracks_lifted"]

@@ -50,6 +50,10 @@ class MethodConfig:
     spread_floor: lone tracks' thresholds are floored at the median threshold of the matched
         multi-track groups (:func:`vcn.thresholds.group_spread_floor`); off only for the
         ablation.
+    floor_in_quality_range: the floor is lent only to lone tracks whose quality is at least
+        that of every track in the multi-track groups it was measured on (the default since
+        stop 14: every wrong floor merge measured was between two lone tracks below that
+        range, docs/method.md change 13); off only for the ablation.
     match_draws: independent draws of the matching views; a group stands only when every
         draw makes it (:func:`vcn.grouping.agreed_matches`). 1 (the measured default) is the
         single draw of before; 2 or more is measured as an option in docs/method.md ("Agreement
@@ -68,6 +72,7 @@ class MethodConfig:
     mad_k: float = 3.0
     distance: str = "cosine"
     spread_floor: bool = True
+    floor_in_quality_range: bool = True
     match_draws: int = 1
 
     def __post_init__(self) -> None:
@@ -214,7 +219,8 @@ class Clustering:
     """Outcome of :func:`cluster`: ``labels`` (T,) int64 (-1 = unknown), ``quality`` (T,)
     float32 SER-FIQ medians, ``unknown`` (T,) bool, ``thresholds`` (T,) the view threshold of
     the matched group each track started in, after the cross-shot floor (NaN for unknown
-    tracks), the merge rounds, and how many lone tracks that floor lifted (``lifted``)."""
+    tracks), the merge rounds, how many lone tracks that floor lifted (``lifted``) and how many
+    it would have lifted but for their quality (``held``)."""
 
     labels: np.ndarray
     quality: np.ndarray
@@ -222,6 +228,7 @@ class Clustering:
     thresholds: np.ndarray
     result: ParameterFreeResult | None
     lifted: int = 0
+    held: int = 0
 
 
 def _threshold_views(
@@ -271,7 +278,8 @@ def cluster(
     matches made (tracks the finetune already learnt as one person) rather than from single
     tracks; each group's threshold is the mean distance between ``cfg.threshold_views`` views of
     its faces, so a group that spans shots brings its cross-shot spread to the merge test, and a
-    lone track's threshold is floored at the median of those groups' (``cfg.spread_floor``).
+    lone track's threshold is floored at the median of those groups' (``cfg.spread_floor``)
+    when its quality lies within that of the groups' tracks (``cfg.floor_in_quality_range``).
     ``cfg.distance`` picks cosine (default) or the paper's loss.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
@@ -301,13 +309,21 @@ def cluster(
         thresholds = view_thresholds_embedding(emb, unit, "cosine")
         stats = embedding_track_stats(emb[:, 0], unit, "cosine")
         model = CosineDistance()
-    lifted = 0
+    lifted = held = 0
     if cfg.spread_floor:
-        floored = group_spread_floor(thresholds, np.bincount(group))
+        group_quality = None
+        if cfg.floor_in_quality_range:
+            # A group is as reliable as its weakest track: the floor was measured across it.
+            group_quality = np.full(int(group.max()) + 1, np.inf)
+            np.minimum.at(group_quality, group, quality[keep_tracks])
+        floored = group_spread_floor(thresholds, np.bincount(group), group_quality)
         lifted = int(np.sum(floored > np.nan_to_num(thresholds, nan=-np.inf)))
+        if group_quality is not None:
+            ungated = group_spread_floor(thresholds, np.bincount(group))
+            held = int(np.sum(ungated > np.nan_to_num(floored, nan=-np.inf)))
         thresholds = floored
     result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group))
     labels[keep_tracks] = first_appearance(result.labels[group])
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]
-    return Clustering(labels, quality, unknown, full_thr, result, lifted)
+    return Clustering(labels, quality, unknown, full_thr, result, lifted, held)

@@ -29,7 +29,8 @@ Across shots (:func:`group_spread_floor`). Views of one shot cannot show how a d
 pose or light moves a person's embedding; a group of tracks that coarse matching joined across
 shots holds exactly that spread in its threshold. Lone tracks are floored at the median
 threshold of the video's multi-track groups (docs/method.md, change 11: HARD episodes 25-29 to
-22-25 clusters, at the price of one wrong merge on one of four episodes).
+22-25 clusters), and only those within the quality range of the groups' tracks (change 13: the
+wrong merges that the floor made were all between lone tracks below that range).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def robust_thresholds(own: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(own), np.maximum(own, floor), floor)
 
 
-def group_spread_floor(thresholds: np.ndarray, group_sizes: np.ndarray) -> np.ndarray:
+def group_spread_floor(
+    thresholds: np.ndarray, group_sizes: np.ndarray, group_quality: np.ndarray | None = None
+) -> np.ndarray:
     """Lone tracks borrow the cross-shot spread measured on the video's matched groups.
 
     A group that coarse matching built from tracks of several shots carries the spread between
@@ -81,13 +84,22 @@ def group_spread_floor(thresholds: np.ndarray, group_sizes: np.ndarray) -> np.nd
     therefore floored at the median threshold of the multi-track groups of the same video: a
     statistic of the video itself, not a knob. Multi-track groups keep their own threshold.
 
+    With ``group_quality`` the floor is lent only inside the quality range it was measured on:
+    a lone track whose quality is below that of every track in the multi-track groups keeps
+    its own threshold. Such a track (a tiny, dark or blurred face) is one for which this video
+    has shown no cross-shot distance at all, and it is where the recognizer confuses people:
+    every wrong floor merge measured was between two of them (docs/method.md, change 13).
+
     Args:
         thresholds: ``(G,)`` float threshold per matched group (NaN: a one-item group).
         group_sizes: ``(G,)`` int tracks in each group.
+        group_quality: optional ``(G,)`` float quality of each group's lowest-quality track
+            (the track's own for a lone group, e.g. SER-FIQ medians,
+            :func:`vcn.track_quality.track_quality`); NaN never lends.
 
     Returns:
         ``(G,)`` float64 thresholds; unchanged when no group spans two tracks (nothing was
-        measured across shots). NaN lone thresholds become the floor.
+        measured across shots). NaN lone thresholds that are lent become the floor.
     """
     thr = np.asarray(thresholds, dtype=np.float64)
     sizes = np.asarray(group_sizes)
@@ -97,7 +109,15 @@ def group_spread_floor(thresholds: np.ndarray, group_sizes: np.ndarray) -> np.nd
     if not spans.any():
         return thr
     floor = float(np.median(thr[spans]))
-    return np.where(sizes > 1, thr, np.fmax(thr, floor))
+    lend = sizes == 1
+    if group_quality is not None:
+        quality = np.asarray(group_quality, dtype=np.float64)
+        if quality.shape != thr.shape:
+            raise InputError(f"group_quality {quality.shape} must have the shape of thresholds {thr.shape}")
+        measured = quality[spans]
+        lowest = float(np.min(measured[np.isfinite(measured)], initial=np.inf))
+        lend &= quality >= lowest  # NaN compares false: never lent
+    return np.where(lend, np.fmax(thr, floor), thr)
 
 
 def _check_views(arr: np.ndarray, name: str) -> np.ndarray:
