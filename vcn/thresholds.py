@@ -29,8 +29,8 @@ Across shots (:func:`group_spread_floor`). Views of one shot cannot show how a d
 pose or light moves a person's embedding; a group of tracks that coarse matching joined across
 shots holds exactly that spread in its threshold. Lone tracks are floored at the median
 threshold of the video's multi-track groups (docs/method.md, change 11: HARD episodes 25-29 to
-22-25 clusters), and only those within the quality range of the groups' tracks (change 13: the
-wrong merges that the floor made were all between lone tracks below that range).
+22-25 clusters), and only those within the quality range of the groups' tracks (change 13: on
+HARD seeds 5 and 7 with seed 0 every wrong merge the floor made had a lone track below it).
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def group_spread_floor(
     With ``group_quality`` the floor is lent only inside the quality range it was measured on:
     a lone track whose quality is below that of every track in the multi-track groups keeps
     its own threshold. Such a track (a tiny, dark or blurred face) is one for which this video
-    has shown no cross-shot distance at all, and it is where the recognizer confuses people:
-    every wrong floor merge measured was between two of them (docs/method.md, change 13).
+    has shown no cross-shot distance at all, and it is where the recognizer confuses people
+    (docs/method.md, change 13: the wrong floor merges of HARD seeds 5 and 7 / seed 0).
 
     Args:
         thresholds: ``(G,)`` float threshold per matched group (NaN: a one-item group).
