@@ -16,9 +16,10 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
                             light and noise (``MethodConfig.threshold_views``)
     + spread floor          the same with lone tracks' thresholds floored at the median of
                             the matched groups' (``MethodConfig.spread_floor``), every lone track
-    vcn (+ quality range)   ``--method vcn``: the floor lent only to lone tracks within the
-                            quality range of the matched groups' tracks
-                            (``MethodConfig.floor_in_quality_range``)
+    + quality range         the floor lent only to lone tracks within the quality range of
+                            the matched groups' tracks (``MethodConfig.floor_in_quality_range``)
+    vcn (+ pairs in range)  ``--method vcn``: a link that holds only on the floor also needs
+                            its other side in that range (``MethodConfig.floor_pairs_in_range``)
 
     .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S] [--quick]
 
@@ -150,7 +151,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     if quick:
         t0 = time.perf_counter()
         res = cluster(backbone, state, crops, index, cfg, seed, cannot_link=cannot, matches=ck.matches)
-        score("vcn (+ quality range)", res.labels, time.perf_counter() - t0 + t_adapt)
+        score("vcn (+ pairs in range)", res.labels, time.perf_counter() - t0 + t_adapt)
         print(f"  adapt rounds: {ck.history}", file=sys.stderr)
         return rows_out
     out = face_outputs(backbone, state, crops, cfg.finetune)
@@ -171,7 +172,8 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
         ("cosine from groups", {"threshold_views": cfg.views, "spread_floor": False}),
         ("+ shot views", {"spread_floor": False}),
         ("+ spread floor", {"floor_in_quality_range": False}),
-        ("vcn (+ quality range)", {}),
+        ("+ quality range", {"floor_pairs_in_range": False}),
+        ("vcn (+ pairs in range)", {}),
     )
     for row, change in variants:
         t0 = time.perf_counter()

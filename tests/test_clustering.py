@@ -17,6 +17,7 @@ from vcn.set_distance import (
 )
 from vcn.thresholds import (
     group_spread_floor,
+    in_quality_range,
     own_thresholds,
     robust_thresholds,
     view_thresholds_embedding,
@@ -297,6 +298,67 @@ def test_spread_floor_joins_two_lone_shots_of_one_person_and_not_a_stranger() ->
     floored = parameter_free(stats, CosineDistance(), group_spread_floor(thr, np.array([2, 1, 1, 1]))).labels
     np.testing.assert_array_equal(plain, [0, 1, 2, 3])
     np.testing.assert_array_equal(floored, [0, 1, 1, 2])
+
+
+def test_in_quality_range_edges() -> None:
+    thr = np.array([0.40, 0.70, 0.60, 0.45, np.nan])
+    sizes = np.array([1, 3, 2, 1, 1])
+    quality = np.array([0.55, 0.58, 0.54, 0.53, 0.60])
+    # Range starts at the multi-track groups' lowest quality (0.54); NaN quality is never in.
+    np.testing.assert_array_equal(in_quality_range(thr, sizes, quality), [True, True, True, False, True])
+    np.testing.assert_array_equal(in_quality_range(thr, sizes, np.where(sizes > 1, quality, np.nan)),
+                                  [False, True, True, False, False])
+    # No multi-track group: nothing to measure a range on, every finite quality is in.
+    lone = in_quality_range(thr[[0, 3]], np.ones(2, int), quality[[0, 3]])
+    np.testing.assert_array_equal(lone, [True, True])
+    with pytest.raises(InputError, match="group_quality"):
+        in_quality_range(thr, sizes[:2], quality)
+
+
+def test_lent_thresholds_for_trusted_tracks_equal_passing_them_directly() -> None:
+    rng = np.random.default_rng(11)
+    x, index, ident, _ = make_tracks(rng, [3, 2, 4, 1, 2], face_spread=0.3, track_spread=0.8)
+    stats = embedding_track_stats(x, index, "cosine")
+    own = own_thresholds(stats, CosineDistance())
+    lent = np.fmax(own, 0.6)  # between the shots of one person and two people
+    direct = parameter_free(stats, CosineDistance(), lent).labels
+    trusted = np.ones(len(own), bool)
+    loaned = parameter_free(stats, CosineDistance(), own, lent_thresholds=lent, lent_trusted=trusted).labels
+    np.testing.assert_array_equal(loaned, direct)
+    assert same_partition(direct, ident)  # the loan joins each person's shots ...
+    assert len(np.unique(parameter_free(stats, CosineDistance(), own).labels)) == len(ident)  # ... own do not
+    # No track trusted: the loan links nothing, the tracks' own thresholds decide.
+    alone = parameter_free(stats, CosineDistance(), own, lent_thresholds=lent, lent_trusted=~trusted).labels
+    np.testing.assert_array_equal(alone, parameter_free(stats, CosineDistance(), own).labels)
+    with pytest.raises(InputError, match="lent_trusted"):
+        parameter_free(stats, CosineDistance(), own, lent_thresholds=lent)
+    with pytest.raises(InputError, match="lent_thresholds"):
+        parameter_free(stats, CosineDistance(), own, lent_thresholds=lent[:2], lent_trusted=trusted)
+
+
+def test_floor_links_a_lent_track_only_to_partners_in_range() -> None:
+    # Person C in two matched shots sets the floor; person A in two lone shots within the
+    # quality range, and a lone low-quality shot of B that a weak recognizer puts as near A's
+    # first shot as A's two shots are to each other (HARD seed 5 / seed 1, stop 15). Lending the
+    # floor to A alone merges B into A ("below either threshold"); the pair rule keeps B apart.
+    rng = np.random.default_rng(5)
+    a, b, c, e, f = unit(rng.normal(size=(5, 64)))
+    group_c = np.concatenate([np.tile(c, (4, 1)), np.tile(unit(c + 0.9 * e), (4, 1))])
+    shots = [a, unit(a + 0.5 * f), unit(a + 0.5 * b)]
+    x = np.concatenate([group_c, *[np.tile(v, (4, 1)) for v in shots]])
+    index = np.repeat([0, 1, 2, 3], [8, 4, 4, 4])
+    stats = embedding_track_stats(x, index, "cosine")
+    thr = np.array([own_thresholds(stats, CosineDistance())[0], 0.01, 0.01, 0.01])
+    sizes = np.array([2, 1, 1, 1])
+    quality = np.array([0.56, 0.57, 0.60, 0.50])
+    floored = group_spread_floor(thr, sizes, quality)
+    np.testing.assert_allclose(floored, [thr[0], thr[0], thr[0], 0.01])  # B is not lent the floor
+    assert 1 - shots[0] @ shots[2] < thr[0]  # ... but A's lent threshold reaches B
+    change13 = parameter_free(stats, CosineDistance(), floored).labels
+    np.testing.assert_array_equal(change13, [0, 1, 1, 1])
+    trusted = in_quality_range(thr, sizes, quality)
+    paired = parameter_free(stats, CosineDistance(), thr, lent_thresholds=floored, lent_trusted=trusted)
+    np.testing.assert_array_equal(paired.labels, [0, 1, 1, 2])
 
 
 # ---------------------------------------------------------------- baselines

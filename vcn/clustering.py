@@ -127,11 +127,24 @@ def _merge(
     return merger.groups()
 
 
+def _corrections(tau: np.ndarray, own: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """``(T,)`` per-track corrections ``n (n - 1) (tau - own)`` that make a cluster's mean pair
+    distance count its within-track pairs at ``tau`` (they aggregate like the statistics)."""
+    return pairs * np.where(pairs > 0, tau - np.nan_to_num(own), 0.0)
+
+
+def _fill(tau: np.ndarray) -> np.ndarray:
+    # A track with a single item has no view threshold: it takes the median of the others.
+    return np.where(np.isnan(tau), np.nanmedian(tau), tau)
+
+
 def parameter_free(
     track_stats: np.ndarray,
     model: DistanceModel,
     track_thresholds: np.ndarray | None = None,
     cannot_link: np.ndarray | None = None,
+    lent_thresholds: np.ndarray | None = None,
+    lent_trusted: np.ndarray | None = None,
 ) -> ParameterFreeResult:
     """Parameter-free clustering of tracks on aggregatable set statistics.
 
@@ -149,6 +162,12 @@ def parameter_free(
             them a round applies its links closest first and skips a link that would join a
             cannot-link pair (:class:`vcn.constraints.ConstrainedMerger`); without them links
             apply transitively at once, as in the paper.
+        lent_thresholds: optional ``(T,)`` float thresholds at least ``track_thresholds``, lent
+            by a statistic of other tracks (:func:`vcn.thresholds.group_spread_floor`). A link
+            that holds only on lent thresholds is kept only between clusters made entirely of
+            ``lent_trusted`` tracks: a loan measured in one quality range says nothing about a
+            pair with a track outside it (docs/method.md, change 14).
+        lent_trusted: ``(T,)`` bool, required with ``lent_thresholds``.
 
     Returns:
         A :class:`ParameterFreeResult`. Terminates: a round that merges nothing is the last, and
@@ -170,11 +189,19 @@ def parameter_free(
             raise InputError(f"track_thresholds must have shape ({n_tracks},), got {tau.shape}")
         if np.all(np.isnan(tau)):
             raise InputError("track_thresholds are all NaN; pass None to use the tracks' own thresholds")
-        # A track with a single item has no view threshold: it takes the median of the others.
-        tau = np.where(np.isnan(tau), np.nanmedian(tau), tau)
+        tau = _fill(tau)
     n = stats[:, 0]
     pairs = n * (n - 1)
-    corr = pairs * np.where(pairs > 0, tau - np.nan_to_num(own), 0.0)
+    corr = _corrections(tau, own, pairs)
+    lent_corr = lent_fallback = untrusted = None
+    if lent_thresholds is not None:
+        lent = np.asarray(lent_thresholds, dtype=np.float64)
+        trusted = None if lent_trusted is None else np.asarray(lent_trusted, bool)
+        if lent.shape != (n_tracks,) or trusted is None or trusted.shape != (n_tracks,):
+            raise InputError(f"lent_thresholds and lent_trusted must both have shape ({n_tracks},)")
+        lent = np.fmax(_fill(lent), tau)
+        lent_corr, lent_fallback = _corrections(lent, own, pairs), lent.copy()
+        untrusted = (~trusted).astype(np.float64)  # per cluster: how many untrusted tracks
     labels = np.arange(n_tracks, dtype=np.int64)
     cannot = None
     if cannot_link is not None and len(cannot_link):
@@ -191,6 +218,11 @@ def parameter_free(
         with np.errstate(invalid="ignore", divide="ignore"):
             mean_pair = (model.pair_total(stats) + corr) / np.where(pairs > 0, pairs, 1)
         thr = np.where(pairs > 0, mean_pair, fallback)
+        if lent_corr is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lent_mean = (model.pair_total(stats) + lent_corr) / np.where(pairs > 0, pairs, 1)
+            lent_thr = np.where(pairs > 0, lent_mean, lent_fallback)
+            ok = untrusted == 0
         left, right, offset = model.bilinear(stats)
         edges, dists = [], []
         rows_all = np.flatnonzero(dirty)
@@ -198,6 +230,8 @@ def parameter_free(
             rows = rows_all[lo:lo + _BLOCK]
             d = offset[rows][:, None] + offset[None, :] + left[rows] @ right.T
             link = _link_mask(d, thr[rows], thr)
+            if lent_corr is not None:
+                link |= _link_mask(d, lent_thr[rows], lent_thr) & ok[rows][:, None] & ok[None, :]
             # Each unordered pair once: a dirty pair is kept from its smaller index.
             link &= ~dirty[None, :] | (np.arange(len(stats))[None, :] > rows[:, None])
             a, b = np.nonzero(link)
@@ -220,6 +254,9 @@ def parameter_free(
         stats = member @ stats
         corr = member @ corr
         fallback = member @ fallback  # only read for unmerged one-face clusters
+        if lent_corr is not None:
+            lent_corr, lent_fallback = member @ lent_corr, member @ lent_fallback
+            untrusted = member @ untrusted
         dirty = np.bincount(comp, minlength=n_comp) > 1
         labels = comp[labels]
     return ParameterFreeResult(first_appearance(labels), tau, tuple(rounds))

@@ -29,7 +29,12 @@ from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
 from vcn.grouping import agreed_matches, grow_matches, match_groups
 from vcn.matching import MatchingConfig
 from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
-from vcn.thresholds import group_spread_floor, view_thresholds_embedding, view_thresholds_loss
+from vcn.thresholds import (
+    group_spread_floor,
+    in_quality_range,
+    view_thresholds_embedding,
+    view_thresholds_loss,
+)
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
 from vcn.views import SHOT_VIEWS, ViewConfig, strong_view_blocks, strong_views
 
@@ -55,6 +60,13 @@ class MethodConfig:
         stop 14: on HARD seeds 5 and 7 with seed 0 every wrong floor merge had a lone track
         below that range; docs/method.md change 13 also gives the run it does not fix); off
         only for the ablation.
+    floor_pairs_in_range: with ``floor_in_quality_range``, a link that holds only on the floor
+        also needs its other side in that range (both clusters made of in-range tracks,
+        :func:`vcn.clustering.parameter_free`'s ``lent_trusted``). The default since stop 15:
+        on HARD seed 5 / seed 1 it keeps two Katy Perry wide shots (lent the floor) from a
+        Jennifer Aniston shot below the range, WCP 0.977 -> 0.993; it costs right merges of
+        such shots elsewhere (HARD seed 5 / seed 0: 26 -> 28 clusters, seed 3: 24 -> 25;
+        docs/method.md change 14); off only for the ablation.
     match_draws: independent draws of the matching views; a group stands only when every
         draw makes it (:func:`vcn.grouping.agreed_matches`). 1 (the measured default) is the
         single draw of before; 2 or more is measured as an option in docs/method.md ("Agreement
@@ -74,6 +86,7 @@ class MethodConfig:
     distance: str = "cosine"
     spread_floor: bool = True
     floor_in_quality_range: bool = True
+    floor_pairs_in_range: bool = True
     match_draws: int = 1
 
     def __post_init__(self) -> None:
@@ -280,8 +293,10 @@ def cluster(
     tracks; each group's threshold is the mean distance between ``cfg.threshold_views`` views of
     its faces, so a group that spans shots brings its cross-shot spread to the merge test, and a
     lone track's threshold is floored at the median of those groups' (``cfg.spread_floor``)
-    when its quality lies within that of the groups' tracks (``cfg.floor_in_quality_range``).
-    ``cfg.distance`` picks cosine (default) or the paper's loss.
+    when its quality lies within that of the groups' tracks (``cfg.floor_in_quality_range``);
+    a merge that only the floor allows also needs the other side within that range
+    (``cfg.floor_pairs_in_range``). ``cfg.distance`` picks cosine (default) or the paper's loss.
+    The returned thresholds are the floored ones.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(serfiq_scores(backbone, crops, cfg.serfiq, seed), track_index)
@@ -311,6 +326,7 @@ def cluster(
         stats = embedding_track_stats(emb[:, 0], unit, "cosine")
         model = CosineDistance()
     lifted = held = 0
+    lent: dict[str, np.ndarray] = {}
     if cfg.spread_floor:
         sizes = np.bincount(group)
         ungated = group_spread_floor(thresholds, sizes)
@@ -319,11 +335,19 @@ def cluster(
             # A group is as reliable as its weakest track: the floor was measured across it.
             group_quality = np.full(len(sizes), np.inf)
             np.minimum.at(group_quality, group, quality[keep_tracks])
-            floored = group_spread_floor(thresholds, sizes, group_quality)
+            trusted = in_quality_range(thresholds, sizes, group_quality)
+            floored = np.where(trusted, ungated, thresholds)
+            if cfg.floor_pairs_in_range:
+                # The floor only links pairs that are both in range (change 14), so it is
+                # passed beside the tracks' own thresholds rather than in place of them.
+                lent = {"lent_thresholds": floored, "lent_trusted": trusted}
         lifted = int(np.sum(floored > np.nan_to_num(thresholds, nan=-np.inf)))
         held = int(np.sum(ungated > np.nan_to_num(floored, nan=-np.inf)))
-        thresholds = floored
-    result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group))
+        if not lent:
+            thresholds = floored
+    result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group), **lent)
+    if lent:
+        thresholds = lent["lent_thresholds"]
     labels[keep_tracks] = first_appearance(result.labels[group])
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]

@@ -111,13 +111,25 @@ def group_spread_floor(
     floor = float(np.median(thr[spans]))
     lend = sizes == 1
     if group_quality is not None:
-        quality = np.asarray(group_quality, dtype=np.float64)
-        if quality.shape != thr.shape:
-            raise InputError(f"group_quality {quality.shape} must have the shape of thresholds {thr.shape}")
-        measured = quality[spans]
-        lowest = float(np.min(measured[np.isfinite(measured)], initial=np.inf))
-        lend &= quality >= lowest  # NaN compares false: never lent
+        lend &= in_quality_range(thr, sizes, group_quality)
     return np.where(lend, np.fmax(thr, floor), thr)
+
+
+def in_quality_range(
+    thresholds: np.ndarray, group_sizes: np.ndarray, group_quality: np.ndarray
+) -> np.ndarray:
+    """``(G,)`` bool: groups whose quality is at least that of every track in the multi-track
+    groups the spread floor is measured on (:func:`group_spread_floor`; arguments as there).
+    Multi-track groups are in range by construction; NaN quality never is; with no multi-track
+    group every finite quality is."""
+    thr = np.asarray(thresholds, dtype=np.float64)
+    sizes = np.asarray(group_sizes)
+    quality = np.asarray(group_quality, dtype=np.float64)
+    if quality.shape != thr.shape or sizes.shape != thr.shape:
+        raise InputError(f"group_quality {quality.shape} must have the shape of thresholds {thr.shape}")
+    measured = quality[(sizes > 1) & np.isfinite(thr)]
+    lowest = float(np.min(measured[np.isfinite(measured)], initial=np.inf)) if len(measured) else -np.inf
+    return quality >= lowest  # NaN compares false
 
 
 def _check_views(arr: np.ndarray, name: str) -> np.ndarray:
