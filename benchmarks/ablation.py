@@ -92,8 +92,8 @@ def stage1(video: Path, out: Path) -> Path:
 
 def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
                   quick: bool = False, match_draws: int = 1) -> list[dict]:
-    """Every row's scores on one set; ``quick``: the three baselines and the default (vcn) only;
-    ``match_draws``: ``MethodConfig.match_draws`` of the seeded rows."""
+    """Every row's scores on one set; ``quick``: the three baselines, the default (vcn) and the row
+    before it only; ``match_draws``: ``MethodConfig.match_draws`` of the seeded rows."""
     from storage.crops import read_crops
     from vcn import baselines, clustering, metrics, thresholds
     from vcn.backbone import load_backbone
@@ -148,12 +148,27 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
         save_checkpoint(cache, ck)
     t_adapt = time.perf_counter() - t0
     state = ck.state
-    if quick:
-        t0 = time.perf_counter()
-        res = cluster(backbone, state, crops, index, cfg, seed, cannot_link=cannot, matches=ck.matches)
-        score("vcn (+ pairs in range)", res.labels, time.perf_counter() - t0 + t_adapt)
+    variants = (
+        ("PF + loss (paper)", {"distance": "loss", "threshold_views": cfg.views, "spread_floor": False}),
+        ("cosine from groups", {"threshold_views": cfg.views, "spread_floor": False}),
+        ("+ shot views", {"spread_floor": False}),
+        ("+ spread floor", {"floor_in_quality_range": False}),
+        ("+ quality range", {"floor_pairs_in_range": False}),
+        ("vcn (+ pairs in range)", {}),
+    )
+
+    def run_variants(chosen: tuple[tuple[str, dict], ...]) -> list[dict]:
+        for row, change in chosen:
+            t0 = time.perf_counter()
+            res = cluster(backbone, state, crops, index, dataclasses.replace(cfg, **change), seed,
+                          cannot_link=cannot, matches=ck.matches)
+            score(row, res.labels, time.perf_counter() - t0 + t_adapt)
         print(f"  adapt rounds: {ck.history}", file=sys.stderr)
         return rows_out
+
+    if quick:
+        # The default and the row before it: what the latest change did, on the same model.
+        return run_variants(variants[-2:])
     out = face_outputs(backbone, state, crops, cfg.finetune)
     ft_means = np.zeros((len(tracks), out.embeddings.shape[1]))
     np.add.at(ft_means, index, out.embeddings)
@@ -167,21 +182,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
         thr = thresholds.view_thresholds_embedding(v_emb, index, metric)
         lab = clustering.parameter_free_embedding(v_emb[:, 0], index, metric, thr, cannot)
         score(f"PF + {metric}", lab, time.perf_counter() - t0)
-    variants = (
-        ("PF + loss (paper)", {"distance": "loss", "threshold_views": cfg.views, "spread_floor": False}),
-        ("cosine from groups", {"threshold_views": cfg.views, "spread_floor": False}),
-        ("+ shot views", {"spread_floor": False}),
-        ("+ spread floor", {"floor_in_quality_range": False}),
-        ("+ quality range", {"floor_pairs_in_range": False}),
-        ("vcn (+ pairs in range)", {}),
-    )
-    for row, change in variants:
-        t0 = time.perf_counter()
-        res = cluster(backbone, state, crops, index, dataclasses.replace(cfg, **change), seed,
-                      cannot_link=cannot, matches=ck.matches)
-        score(row, res.labels, time.perf_counter() - t0 + t_adapt)
-    print(f"  adapt rounds: {ck.history}", file=sys.stderr)
-    return rows_out
+    return run_variants(variants)
 
 
 def main() -> None:
@@ -191,7 +192,7 @@ def main() -> None:
     ap.add_argument("--cache", default=".bench")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse a cached finetune of an earlier run")
-    ap.add_argument("--quick", action="store_true", help="the baselines and the default (vcn) row only")
+    ap.add_argument("--quick", action="store_true", help="baselines, default, row before it")
     ap.add_argument("--match-draws", type=int, default=1, help="MethodConfig.match_draws (option, default 1)")
     args = ap.parse_args()
     for name in args.sets:
