@@ -216,11 +216,12 @@ def parameter_free(
         n = stats[:, 0]
         pairs = n * (n - 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean_pair = (model.pair_total(stats) + corr) / np.where(pairs > 0, pairs, 1)
+            total = model.pair_total(stats)
+            mean_pair = (total + corr) / np.where(pairs > 0, pairs, 1)
         thr = np.where(pairs > 0, mean_pair, fallback)
         if lent_corr is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
-                lent_mean = (model.pair_total(stats) + lent_corr) / np.where(pairs > 0, pairs, 1)
+                lent_mean = (total + lent_corr) / np.where(pairs > 0, pairs, 1)
             lent_thr = np.where(pairs > 0, lent_mean, lent_fallback)
             ok = untrusted == 0
         left, right, offset = model.bilinear(stats)
