@@ -208,3 +208,56 @@ def test_agreed_matches_are_the_pairs_every_draw_has() -> None:
         draws = [pairs_within_groups(rng.integers(0, int(rng.integers(1, n + 1)), n)) for _ in range(3)]
         every = set.intersection(*({tuple(p) for p in d.tolist()} for d in draws))
         assert {tuple(p) for p in agreed_matches(draws, n).tolist()} == every
+
+
+def test_voted_matches_keep_the_pairs_a_majority_of_draws_make() -> None:
+    from vcn.grouping import voted_matches
+
+    means = np.eye(6)
+    none = np.zeros((0, 2), np.int64)
+    # 0-1 in all three draws, 2-3 in two, 4-5 in one: a majority (2 of 3) keeps the first two.
+    draws = [np.array([[0, 1], [2, 3], [4, 5]]), np.array([[0, 1], [2, 3]]), np.array([[1, 0]])]
+    assert voted_matches(draws, 6, 2, means, none).tolist() == [[0, 1], [2, 3]]
+    assert voted_matches(draws, 6, 3, means, none).tolist() == [[0, 1]]
+    assert voted_matches(draws, 6, 1, means, none).tolist() == [[0, 1], [2, 3], [4, 5]]
+    # Votes count pairs of a draw's groups, not its listed links: {0, 1, 2} in draw 1 is 0-2 too.
+    chain = [np.array([[0, 1], [1, 2]]), np.array([[0, 2]]), none]
+    assert voted_matches(chain, 6, 2, means, none).tolist() == [[0, 2]]
+
+
+def test_voted_matches_close_the_kept_pairs_without_joining_a_cannot_link() -> None:
+    from vcn.grouping import voted_matches
+
+    # 0-1 voted by draws 1 and 2, 1-2 by draws 2 and 3, never 0-2 together in one draw: closing
+    # the majority pairs would put 0 and 2 in one group, and they share a frame. The pair with
+    # the closer means (0-1) is applied first, so 1-2 is the one skipped.
+    draws = [np.array([[0, 1]]), np.array([[0, 1], [3, 4]]), np.array([[1, 2], [3, 4]]), np.array([[1, 2]])]
+    means = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    assert voted_matches(draws, 5, 2, means, np.zeros((0, 2), np.int64)).tolist() == [
+        [0, 1], [0, 2], [1, 2], [3, 4]]
+    assert voted_matches(draws, 5, 2, means, np.array([[2, 0]])).tolist() == [[0, 1], [3, 4]]
+    # More votes go first even when farther: with 1-2 in three draws, 0-1 is the one skipped.
+    more = [*draws, np.array([[2, 1]])]
+    assert voted_matches(more, 5, 2, means, np.array([[2, 0]])).tolist() == [[1, 2], [3, 4]]
+
+
+def test_voted_matches_with_every_draw_are_the_agreed_matches() -> None:
+    from vcn.errors import ConfigError
+    from vcn.grouping import agreed_matches, pairs_within_groups, voted_matches
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        n = int(rng.integers(2, 30))
+        draws = [pairs_within_groups(rng.integers(0, int(rng.integers(1, n + 1)), n)) for _ in range(3)]
+        means = rng.normal(size=(n, 4))
+        means /= np.linalg.norm(means, axis=1, keepdims=True)
+        got = voted_matches(draws, n, 3, means, np.zeros((0, 2), np.int64))
+        assert got.tolist() == agreed_matches(draws, n).tolist()
+        # One draw is that draw's matching, unchanged.
+        assert voted_matches(draws[:1], n, 1, means, np.zeros((0, 2), np.int64)).tolist() == draws[0].tolist()
+    for quorum in (0, 4):
+        with pytest.raises(ConfigError, match="quorum"):
+            voted_matches(draws, n, quorum, means, np.zeros((0, 2), np.int64))
+    with pytest.raises(ConfigError, match="match_draws"):
+        voted_matches([], n, 1, means, np.zeros((0, 2), np.int64))

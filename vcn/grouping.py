@@ -6,10 +6,11 @@ matches groups with the same rule, until the groups stop changing (:func:`grow_m
 guards keep a wrong match from snowballing: a match must join mutually nearest groups
 (:func:`mutual_nearest`), and a group match may not join groups that lie farther apart than the
 widest track match of the first round (:func:`group_distances`). Co-occurring tracks are never joined
-(:mod:`vcn.constraints`). Matching runs on random views of the faces, and a match found under one
-draw of views and not under another is not a confident positive: :func:`agreed_matches` keeps
-only the groups every draw agrees on. docs/method.md (changes 7, 8 and 12, and "Agreement over
-draws of views") has the measurements.
+(:mod:`vcn.constraints`). Matching runs on random views of the faces, so one draw of views can
+miss a match or make a wrong one: :func:`voted_matches` keeps the pairs that a majority of
+independent draws make (the default, three draws), :func:`agreed_matches` those every draw makes.
+docs/method.md (changes 7, 8, 12 and 15, and "Agreement over draws of views") has the
+measurements.
 """
 
 from __future__ import annotations
@@ -65,6 +66,40 @@ def agreed_matches(matches: Sequence[np.ndarray], n_tracks: int) -> np.ndarray:
     labels = np.stack([match_groups(m, n_tracks) for m in matches], axis=1)
     _, group = np.unique(labels, axis=0, return_inverse=True)
     return pairs_within_groups(group.ravel())
+
+
+def voted_matches(
+    matches: Sequence[np.ndarray], n_tracks: int, quorum: int, means: np.ndarray,
+    cannot_link: np.ndarray,
+) -> np.ndarray:
+    """The groups made of the track pairs that at least ``quorum`` matchings put in one group.
+
+    ``matches``: one or more ``(M_i, 2)`` int track-pair arrays (e.g. :func:`grow_matches` on
+    independent draws of views); a pair's votes are the matchings whose groups hold both
+    tracks. ``means`` ``(n_tracks, D)`` unit track means, ``cannot_link`` ``(P, 2)`` int track
+    pairs that are two people. The kept pairs are closed transitively, so with a quorum below
+    ``len(matches)`` a group can join tracks that no single pair vote joined, and could join a
+    cannot-link pair: the pairs are therefore applied most votes first, then closest means
+    first, skipping one that would (:func:`vcn.constraints.consistent_pairs`). With
+    ``quorum == len(matches)`` this is :func:`agreed_matches`. ``O(sum M_i log)`` time.
+
+    Returns ``(M, 2)`` int64 pairs ``a < b`` of every two tracks in one voted group.
+    """
+    if len(matches) == 0:
+        raise ConfigError("voted_matches needs at least one matching (MethodConfig.match_draws >= 1)")
+    if not 1 <= quorum <= len(matches):
+        raise ConfigError(f"quorum={quorum} must lie in 1..{len(matches)} (the number of matchings)")
+    closed = [pairs_within_groups(match_groups(m, n_tracks)) for m in matches]
+    keys = np.concatenate([p[:, 0] * n_tracks + p[:, 1] for p in closed])
+    keys, votes = np.unique(keys, return_counts=True)
+    keys, votes = keys[votes >= quorum], votes[votes >= quorum]
+    pairs = np.stack([keys // n_tracks, keys % n_tracks], axis=1).astype(np.int64)
+    closeness = 1.0 - np.einsum("md,md->m", means[pairs[:, 0]], means[pairs[:, 1]])
+    order = np.lexsort((closeness, -votes))
+    rank = np.empty(len(pairs), np.int64)
+    rank[order] = np.arange(len(pairs))
+    kept = consistent_pairs(pairs, rank, n_tracks, cannot_link)
+    return pairs_within_groups(match_groups(kept, n_tracks))
 
 
 # Rows of the group-similarity matrix held at once in :func:`mutual_nearest` (memory block * G).
