@@ -229,16 +229,16 @@ def test_inputs_are_checked(backbone, video) -> None:
 
 
 def test_adapt_keeps_only_the_groups_every_draw_of_views_makes(backbone, video) -> None:
-    """``match_draws=2`` matches on the first draw's views and on a second draw's and keeps their
-    agreement: on these faces (generic model, 3 views) the first draw links three pairs of
-    tracks, the second one of them, so two draws keep that one."""
+    """``match_draws=2`` (a majority of two is both) matches on the first draw's views and on a
+    second draw's and keeps their agreement: on these faces (generic model, 3 views) the first
+    draw links three pairs of tracks, the second one of them, so two draws keep that one."""
     from vcn.matching import MatchingConfig
     from vcn.method import MethodConfig, adapt
     from vcn.views import ViewConfig
 
     crops, track_index, _ = video
     cfg = MethodConfig(finetune=TINY, matching=MatchingConfig(mutual=True, max_rounds=1),
-                       views=ViewConfig(n_views=3))
+                       views=ViewConfig(n_views=3), match_draws=1)
     one = adapt(backbone, crops, track_index, cfg, seed=3)
     two = adapt(backbone, crops, track_index, dataclasses.replace(cfg, match_draws=2), seed=3)
     pairs = lambda ck: {tuple(p) for p in np.asarray(ck.matches).tolist()}  # noqa: E731
@@ -246,6 +246,35 @@ def test_adapt_keeps_only_the_groups_every_draw_of_views_makes(backbone, video) 
     assert pairs(two) <= pairs(one)
     assert 0 < len(two.matches) < len(one.matches)
     assert two.history[0]["matches"] == len(two.matches)
+
+
+def test_coarse_positives_vote_over_the_draws_adapt_makes(backbone, video) -> None:
+    """Draw 0 is drawn from the seed alone, so one draw is the single-draw matching of before,
+    and each further draw from ``(seed, d)``; the positives are the pairs a majority of the
+    draws' groups hold (on these faces the three draws differ, so the vote is not any one)."""
+    from vcn.constraints import cooccurring_pairs
+    from vcn.grouping import grow_matches, match_groups, pairs_within_groups
+    from vcn.matching import MatchingConfig
+    from vcn.method import MethodConfig, coarse_positives, matching_embeddings
+    from vcn.views import ViewConfig
+
+    crops, track_index, _ = video
+    cannot = cooccurring_pairs(np.arange(len(track_index)), track_index)  # one face a frame: none
+    cfg = MethodConfig(finetune=TINY, matching=MatchingConfig(mutual=True), views=ViewConfig(n_views=3))
+    v_index = np.repeat(track_index, 3)
+    draws = [grow_matches(matching_embeddings(backbone, None, crops, cfg, s), v_index, cfg.matching, cannot)
+             for s in (3, (3, 1), (3, 2))]
+    voted, per_draw = coarse_positives(backbone, None, crops, track_index, cfg, 3, cannot)
+    assert [d.tolist() for d in per_draw] == [d.tolist() for d in draws]
+    single, _ = coarse_positives(backbone, None, crops, track_index,
+                                 dataclasses.replace(cfg, match_draws=1), 3, cannot)
+    assert single.tolist() == draws[0].tolist()
+    n = int(track_index.max()) + 1
+    sets = [{tuple(p) for p in pairs_within_groups(match_groups(d, n)).tolist()} for d in draws]
+    majority = {p for p in set.union(*sets) if sum(p in s for s in sets) >= 2}
+    got = {tuple(p) for p in voted.tolist()}
+    assert majority <= got and got <= set.union(*sets) | majority
+    assert len({frozenset(s) for s in sets}) > 1, "the draws should differ on these faces"
 
 
 def test_matching_views_drawn_block_by_block_embed_as_one_pass(run, backbone, video) -> None:

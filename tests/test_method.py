@@ -107,6 +107,11 @@ def test_method_config_names_its_distance():
         MethodConfig(distance="euclid")
     with pytest.raises(ConfigError, match="match_draws"):
         MethodConfig(match_draws=0)
+    with pytest.raises(ConfigError, match="match_quorum"):
+        MethodConfig(match_quorum="most")
+    # A majority of the draws by default; 'all' is the meet of their groups.
+    assert [MethodConfig(match_draws=d).quorum for d in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+    assert MethodConfig(match_draws=3, match_quorum="all").quorum == 3
     cfg = PipelineConfig.from_dict({"method": {"distance": "loss"}})
     assert cfg.method.distance == "loss"
 

@@ -26,7 +26,7 @@ from vcn.clustering import ParameterFreeResult, first_appearance, parameter_free
 from vcn.constraints import group_pairs
 from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
-from vcn.grouping import agreed_matches, grow_matches, match_groups
+from vcn.grouping import grow_matches, match_groups, voted_matches
 from vcn.matching import MatchingConfig
 from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
 from vcn.thresholds import (
@@ -67,13 +67,16 @@ class MethodConfig:
         Jennifer Aniston shot below the range, WCP 0.977 -> 0.993; it costs right merges of
         such shots elsewhere (HARD seed 5 / seed 0: 26 -> 28 clusters, seed 3: 24 -> 25;
         docs/method.md change 14); off only for the ablation.
-    match_draws: independent draws of the matching views; a group stands only when every
-        draw makes it (:func:`vcn.grouping.agreed_matches`). 1 (the measured default) is the
-        single draw of before; 2 or more is measured as an option in docs/method.md ("Agreement
-        over draws of views"): HARD seed 5's wrong track match is made by one draw of views in
-        four, but agreement also drops up to half of a draw's right matches, and with view
-        seed 0 it lowers HARD seed 7 from WCP 0.987 to 0.948 (a right match lost, two lone wide
-        shots then merged by the spread floor), so it is not the default.
+    match_draws: independent draws of the matching views; each draw runs the whole grown
+        matching (:func:`vcn.grouping.grow_matches`) and the pairs that ``match_quorum`` of the
+        draws make stand (:func:`vcn.grouping.voted_matches`). One draw of views decides by
+        chance whether a wide pair of one person matches in the first round, and that pair
+        sets how wide a group match may be, so one draw's matches varied threefold (held-out
+        HARD seed 9: 11-43 pairs over six draws); three draws with a majority vote: 24-42
+        (docs/method.md change 15). 1 is the single draw of stops 8-16.
+    match_quorum: ``majority`` (default: more than half of the draws) or ``all`` (the meet of
+        the draws' groups, measured as an option at stop 12: it drops up to half of a draw's
+        right matches, "Agreement over draws of views").
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -87,13 +90,21 @@ class MethodConfig:
     spread_floor: bool = True
     floor_in_quality_range: bool = True
     floor_pairs_in_range: bool = True
-    match_draws: int = 1
+    match_draws: int = 3
+    match_quorum: str = "majority"
 
     def __post_init__(self) -> None:
         if self.distance not in ("cosine", "loss"):
             raise ConfigError(f"MethodConfig.distance={self.distance!r} must be 'cosine' or 'loss'")
         if self.match_draws < 1:
             raise ConfigError(f"MethodConfig.match_draws={self.match_draws} must be >= 1")
+        if self.match_quorum not in ("majority", "all"):
+            raise ConfigError(f"MethodConfig.match_quorum={self.match_quorum!r} must be 'majority' or 'all'")
+
+    @property
+    def quorum(self) -> int:
+        """Draws that must make a pair for it to stand."""
+        return self.match_draws if self.match_quorum == "all" else self.match_draws // 2 + 1
 
 
 def sample_rows(track_index: np.ndarray, per_track: int) -> np.ndarray:
@@ -163,6 +174,33 @@ def _pairs(m: np.ndarray) -> set[tuple[int, int]]:
     return {(int(a), int(b)) for a, b in np.asarray(m).reshape(-1, 2)}
 
 
+def coarse_positives(
+    backbone: OnnxBackbone, state: FinetuneState | None, crops: np.ndarray, track_index: np.ndarray,
+    cfg: MethodConfig, seed: int, cannot_link: np.ndarray,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One matching pass of :func:`adapt`: ``(voted, per_draw)`` positive track pairs.
+
+    ``crops`` (N, 112, 112, 3) uint8, ``track_index`` (N,) int64 in 0..T-1, ``cannot_link``
+    (P, 2) int64 track pairs. Each of ``cfg.match_draws`` draws of views (draw 0 from ``seed``
+    alone, so that one draw is the method of before draws existed; draw ``d`` from ``(seed,
+    d)``) runs :func:`vcn.grouping.grow_matches`; ``voted`` (M, 2) int64 are the pairs that
+    ``cfg.quorum`` of them make (:func:`vcn.grouping.voted_matches`), ``per_draw`` each draw's.
+    Views are drawn again for each pass rather than kept: drawing costs far less than
+    embedding, and keeping them would hold 1.8 MB per track and draw.
+    """
+    v_index = np.repeat(track_index, cfg.views.n_views)
+    n_tracks = int(track_index.max()) + 1
+    found, means = [], None
+    for d in range(cfg.match_draws):  # one draw's embeddings alive at a time
+        emb = matching_embeddings(backbone, state, crops, cfg, seed if d == 0 else (seed, d))
+        found.append(grow_matches(emb, v_index, cfg.matching, cannot_link))
+        if means is None:  # the first draw's track means order the voted pairs
+            means = np.zeros((n_tracks, emb.shape[1]))
+            np.add.at(means, v_index, emb)
+            means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    return voted_matches(found, n_tracks, cfg.quorum, means, cannot_link), found
+
+
 def adapt(
     backbone: OnnxBackbone,
     crops: np.ndarray,
@@ -184,22 +222,14 @@ def adapt(
     that near-duplicate tracks still get a spread to match against; it is mutual (both tracks'
     regions must hold the other's mean) because one-sided matches link different people on the
     real clips, and it grows over groups of matched tracks (:func:`vcn.grouping.grow_matches`).
-    It runs on ``cfg.match_draws`` independent draws of views and keeps the groups every draw
-    agrees on (:func:`vcn.grouping.agreed_matches`). Each round finetunes afresh from the
-    generic model with the round's positives.
+    It runs on ``cfg.match_draws`` independent draws of views and keeps the pairs that
+    ``cfg.quorum`` of them make (:func:`vcn.grouping.voted_matches`; a majority of three by
+    default). Each round finetunes afresh from the generic model with the round's positives.
     """
-    # Draw 0 from ``seed`` alone, so that one draw is the method measured before draws existed.
-    # Views are drawn again for each matching pass rather than kept: drawing costs far less
-    # than embedding, and keeping them would hold 1.8 MB per track and draw.
-    draw_seeds = [seed if d == 0 else (seed, d) for d in range(cfg.match_draws)]
-    v_index = np.repeat(track_index, cfg.views.n_views)
-    n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     cannot = np.zeros((0, 2), np.int64) if cannot_link is None else cannot_link
 
     def match(state: FinetuneState | None) -> np.ndarray:
-        found = [grow_matches(matching_embeddings(backbone, state, crops, cfg, s), v_index, cfg.matching,
-                              cannot) for s in draw_seeds]
-        return agreed_matches(found, n_tracks)
+        return coarse_positives(backbone, state, crops, track_index, cfg, seed, cannot)[0]
 
     if resume is None:
         matches = match(None)
