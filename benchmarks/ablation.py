@@ -21,7 +21,8 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
     vcn (+ pairs in range)  ``--method vcn``: a link that holds only on the floor also needs
                             its other side in that range (``MethodConfig.floor_pairs_in_range``)
 
-    .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S] [--quick]
+    .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S]
+        [--quick | --default-only] [--reuse] [--match-draws N]
 
 The seed draws the views, the finetune's augmentations and its head; run two or more to see
 how much a row moves with them.
@@ -91,9 +92,11 @@ def stage1(video: Path, out: Path) -> Path:
 
 
 def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
-                  quick: bool = False, match_draws: int = 1) -> list[dict]:
+                  quick: bool = False, match_draws: int | None = None,
+                  default_only: bool = False) -> list[dict]:
     """Every row's scores on one set; ``quick``: the three baselines, the default (vcn) and the row
-    before it only; ``match_draws``: ``MethodConfig.match_draws`` of the seeded rows."""
+    before it only; ``default_only``: the baselines and the default; ``match_draws``:
+    ``MethodConfig.match_draws`` of the seeded rows."""
     from storage.crops import read_crops
     from vcn import baselines, clustering, metrics, thresholds
     from vcn.backbone import load_backbone
@@ -109,7 +112,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     face_track = faces["track_id"].map(tid).to_numpy()
     emb = np.stack(faces["embedding"].to_numpy()).astype(np.float32)
     means = np.stack(tracks["mean_embedding"].to_numpy()).astype(np.float32)
-    cfg = MethodConfig(match_draws=match_draws)
+    cfg = MethodConfig() if match_draws is None else MethodConfig(match_draws=match_draws)
     rows_out = []
 
     def score(name: str, track_labels: np.ndarray, seconds: float,
@@ -139,8 +142,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     backbone = load_backbone(find_models(default_model_dir()).recognizer)
     from storage.checkpoints import load_checkpoint, save_checkpoint
 
-    draws = "" if match_draws == 1 else f"-draws{match_draws}"
-    cache = movie / "model" / f"ablation-seed{seed}-mnn{draws}.pt"
+    cache = movie / "model" / f"ablation-seed{seed}-draws{cfg.match_draws}-{cfg.match_quorum}.pt"
     t0 = time.perf_counter()
     ck = load_checkpoint(cache) if reuse else None
     if ck is None or not ck.done:
@@ -166,6 +168,8 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
         print(f"  adapt rounds: {ck.history}", file=sys.stderr)
         return rows_out
 
+    if default_only:
+        return run_variants(variants[-1:])
     if quick:
         # The default and the row before it: what the latest change did, on the same model.
         return run_variants(variants[-2:])
@@ -193,14 +197,17 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse a cached finetune of an earlier run")
     ap.add_argument("--quick", action="store_true", help="baselines, default, row before it")
-    ap.add_argument("--match-draws", type=int, default=1, help="MethodConfig.match_draws (option, default 1)")
+    ap.add_argument("--default-only", action="store_true", help="baselines and the default row")
+    ap.add_argument("--match-draws", type=int, default=None,
+                    help="MethodConfig.match_draws (default: the MethodConfig default, 3)")
     args = ap.parse_args()
     for name in args.sets:
         video, csv = dataset(name, Path(args.cache))
         movie = stage1(video, Path(args.out))
         print(f"\n== {name}: {video.name}")
         print(HEADER)
-        for r in evaluate_rows(movie, csv, args.seed, args.reuse, args.quick, args.match_draws):
+        for r in evaluate_rows(movie, csv, args.seed, args.reuse, args.quick, args.match_draws,
+                               args.default_only):
             print(f"{r['row']:<22} {r['wcp']:>6.3f} {r['nmi']:>6.3f} {r['bcubed_f']:>6.3f} "
                   f"{r['ratio']:>6.2f} {r['unknown']:>6.3f} {r['clusters']:>5} {r['true']:>5} "
                   f"{r['seconds']:>7.1f}")
