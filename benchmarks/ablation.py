@@ -16,10 +16,12 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
                             light and noise (``MethodConfig.threshold_views``)
     + spread floor          the same with lone tracks' thresholds floored at the median of
                             the matched groups' (``MethodConfig.spread_floor``), every lone track
-    + quality range         the floor lent only to lone tracks within the quality range of
-                            the matched groups' tracks (``MethodConfig.floor_in_quality_range``)
-    vcn (+ pairs in range)  ``--method vcn``: a link that holds only on the floor also needs
-                            its other side in that range (``MethodConfig.floor_pairs_in_range``)
+    + pairs in range        the floor lent only within the quality range of the matched groups'
+                            tracks, and a link that holds only on the floor also needs its
+                            other side in that range (``MethodConfig.floor_pairs_in_range``,
+                            change 14: the default until stop 17, an option since)
+    vcn (+ quality range)   ``--method vcn``: the floor lent only to lone tracks within that
+                            quality range (``MethodConfig.floor_in_quality_range``)
 
     .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S]
         [--quick | --default-only] [--reuse] [--match-draws N]
@@ -94,9 +96,9 @@ def stage1(video: Path, out: Path) -> Path:
 def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
                   quick: bool = False, match_draws: int | None = None,
                   default_only: bool = False) -> list[dict]:
-    """Every row's scores on one set; ``quick``: the three baselines, the default (vcn) and the row
-    before it only; ``default_only``: the baselines and the default; ``match_draws``:
-    ``MethodConfig.match_draws`` of the seeded rows."""
+    """Every row's scores on one set; ``quick``: the three baselines, the default (vcn) and the
+    change-14 option (``+ pairs in range``) only; ``default_only``: the baselines and the default;
+    ``match_draws``: ``MethodConfig.match_draws`` of the seeded rows."""
     from storage.crops import read_crops
     from vcn import baselines, clustering, metrics, thresholds
     from vcn.backbone import load_backbone
@@ -155,8 +157,8 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
         ("cosine from groups", {"threshold_views": cfg.views, "spread_floor": False}),
         ("+ shot views", {"spread_floor": False}),
         ("+ spread floor", {"floor_in_quality_range": False}),
-        ("+ quality range", {"floor_pairs_in_range": False}),
-        ("vcn (+ pairs in range)", {}),
+        ("+ pairs in range", {"floor_pairs_in_range": True}),
+        ("vcn (+ quality range)", {}),
     )
 
     def run_variants(chosen: tuple[tuple[str, dict], ...]) -> list[dict]:
@@ -171,7 +173,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     if default_only:
         return run_variants(variants[-1:])
     if quick:
-        # The default and the row before it: what the latest change did, on the same model.
+        # The default and the option beside it (change 14), on the same model.
         return run_variants(variants[-2:])
     out = face_outputs(backbone, state, crops, cfg.finetune)
     ft_means = np.zeros((len(tracks), out.embeddings.shape[1]))
@@ -196,7 +198,7 @@ def main() -> None:
     ap.add_argument("--cache", default=".bench")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse a cached finetune of an earlier run")
-    ap.add_argument("--quick", action="store_true", help="baselines, default, row before it")
+    ap.add_argument("--quick", action="store_true", help="baselines, default, change-14 row")
     ap.add_argument("--default-only", action="store_true", help="baselines and the default row")
     ap.add_argument("--match-draws", type=int, default=None,
                     help="MethodConfig.match_draws (default: the MethodConfig default, 3)")

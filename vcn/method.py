@@ -62,11 +62,11 @@ class MethodConfig:
         only for the ablation.
     floor_pairs_in_range: with ``floor_in_quality_range``, a link that holds only on the floor
         also needs its other side in that range (both clusters made of in-range tracks,
-        :func:`vcn.clustering.parameter_free`'s ``lent_trusted``). The default since stop 15:
-        on HARD seed 5 / seed 1 it keeps two Katy Perry wide shots (lent the floor) from a
-        Jennifer Aniston shot below the range, WCP 0.977 -> 0.993; it costs right merges of
-        such shots elsewhere (HARD seed 5 / seed 0: 26 -> 28 clusters, seed 3: 24 -> 25;
-        docs/method.md change 14); off only for the ablation.
+        :func:`vcn.clustering.parameter_free`'s ``lent_trusted``). Off since stop 18: it was the
+        default with change 14 because on HARD seed 5 / seed 1 it kept two Katy Perry wide shots
+        (lent the floor) from a Jennifer Aniston shot below the range, WCP 0.977 -> 0.993; with
+        the voted matching (``match_draws``) that run is pure without it, and it only costs
+        right merges (HARD seeds 3, 5 and 7: 1-3 clusters more; docs/method.md changes 14-15).
     match_draws: independent draws of the matching views; each draw runs the whole grown
         matching (:func:`vcn.grouping.grow_matches`) and the pairs that ``match_quorum`` of the
         draws make stand (:func:`vcn.grouping.voted_matches`). One draw of views decides by
@@ -89,7 +89,7 @@ class MethodConfig:
     distance: str = "cosine"
     spread_floor: bool = True
     floor_in_quality_range: bool = True
-    floor_pairs_in_range: bool = True
+    floor_pairs_in_range: bool = False
     match_draws: int = 3
     match_quorum: str = "majority"
 
