@@ -72,8 +72,9 @@ class MethodConfig:
         draws make stand (:func:`vcn.grouping.voted_matches`). One draw of views decides by
         chance whether a wide pair of one person matches in the first round, and that pair
         sets how wide a group match may be, so one draw's matches varied threefold (held-out
-        HARD seed 9: 11-43 pairs over six draws); three draws with a majority vote: 24-42
-        (docs/method.md change 15). 1 is the single draw of stops 8-16.
+        HARD seed 9: 11-43 pairs over four seeds); three draws with a majority vote: 27-47
+        (``benchmarks.matching_draws``; docs/method.md change 15). 1 is the single draw of
+        stops 8-16.
     match_quorum: ``majority`` (default: more than half of the draws) or ``all`` (the meet of
         the draws' groups, measured as an option at stop 12: it drops up to half of a draw's
         right matches, "Agreement over draws of views").
