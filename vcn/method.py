@@ -190,7 +190,7 @@ def coarse_positives(
     embedding, and keeping them would hold 1.8 MB per track and draw.
     """
     v_index = np.repeat(track_index, cfg.views.n_views)
-    n_tracks = int(track_index.max()) + 1
+    n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     found, means = [], None
     for d in range(cfg.match_draws):  # one draw's embeddings alive at a time
         emb = matching_embeddings(backbone, state, crops, cfg, seed if d == 0 else (seed, d))
