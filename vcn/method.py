@@ -66,7 +66,7 @@ class MethodConfig:
         default with change 14 because on HARD seed 5 / seed 1 it kept two Katy Perry wide shots
         (lent the floor) from a Jennifer Aniston shot below the range, WCP 0.977 -> 0.993; with
         the voted matching (``match_draws``) that run is pure without it, and it only costs
-        right merges (HARD seeds 3, 5 and 7: 1-3 clusters more; docs/method.md changes 14-15).
+        right merges (HARD seeds 3, 5 and 7: 1-3 clusters more; docs/method.md changes 14 and 16).
     match_draws: independent draws of the matching views; each draw runs the whole grown
         matching (:func:`vcn.grouping.grow_matches`) and the pairs that ``match_quorum`` of the
         draws make stand (:func:`vcn.grouping.voted_matches`). One draw of views decides by
