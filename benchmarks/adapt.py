@@ -1,7 +1,7 @@
 """Cost of stages 2 and 3 together: ``vcn.method.adapt`` (coarse matching alternating with the
 finetune), the call the ``finetune`` task makes.
 
-    .venv/bin/python -m benchmarks.adapt [--tracks 250] [--faces 8] [--match-draws 1]
+    .venv/bin/python -m benchmarks.adapt [--tracks 250] [--faces 8] [--match-draws N]
         [--max-rounds N] [--seed 0] [--threads N] [--matching-only]
 
 Tracks are synthesised as in ``benchmarks/finetune.py`` (each track ``--faces`` differently
@@ -57,7 +57,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tracks", type=int, default=250)
     ap.add_argument("--faces", type=int, default=8, help="faces per track (MethodConfig samples 8)")
-    ap.add_argument("--match-draws", type=int, default=1)
+    ap.add_argument("--match-draws", type=int, default=MethodConfig().match_draws,
+                    help="draws of matching views voted over (default: MethodConfig's)")
     ap.add_argument("--max-rounds", type=int, default=0, help="cap on matching rounds (0: the default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
