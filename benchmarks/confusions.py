@@ -1,7 +1,7 @@
 """Where the recognizer itself confuses people: tracks nearer another person than their own.
 
     .venv/bin/python -m benchmarks.confusions [--sets hard7 hard5] [--model-dir DIR]
-        [--resolution-matched] [--distill STEPS]
+        [--resolution-matched] [--distill STEPS] [--dlib MODELS]
 
 For each labelled set (names as in ``benchmarks.ablation``; stage 1 runs once through the real
 flow or is reused from ``--out``), the recognizer embeds up to 8 sampled aligned crops per track
@@ -28,6 +28,12 @@ it learns, by cosine distance, to give both the clean and the degraded crop the 
 embedding of the clean one (AdamW, learning rate 1e-4, 32 faces a step, every layer trained).
 With 300 steps it helps the composed HARD episodes and over-fits the Hamilton clip's 44 sharp
 faces (docs/method.md).
+``--dlib MODELS`` adds a row for a recognizer of another family: dlib's ResNet (128-d, Euclidean
+distance of track means), on the same sampled faces, aligned by dlib's own 5-point predictor
+from the frames. It needs ``pip install dlib-bin`` and the folder holding
+``dlib_face_recognition_resnet_model_v1.dat`` and ``shape_predictor_5_face_landmarks.dat``
+(e.g. ``face_recognition_models/models`` of the PyPI package ``face_recognition_models``); neither
+is a vcn dependency.
 """
 
 from __future__ import annotations
@@ -104,6 +110,36 @@ def distilled(backbone, crops: np.ndarray, sharp: np.ndarray, steps: int, seed: 
     return student.eval()
 
 
+def dlib_distances(video: Path, faces: pd.DataFrame, sample: np.ndarray, index: np.ndarray,
+                   n: int, models: Path) -> np.ndarray:
+    """(n, n) Euclidean distance of track means of dlib ResNet descriptors of the sampled faces
+    (rows ``sample`` of ``faces``, of tracks ``index``), read from the frames of ``video``."""
+    try:
+        import dlib
+    except ImportError as e:
+        raise SystemExit("--dlib needs dlib: pip install dlib-bin") from e
+    predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+    recognizer = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+    rows = faces.iloc[sample]
+    wanted = set(rows["frame_idx"])
+    frames, cap, i = {}, cv2.VideoCapture(str(video)), 0
+    while wanted - frames.keys():
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if i in wanted:
+            frames[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        i += 1
+    cap.release()
+    desc = np.empty((len(rows), 128))
+    for k, r in enumerate(rows.itertuples()):
+        img = frames[r.frame_idx]
+        box = dlib.rectangle(int(r.x1), int(r.y1), int(r.x2), int(r.y2))
+        desc[k] = recognizer.compute_face_descriptor(img, predictor(img, box), 0)
+    means = np.stack([desc[index == t].mean(0) for t in range(n)])
+    return np.linalg.norm(means[:, None] - means[None], axis=-1)
+
+
 def report(name: str, dist: np.ndarray, ident: np.ndarray, shot: np.ndarray, height: np.ndarray,
            quality: np.ndarray) -> None:
     """Print separation figures and the confused tracks of one (T, T) track distance matrix."""
@@ -150,6 +186,8 @@ def main() -> None:
     ap.add_argument("--resolution-matched", action="store_true")
     ap.add_argument("--distill", type=int, default=0, metavar="STEPS",
                     help="add a row for a resolution-distilled recognizer trained STEPS steps")
+    ap.add_argument("--dlib", type=Path, default=None, metavar="MODELS",
+                    help="add a row for dlib's ResNet recognizer (folder of its .dat files)")
     args = ap.parse_args()
 
     from storage.crops import read_crops
@@ -197,6 +235,9 @@ def main() -> None:
             print(f"  resolution distillation on {len(sharp)} sharp faces of {len(sample)}", flush=True)
             student = distilled(backbone, crops, sharp, args.distill)
             report("resolution-distilled", distances(crops, index, student), ident, shot, height, quality)
+        if args.dlib:
+            report("dlib ResNet, Euclidean of track means",
+                   dlib_distances(video, faces, sample, index, n, args.dlib), ident, shot, height, quality)
 
 
 if __name__ == "__main__":
