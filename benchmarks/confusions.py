@@ -120,17 +120,12 @@ def dlib_distances(video: Path, faces: pd.DataFrame, sample: np.ndarray, index: 
         raise SystemExit("--dlib needs dlib: pip install dlib-bin") from e
     predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
     recognizer = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
+    from vcn.video import iter_frames
+
     rows = faces.iloc[sample]
     wanted = set(rows["frame_idx"])
-    frames, cap, i = {}, cv2.VideoCapture(str(video)), 0
-    while wanted - frames.keys():
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if i in wanted:
-            frames[i] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        i += 1
-    cap.release()
+    frames = {i: cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
+              for i, f in iter_frames(video, min(wanted), max(wanted) + 1) if i in wanted}
     desc = np.empty((len(rows), 128))
     for k, r in enumerate(rows.itertuples()):
         img = frames[r.frame_idx]
