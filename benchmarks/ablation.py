@@ -5,6 +5,7 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
 
     generic + HAC           un-finetuned ArcFace, average-linkage HAC at cosine 0.6
     generic + DBSCAN        per face, eps 0.5, min 3 (Immich's defaults), track majority
+    generic + FINCH 1       FINCH level 1 (first-neighbour components) over track means
     generic + FINCH         FINCH level 2 over track means
     finetuned + HAC         HAC over the finetuned model's track means
     PF + cosine             parameter-free on finetuned embeddings, view thresholds
@@ -55,6 +56,7 @@ SHARED = ROOT.parent / "shared"
 DEV = SHARED / "data" / "dev"
 STILLS = [DEV / "stills/deepface/identities.csv", DEV / "stills/dlib_johns",
           DEV / "stills/face_recognition_knn/train"]
+ANCHORS = ("generic + HAC", "generic + DBSCAN", "generic + FINCH 1", "generic + FINCH")
 HEADER = (f"{'row':<22} {'WCP':>6} {'NMI':>6} {'B3-F':>6} {'ratio':>6} {'unk':>6} {'pred':>5} "
           f"{'true':>5} {'sec':>7}")
 
@@ -95,10 +97,11 @@ def stage1(video: Path, out: Path) -> Path:
 
 def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
                   quick: bool = False, match_draws: int | None = None,
-                  default_only: bool = False) -> list[dict]:
-    """Every row's scores on one set; ``quick``: the three baselines, the default (vcn) and the
-    change-14 option (``+ pairs in range``) only; ``default_only``: the baselines and the default;
-    ``match_draws``: ``MethodConfig.match_draws`` of the seeded rows."""
+                  default_only: bool = False, anchors_only: bool = False) -> list[dict]:
+    """Every row's scores on one set; ``quick``: the baselines (``ANCHORS``), the default (vcn)
+    and the change-14 option (``+ pairs in range``) only; ``default_only``: the baselines and the
+    default; ``anchors_only``: the baselines; ``match_draws``: ``MethodConfig.match_draws`` of the
+    seeded rows."""
     from storage.crops import read_crops
     from vcn import baselines, clustering, metrics, thresholds
     from vcn.backbone import load_backbone
@@ -132,8 +135,11 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     t0 = time.perf_counter()
     db = baselines.dbscan_faces(emb, eps=0.5, min_samples=3, track_index=face_track)
     score("generic + DBSCAN", baselines.track_majority(db, face_track), time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    score("generic + FINCH", baselines.finch(means, level=2), time.perf_counter() - t0)
+    for level, name in ((1, "generic + FINCH 1"), (2, "generic + FINCH")):
+        t0 = time.perf_counter()
+        score(name, baselines.finch(means, level=level), time.perf_counter() - t0)
+    if anchors_only:
+        return rows_out
 
     from vcn.constraints import cooccurring_pairs
 
