@@ -89,10 +89,10 @@ def distilled(backbone, crops: np.ndarray, sharp: np.ndarray, steps: int, seed: 
     import torch.nn.functional as F
 
     from vcn.backbone import preprocess
-    from vcn.method import MethodConfig, view_embeddings
+    from vcn.view_bank import embed_crops
 
     torch.manual_seed(seed)
-    target = torch.from_numpy(view_embeddings(backbone, None, crops[sharp][:, None], MethodConfig()))
+    target = torch.from_numpy(embed_crops(backbone, crops[sharp], 64, torch.device("cpu")))
     student = copy.deepcopy(backbone).train()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4, weight_decay=0.0)
     rng = np.random.default_rng(seed)
@@ -185,18 +185,22 @@ def main() -> None:
                     help="add a row for dlib's ResNet recognizer (folder of its .dat files)")
     args = ap.parse_args()
 
+    import torch
+
     from storage.crops import read_crops
     from vcn.backbone import load_backbone
     from vcn.detection import default_model_dir, find_models
-    from vcn.method import MethodConfig, sample_rows, view_embeddings
+    from vcn.matching import sample_rows
+    from vcn.method import MethodConfig
     from vcn.track_quality import SerFiqConfig, serfiq_scores, track_quality
+    from vcn.view_bank import embed_crops
 
     cfg = MethodConfig()
 
     def distances(crops: np.ndarray, index: np.ndarray, model=None) -> np.ndarray:
         """(T, T) cosine distance of track means under the generic recognizer (or ``model``)."""
         model = backbone if model is None else model
-        return cosine_dist(view_embeddings(model, None, crops[:, None], cfg), index)
+        return cosine_dist(embed_crops(model, crops, 64, torch.device("cpu")), index)
 
     backbone = load_backbone(find_models(args.model_dir or default_model_dir()).recognizer)
     for name in args.sets:

@@ -41,7 +41,8 @@ def main() -> None:
     from vcn.constraints import cooccurring_pairs
     from vcn.detection import default_model_dir, find_models
     from vcn.grouping import match_groups
-    from vcn.method import MethodConfig, coarse_positives, sample_rows
+    from vcn.matching import sample_rows
+    from vcn.method import MethodConfig, bank_for, coarse_positives
 
     cfg = MethodConfig(match_draws=args.draws)
     backbone = load_backbone(find_models(default_model_dir()).recognizer)
@@ -67,7 +68,8 @@ def main() -> None:
         print(f"\n== {name}: {n} tracks, {len(set(ident))} people, draws {cfg.match_draws}, "
               f"quorum {cfg.quorum}")
         for seed in args.seeds:
-            voted, found = coarse_positives(backbone, None, crops, face_track[sample], cfg, seed, cannot)
+            bank = bank_for(backbone, crops, cfg, seed)
+            voted, found = coarse_positives(bank, None, face_track[sample], cfg, cannot)
             draws = "  ".join(describe(f) for f in found)
             print(f"seed {seed}: one draw {describe(found[0])} | voted {describe(voted)} | "
                   f"each draw: {draws}", flush=True)

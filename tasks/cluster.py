@@ -16,10 +16,9 @@ from storage.atomic import write_parquet
 from storage.checkpoints import load_checkpoint
 from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
-from tasks.finetune import method_inputs
+from tasks.finetune import method_inputs, view_bank
 from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
-from vcn.backbone import load_backbone
 from vcn.clustering import hac
 from vcn.errors import StageError
 from vcn.finetune import resolve_device
@@ -50,13 +49,12 @@ def _cluster_vcn(ctx: MovieContext, threads: int | None) -> tuple[np.ndarray, np
         raise StageError(f"{ctx.layout.model_dir / 'final.pt'}: no finetuned model; run `vcn rerun "
                          f"{ctx.layout.root} --from finetune`")
     inputs = method_inputs(ctx)
-    backbone = load_backbone(ctx.models.recognizer)
     state = ck.state
     if state is None:  # a single-track movie: nothing was finetuned
         raise StageError(f"{ctx.layout.root}: finetune produced no model; re-run with --from finetune")
     with torch_threads(threads):
         used = torch.get_num_threads()
-        res = cluster(backbone, state, inputs.crops, inputs.track_index, ctx.config.method, ctx.config.seed,
+        res = cluster(view_bank(ctx, inputs), state, inputs.track_index, ctx.config.method,
                       cannot_link=inputs.cannot_link, matches=ck.matches)
     rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
     return res.labels, res.quality, {

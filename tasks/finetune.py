@@ -6,6 +6,7 @@ Runs on a Dask worker (a GPU worker when the cluster advertises one). Checkpoint
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +20,16 @@ from prefect.runtime import flow_run, task_run
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.crops import read_crops
 from storage.manifest import now_iso, record_stage
+from storage.view_bank import load_view_bank, save_view_bank
 from tasks.context import MovieContext
 from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from vcn.backbone import load_backbone
 from vcn.constraints import cooccurring_pairs
 from vcn.finetune import resolve_device
-from vcn.method import Checkpoint, adapt, sample_rows
+from vcn.matching import sample_rows
+from vcn.method import Checkpoint, adapt, bank_for
+from vcn.view_bank import ViewBank
 
 
 @dataclass(frozen=True)
@@ -34,12 +38,13 @@ class MethodInputs:
 
     track_index: (M,) int64 rows of tracks.parquet of the sampled faces; crops: (M, 112, 112, 3)
     uint8 BGR sampled faces; cannot_link: (P, 2) int64 track rows with faces on one frame (from
-    all faces, not the sample).
+    all faces, not the sample); faces_digest: a hash of the sampled face ids.
     """
 
     track_index: np.ndarray
     crops: np.ndarray
     cannot_link: np.ndarray
+    faces_digest: str
 
 
 def method_inputs(ctx: MovieContext) -> MethodInputs:
@@ -50,8 +55,24 @@ def method_inputs(ctx: MovieContext) -> MethodInputs:
     row_of = {t: i for i, t in enumerate(track_ids)}
     index = faces["track_id"].map(row_of).to_numpy(np.int64)
     rows = sample_rows(index, ctx.config.method.faces_per_track)
-    crops = read_crops(layout.crops_dir, faces["face_id"].to_numpy()[rows])
-    return MethodInputs(index[rows], crops, cooccurring_pairs(faces["frame_idx"].to_numpy(), index))
+    face_ids = faces["face_id"].to_numpy()[rows]
+    crops = read_crops(layout.crops_dir, face_ids)
+    digest = hashlib.blake2b("\n".join(map(str, face_ids)).encode(), digest_size=16).hexdigest()
+    return MethodInputs(index[rows], crops, cooccurring_pairs(faces["frame_idx"].to_numpy(), index), digest)
+
+
+def view_bank(ctx: MovieContext, inputs: MethodInputs) -> ViewBank:
+    """The movie's view bank: ``model/views.npz`` when it was made from these inputs, else
+    computed (generic recognizer, on the task's device) and written there."""
+    path = ctx.layout.model_dir / "views.npz"
+    key = f"{ctx.stage_hash('finetune')}-{ctx.config.seed}-{inputs.faces_digest}"
+    bank = load_view_bank(path, key)
+    if bank is None:
+        backbone = load_backbone(ctx.models.recognizer)
+        bank = bank_for(backbone, inputs.crops, ctx.config.method, ctx.config.seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_view_bank(path, bank, key)
+    return bank
 
 
 @task(name="finetune", retries=1, retry_condition_fn=is_transient)
@@ -66,7 +87,7 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     layout.model_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = layout.model_dir / "checkpoint.pt"
     inputs = method_inputs(ctx)
-    index, crops = inputs.track_index, inputs.crops
+    index = inputs.track_index
     rows: dict[str, Any] = {"faces_sampled": len(index), "tracks": int(index.max()) + 1 if len(index) else 0}
     if len(np.unique(index)) < 2:
         # Nothing to learn from a single track: the generic model stands.
@@ -90,7 +111,7 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
         rows["cannot_link_pairs"] = len(inputs.cannot_link)
         with torch_threads(threads):
             rows["torch_threads"] = torch.get_num_threads()
-            ck = adapt(load_backbone(ctx.models.recognizer), crops, index, ctx.config.method, ctx.config.seed,
+            ck = adapt(view_bank(ctx, inputs), index, ctx.config.method, ctx.config.seed,
                        resume=resume, on_checkpoint=on_checkpoint, cannot_link=inputs.cannot_link)
     digest = save_checkpoint(layout.model_dir / "final.pt", ck)
     ckpt_path.unlink(missing_ok=True)

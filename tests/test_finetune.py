@@ -1,5 +1,6 @@
-"""vcn.finetune: DINO loss, centring and EMA by hand; a tiny real finetune that trains, keeps
-the backbone frozen in the head stage and resumes bit-exactly on the CPU."""
+"""vcn.finetune and vcn.view_bank: DINO loss, centring and EMA by hand; the view bank of real
+faces; a tiny real finetune that trains, keeps the adapter at the identity in the head stage and
+resumes bit-exactly on the CPU; the voted matching of adapt."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from vcn.augment import AugmentConfig, augment, colour_temperature, hflip, rotate
-from vcn.backbone import preprocess
 from vcn.errors import ConfigError, InputError
 from vcn.finetune import (
     FinetuneConfig,
@@ -23,8 +22,10 @@ from vcn.finetune import (
     pair_loss,
     teacher_momentum,
     update_center,
-    view_outputs,
 )
+from vcn.track_quality import SerFiqConfig
+from vcn.view_bank import build_view_bank, embed_crops
+from vcn.views import ViewConfig, strong_views
 
 DATA = Path(__file__).parent / "data"
 
@@ -83,24 +84,6 @@ def test_budget_scales_with_tracks_and_is_capped() -> None:
         FinetuneConfig(device="tpu")
 
 
-def test_augmentations_on_a_real_face(h5_faces) -> None:
-    x = preprocess(h5_faces[0][[43, 44]])
-    assert torch.equal(hflip(x, torch.tensor([True, False])), torch.stack([x[0].flip(-1), x[1]]))
-    assert torch.allclose(rotate(x, torch.zeros(2)), x, atol=1e-5)
-    turned = rotate(x, torch.tensor([10.0, -10.0]))
-    assert 0.01 < (turned - x).abs().mean() < 0.5
-    warm = colour_temperature(x, torch.tensor([1.0, -1.0]), AugmentConfig())
-    red, blue = (warm - x)[:, 0].mean((1, 2)), (warm - x)[:, 2].mean((1, 2))
-    assert red[0] > 0 > blue[0] and red[1] < 0 < blue[1]  # warm, then cool
-    assert torch.allclose(warm[:, 1], x[:, 1], atol=1e-6)  # green untouched
-    a = augment(x, AugmentConfig(), torch.Generator().manual_seed(5))
-    b = augment(x, AugmentConfig(), torch.Generator().manual_seed(5))
-    assert torch.equal(a, b) and not torch.equal(a, x) and a.shape == x.shape
-    assert float(a.min()) >= -1.0 - 1e-6 and float(a.max()) <= 1.0 + 1e-6
-    with pytest.raises(ConfigError):
-        AugmentConfig(max_rotation_deg=90)
-
-
 # -- a tiny real finetune ----------------------------------------------------------------------
 
 TINY = FinetuneConfig(
@@ -108,20 +91,18 @@ TINY = FinetuneConfig(
     hidden_dim=64,
     bottleneck_dim=32,
     batch_pairs=8,
-    faces_per_track=2,
-    cached_views=2,
     min_steps=6,
     max_steps=6,
     checkpoint_every=3,
     head_lr=3e-3,
-    backbone_lr=1e-4,
-    trainable_layers=3,
+    adapter_lr=1e-3,
     device="cpu",
 )
+SMALL_VIEWS = ViewConfig(n_views=3)
 
 
 @pytest.fixture(scope="module")
-def video(h5_faces):
+def video(h5_faces, backbone):
     crops, tracks = h5_faces
     names = sorted(set(tracks))
     track_index = np.array([names.index(t) for t in tracks], np.int64)
@@ -133,15 +114,35 @@ def video(h5_faces):
         ],
         np.int64,
     )
-    return crops, track_index, matches
+    def embed(x: np.ndarray) -> np.ndarray:
+        return embed_crops(backbone, x, 32, torch.device("cpu"))
+
+    bank = build_view_bank(embed, embed, backbone, crops, SMALL_VIEWS, SMALL_VIEWS, 3, SerFiqConfig(passes=4),
+                           seed=1)
+    return bank, track_index, matches
 
 
 @pytest.fixture(scope="module")
-def run(backbone, video):
-    crops, track_index, matches = video
+def run(video):
+    bank, track_index, matches = video
     checkpoints = []
-    final = finetune(backbone, crops, track_index, matches, TINY, seed=7, on_checkpoint=checkpoints.append)
+    final = finetune(bank.training_views(), track_index, matches, TINY, seed=7,
+                     on_checkpoint=checkpoints.append)
     return final, checkpoints
+
+
+def test_view_bank_holds_the_generic_embeddings_of_the_drawn_views(video, backbone, h5_faces) -> None:
+    bank = video[0]
+    crops = h5_faces[0]
+    assert bank.match.shape == (3, 45, 3, 512) and bank.thresh.shape == (45, 3, 512)
+    assert bank.match.dtype == np.float16 and bank.quality.shape == (45,)
+    clean = embed_crops(backbone, crops, 32, torch.device("cpu"))
+    np.testing.assert_allclose(bank.clean, clean, atol=2e-3)
+    views = strong_views(crops, SMALL_VIEWS, (1, 2))  # the third draw's views
+    want = embed_crops(backbone, views.reshape(-1, 112, 112, 3), 32, torch.device("cpu")).reshape(45, 3, -1)
+    np.testing.assert_allclose(bank.match[2].astype(np.float32), want, atol=2e-3)
+    assert not np.allclose(bank.match[1], bank.match[2], atol=1e-2), "draws are independent"
+    assert bank.training_views().shape == (45, 3 * 3 + 3, 512)
 
 
 def test_checkpoints_cover_both_stages(run) -> None:
@@ -151,19 +152,15 @@ def test_checkpoints_cover_both_stages(run) -> None:
     assert cks[1].optimizer is None and cks[2].optimizer is not None
 
 
-def test_head_stage_leaves_backbone_unchanged_and_joint_stage_trains_it(run, backbone) -> None:
+def test_head_stage_leaves_the_adapter_at_identity_and_joint_stage_trains_it(run) -> None:
     final, cks = run
-    original = dict(backbone.named_parameters())
+    eye = torch.eye(512)
     after_head = cks[1]
-    assert after_head.student_tail.keys() == final.student_tail.keys()
-    for name, value in after_head.student_tail.items():
-        assert torch.equal(value, original[name].detach()), name
-        assert torch.equal(after_head.teacher_tail[name], original[name].detach()), name
-    moved = [n for n, v in final.student_tail.items() if not torch.equal(v, original[n].detach())]
-    assert len(moved) == len(final.student_tail)
+    for adapter in (after_head.student_adapter, after_head.teacher_adapter):
+        assert torch.equal(adapter["linear.weight"], eye) and not adapter["linear.bias"].any()
+    student_step = (final.student_adapter["linear.weight"] - eye).norm().item()
+    teacher_step = (final.teacher_adapter["linear.weight"] - eye).norm().item()
     # the EMA teacher follows the student, more slowly
-    student_step = sum((final.student_tail[n] - original[n].detach()).norm().item() for n in moved)
-    teacher_step = sum((final.teacher_tail[n] - original[n].detach()).norm().item() for n in moved)
     assert 0 < teacher_step < student_step
     assert not torch.equal(final.student_head["prototypes"], cks[0].student_head["prototypes"])
 
@@ -175,125 +172,97 @@ def test_loss_decreases(run) -> None:
 
 
 @pytest.mark.parametrize("resume_from", [0, 2])
-def test_resume_gives_the_same_final_weights(run, backbone, video, resume_from: int) -> None:
+def test_resume_gives_the_same_final_weights(run, video, resume_from: int) -> None:
     final, cks = run
-    crops, track_index, matches = video
-    resumed = finetune(backbone, crops, track_index, matches, TINY, seed=7, state=cks[resume_from])
+    bank, track_index, matches = video
+    resumed = finetune(bank.training_views(), track_index, matches, TINY, seed=7, state=cks[resume_from])
     assert resumed.losses == final.losses
     assert torch.equal(resumed.center, final.center)
     for got, want in [
-        (resumed.student_tail, final.student_tail),
-        (resumed.teacher_tail, final.teacher_tail),
+        (resumed.student_adapter, final.student_adapter),
+        (resumed.teacher_adapter, final.teacher_adapter),
         (resumed.student_head, final.student_head),
         (resumed.teacher_head, final.teacher_head),
     ]:
         assert got.keys() == want.keys()
         assert all(torch.equal(got[k], want[k]) for k in want)
     with pytest.raises(ConfigError, match="state"):
-        finetune(backbone, crops, track_index, matches, TINY, seed=8, state=cks[resume_from])
+        finetune(bank.training_views(), track_index, matches, TINY, seed=8, state=cks[resume_from])
 
 
-def test_face_outputs(run, backbone, video) -> None:
+def test_face_outputs(run, video) -> None:
     final, _ = run
-    crops = video[0]
+    bank = video[0]
     rows = np.array([0, 2, 27, 31, 43, 44])
-    out = face_outputs(backbone, final, crops[rows], TINY)
+    out = face_outputs(final, bank.clean[rows], TINY, distributions=True)
     assert out.embeddings.shape == (6, 512) and out.embeddings.dtype == np.float32
     assert np.allclose(np.linalg.norm(out.embeddings, axis=1), 1.0, atol=1e-5)
     assert out.teacher_probs.shape == out.student_logprobs.shape == (6, TINY.out_dim)
     assert np.allclose(out.teacher_probs.sum(1), 1.0, atol=1e-5)
     assert np.allclose(np.exp(out.student_logprobs).sum(1), 1.0, atol=1e-5)
-    # a short finetune at a small learning rate keeps the identity space of the ONNX model
-    with torch.no_grad():
-        ref = torch.nn.functional.normalize(backbone.eval()(preprocess(crops[rows])), dim=-1).numpy()
-    assert (out.embeddings * ref).sum(1).min() > 0.9
-    two = face_outputs(backbone, final, crops[rows], TINY, views=2, seed=3)
-    assert not np.allclose(two.teacher_probs, out.teacher_probs)
-    assert (two.embeddings * out.embeddings).sum(1).min() > 0.9
-    per_view = view_outputs(backbone, final, crops[rows], TINY, views=2, seed=3)
-    assert per_view.teacher_probs.shape == per_view.student_logprobs.shape == (6, 2, TINY.out_dim)
-    assert per_view.embeddings.shape == (6, 2, 512)
-    assert np.allclose(per_view.teacher_probs[:, 0], out.teacher_probs, atol=1e-6)  # view 0 is clean
-    assert np.allclose(per_view.teacher_probs.mean(1), two.teacher_probs, atol=1e-6)
+    # a short finetune keeps the identity space of the generic model
+    assert (out.embeddings * bank.clean[rows]).sum(1).min() > 0.9
+    # any leading shape; the generic model (no state) only re-normalises
+    per_view = face_outputs(final, bank.thresh[rows], TINY).embeddings
+    assert per_view.shape == (6, 3, 512)
+    np.testing.assert_allclose(per_view[:, 0], out.embeddings, atol=1e-3)
+    np.testing.assert_allclose(face_outputs(None, bank.thresh, TINY).embeddings, bank.thresh, atol=1e-3)
 
 
-def test_inputs_are_checked(backbone, video) -> None:
-    crops, track_index, matches = video
+def test_inputs_are_checked(video) -> None:
+    bank, track_index, matches = video
+    views = bank.training_views()
     with pytest.raises(InputError, match="track_index"):
-        finetune(backbone, crops, track_index[:-1], matches, TINY, seed=0)
+        finetune(views, track_index[:-1], matches, TINY, seed=0)
     with pytest.raises(InputError, match="matches"):
-        finetune(backbone, crops, track_index, np.array([[0, 99]]), TINY, seed=0)
-    with pytest.raises(ConfigError, match="load_backbone"):
-        finetune(torch.nn.Linear(2, 2), crops, track_index, matches, TINY, seed=0)
+        finetune(views, track_index, np.array([[0, 99]]), TINY, seed=0)
+    with pytest.raises(InputError, match="view embeddings"):
+        finetune(views[:, 0], track_index, matches, TINY, seed=0)
     assert dataclasses.is_dataclass(TINY)
 
 
-def test_adapt_keeps_only_the_groups_every_draw_of_views_makes(backbone, video) -> None:
-    """``match_draws=2`` (a majority of two is both) matches on the first draw's views and on a
-    second draw's and keeps their agreement: on these faces (generic model, 3 views) the first
-    draw links three pairs of tracks, the second one of them, so two draws keep that one."""
+def test_adapt_keeps_only_the_groups_a_majority_of_draws_makes(video) -> None:
+    """``match_draws=2`` (a majority of two is both): adapt's first positives are the track
+    pairs that both draws' grown matchings put in one group."""
+    from vcn.constraints import cooccurring_pairs
+    from vcn.grouping import match_groups, pairs_within_groups
     from vcn.matching import MatchingConfig
-    from vcn.method import MethodConfig, adapt
-    from vcn.views import ViewConfig
+    from vcn.method import MethodConfig, adapt, coarse_positives
+    from vcn.view_bank import ViewBank
 
-    crops, track_index, _ = video
+    bank, track_index, _ = video
+    two_draws = ViewBank(bank.match[:2], bank.thresh, bank.quality)
     cfg = MethodConfig(finetune=TINY, matching=MatchingConfig(mutual=True, max_rounds=1),
-                       views=ViewConfig(n_views=3), match_draws=1)
-    one = adapt(backbone, crops, track_index, cfg, seed=3)
-    two = adapt(backbone, crops, track_index, dataclasses.replace(cfg, match_draws=2), seed=3)
-    pairs = lambda ck: {tuple(p) for p in np.asarray(ck.matches).tolist()}  # noqa: E731
-    assert one.done and two.done
-    assert pairs(two) <= pairs(one)
-    assert 0 < len(two.matches) < len(one.matches)
-    assert two.history[0]["matches"] == len(two.matches)
+                       views=SMALL_VIEWS, match_draws=2)
+    ck = adapt(two_draws, track_index, cfg, seed=3)
+    cannot = cooccurring_pairs(np.arange(len(track_index)), track_index)
+    _, per_draw = coarse_positives(two_draws, None, track_index, cfg, cannot)
+    n = int(track_index.max()) + 1
+    both = set.intersection(*[{tuple(p) for p in pairs_within_groups(match_groups(d, n)).tolist()}
+                              for d in per_draw])
+    assert ck.done and {tuple(p) for p in np.asarray(ck.matches).tolist()} == both
+    assert ck.history[0]["matches"] == len(ck.matches)
 
 
-def test_coarse_positives_vote_over_the_draws_adapt_makes(backbone, video) -> None:
-    """Draw 0 is drawn from the seed alone, so one draw is the single-draw matching of before,
-    and each further draw from ``(seed, d)``; the positives are the pairs a majority of the
-    draws' groups hold (on these faces the three draws differ, so the vote is not any one)."""
+def test_coarse_positives_vote_over_the_draws(video) -> None:
+    """Each draw of the bank runs the grown matching; the positives are the pairs a majority of
+    the draws' groups hold (on these faces the three draws differ, so the vote is not any one)."""
     from vcn.constraints import cooccurring_pairs
     from vcn.grouping import grow_matches, match_groups, pairs_within_groups
     from vcn.matching import MatchingConfig
-    from vcn.method import MethodConfig, coarse_positives, matching_embeddings
-    from vcn.views import ViewConfig
+    from vcn.method import MethodConfig, coarse_positives
 
-    crops, track_index, _ = video
+    bank, track_index, _ = video
     cannot = cooccurring_pairs(np.arange(len(track_index)), track_index)  # one face a frame: none
-    cfg = MethodConfig(finetune=TINY, matching=MatchingConfig(mutual=True), views=ViewConfig(n_views=3))
+    cfg = MethodConfig(finetune=TINY, matching=MatchingConfig(mutual=True), views=SMALL_VIEWS)
     v_index = np.repeat(track_index, 3)
-    draws = [grow_matches(matching_embeddings(backbone, None, crops, cfg, s), v_index, cfg.matching, cannot)
-             for s in (3, (3, 1), (3, 2))]
-    voted, per_draw = coarse_positives(backbone, None, crops, track_index, cfg, 3, cannot)
+    emb = face_outputs(None, bank.match, TINY).embeddings
+    draws = [grow_matches(e.reshape(-1, 512), v_index, cfg.matching, cannot) for e in emb]
+    voted, per_draw = coarse_positives(bank, None, track_index, cfg, cannot)
     assert [d.tolist() for d in per_draw] == [d.tolist() for d in draws]
-    single, _ = coarse_positives(backbone, None, crops, track_index,
-                                 dataclasses.replace(cfg, match_draws=1), 3, cannot)
-    assert single.tolist() == draws[0].tolist()
     n = int(track_index.max()) + 1
     sets = [{tuple(p) for p in pairs_within_groups(match_groups(d, n)).tolist()} for d in draws]
     majority = {p for p in set.union(*sets) if sum(p in s for s in sets) >= 2}
     got = {tuple(p) for p in voted.tolist()}
     assert majority <= got and got <= set.union(*sets) | majority
     assert len({frozenset(s) for s in sets}) > 1, "the draws should differ on these faces"
-
-
-def test_matching_views_drawn_block_by_block_embed_as_one_pass(run, backbone, video) -> None:
-    """``adapt`` draws and embeds its matching views a block of faces at a time; the blocks are
-    the one draw of ``strong_views`` cut in pieces, and with blocks a multiple of the forward
-    batch the embeddings are those of one pass, bit for bit (so the matches cannot move)."""
-    from vcn.method import MethodConfig, matching_embeddings, view_embeddings
-    from vcn.views import ViewConfig, strong_view_blocks, strong_views
-
-    crops = video[0]  # 45 faces: blocks of 32 and 13
-    cfg = MethodConfig(finetune=TINY, views=ViewConfig(n_views=3))
-    whole = strong_views(crops, cfg.views, (5, 1))
-    blocks = list(strong_view_blocks(crops, cfg.views, (5, 1), 32))
-    assert [len(b) for b in blocks] == [32, 13]
-    np.testing.assert_array_equal(np.concatenate(blocks), whole)
-    for state in (None, run[0]):
-        one_pass = view_embeddings(backbone, state, whole, cfg)
-        assert one_pass.shape == (45 * 3, 512)
-        blocked = matching_embeddings(backbone, state, crops, cfg, (5, 1), block=32)
-        np.testing.assert_array_equal(blocked, one_pass)
-    with pytest.raises(ConfigError, match="block"):
-        strong_view_blocks(crops, cfg.views, 0, 0)

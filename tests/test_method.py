@@ -8,7 +8,8 @@ import pytest
 from vcn.config import PipelineConfig
 from vcn.errors import ConfigError
 from vcn.grouping import match_groups
-from vcn.method import Checkpoint, MethodConfig, sample_rows
+from vcn.matching import sample_rows
+from vcn.method import Checkpoint, MethodConfig
 from vcn.summary import cluster_names, summarize_clusters, summarize_tracks
 from vcn.views import ViewConfig, strong_views
 

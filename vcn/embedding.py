@@ -109,13 +109,18 @@ class EmbeddingConfig:
             depends on it (w600k_mbf: 13-15 ms/face at batch 1, 15-16.5 at 64, docs/detection.md);
             on a GPU large batches are what pays. 16 is the CPU sweet spot measured here;
             raise it on a GPU.
+        precision: "f32", or "bf16" on OpenVINO (the view bank's augmented views, whose own
+            spread is hundreds of times the rounding).
     """
 
     batch_size: int = 16
+    precision: str = "f32"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"EmbeddingConfig.batch_size={self.batch_size}: use 1 or more")
+        if self.precision not in ("f32", "bf16"):
+            raise ConfigError(f"EmbeddingConfig.precision={self.precision!r} must be 'f32' or 'bf16'")
 
 
 def _input_normalisation(model_path: str) -> tuple[float, float]:
@@ -129,11 +134,13 @@ def _input_normalisation(model_path: str) -> tuple[float, float]:
 
 
 class FaceEmbedder:
-    """ArcFace recognizer (e.g. w600k_mbf.onnx) on onnxruntime. One instance per worker."""
+    """ArcFace recognizer (e.g. w600k_mbf.onnx) on OpenVINO or onnxruntime
+    (:func:`vcn.detection.open_session`). One instance per worker."""
 
     def __init__(self, model_path: str, cfg: EmbeddingConfig, threads: int = 1) -> None:
         self.cfg = cfg
-        self._session = open_session(model_path, threads, "face recognizer")
+        self._session = open_session(model_path, threads, "face recognizer", openvino=True,
+                                     precision=cfg.precision)
         inp = self._session.get_inputs()[0]
         if list(inp.shape[1:]) != [3, CROP_SIZE, CROP_SIZE]:
             raise ModelNotFoundError(

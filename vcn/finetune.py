@@ -1,16 +1,16 @@
 """Per-video self-supervised finetune of the face recognizer (DINO with positives only).
 
 VideoClusterNet adapts the generic face model to one video without labels: a student and a
-teacher (backbone + DINO projection head) see two views of a positive pair, two faces of one
-track or faces of two tracks that coarse matching linked, and the student learns to predict the
-teacher's centred, sharpened distribution over K prototypes. There are no negatives; centring
+teacher (linear adapter + DINO projection head) see two views of a positive pair, two faces of
+one track or faces of two tracks that coarse matching linked, and the student learns to predict
+the teacher's centred, sharpened distribution over K prototypes. There are no negatives; centring
 and sharpening keep the outputs from collapsing. The teacher is an EMA of the student.
 
-CPU cost is what shapes the loop. The ArcFace BatchNorms are folded into its convolutions, so
-only the last layers are finetuned (``FinetuneConfig.trainable_layers``) and the frozen trunk
-before them is run once per face and view, before training, on at most ``faces_per_track`` faces
-of each track. Every step then runs only the small tail and the heads. Budgets (steps, batch,
-LRs) are fixed functions of the number of tracks, never tuned per video.
+The recognizer itself stays frozen: the per-title model is a linear map of its 512-d embedding
+(:class:`Adapter`, the identity at the start), so every view is embedded once by the generic
+model (:mod:`vcn.view_bank`) and a training step, a matching pass or a threshold costs matrix
+products on 512-d rows. Budgets (steps, batch, LRs) are fixed functions of the number of tracks,
+never tuned per video.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcn.augment import AugmentConfig, augment
-from vcn.backbone import OnnxBackbone, preprocess
 from vcn.errors import ConfigError, InputError
 
 
@@ -45,23 +43,15 @@ class FinetuneConfig:
         and the joint stage = clip(per_track * tracks, min_steps, max_steps).
     batch_pairs: positive pairs per step (each gives two views to student and teacher).
     match_fraction: share of a batch drawn from matched track pairs when there are matches.
-    faces_per_track: faces per track used for training, evenly spaced along the track.
-    cached_views: views per face whose trunk features are precomputed: view 0 is the clean
-        crop, the others are augmented (flip, roll, colour temperature) with ``augment``.
-    head_lr, backbone_lr: AdamW peak learning rates (linear warm-up, cosine decay per stage).
-    head_weight_decay, backbone_weight_decay: AdamW decoupled weight decay; none on the
-        pretrained backbone, whose weights should stay near where ArcFace training left them.
+    head_lr, adapter_lr: AdamW peak learning rates (linear warm-up, cosine decay per stage).
+    head_weight_decay: AdamW decoupled weight decay of the head; none on the adapter, which
+        should stay near the identity, where the generic model is.
     warmup_fraction: share of each stage spent warming the learning rate up.
     clip_grad: max global gradient norm (DINO clips at 3).
-    trainable_layers: Conv/Gemm layers counted from the output that the joint stage trains;
-        the backbone is split at the latest single-tensor cut before them (see
-        ``OnnxBackbone.split_for_tail``). 6 on w600k_mbf: the last residual block at 7x7, the
-        conv_sep/1x1 convolutions, the fc layer and the output BatchNorm (1.9 M of 3.4 M weights).
     checkpoint_every: steps between ``on_checkpoint`` calls (also called when a stage ends).
-    trunk_batch, eval_batch: images per forward pass when caching the trunk / in ``face_outputs``.
+    eval_batch: rows per forward pass in ``face_outputs``.
     device: "auto" (CUDA when available), "cpu" or "cuda".
-    bf16: bfloat16 autocast for the forward passes on CUDA (ignored on CPU, where it is slower).
-    augment: the augmentation strengths.
+    bf16: bfloat16 autocast for embedding the views on CUDA (ignored on the CPU).
     """
 
     out_dim: int = 1024
@@ -77,36 +67,21 @@ class FinetuneConfig:
     max_steps: int = 500
     batch_pairs: int = 64
     match_fraction: float = 0.5
-    faces_per_track: int = 6
-    cached_views: int = 2
     head_lr: float = 1e-3
-    backbone_lr: float = 2e-5
+    adapter_lr: float = 2e-5
     head_weight_decay: float = 0.04
-    backbone_weight_decay: float = 0.0
     warmup_fraction: float = 0.1
     clip_grad: float = 3.0
-    trainable_layers: int = 6
     checkpoint_every: int = 100
-    trunk_batch: int = 32
-    eval_batch: int = 32
+    eval_batch: int = 4096
     device: str = "auto"
     bf16: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"FinetuneConfig.device={self.device!r} must be 'auto', 'cpu' or 'cuda'")
-        for name in (
-            "out_dim",
-            "hidden_dim",
-            "bottleneck_dim",
-            "batch_pairs",
-            "faces_per_track",
-            "cached_views",
-            "trunk_batch",
-            "eval_batch",
-            "checkpoint_every",
-        ):
+        names = ("out_dim", "hidden_dim", "bottleneck_dim", "batch_pairs", "eval_batch", "checkpoint_every")
+        for name in names:
             if getattr(self, name) < 1:
                 raise ConfigError(f"FinetuneConfig.{name}={getattr(self, name)} must be >= 1")
         if not (self.teacher_temp > 0 and self.student_temp > 0):
@@ -125,6 +100,23 @@ class FinetuneConfig:
             return int(min(self.max_steps, max(self.min_steps, round(per_track * n_tracks))))
 
         return clip(self.head_steps_per_track), clip(self.joint_steps_per_track)
+
+
+class Adapter(nn.Module):
+    """The per-title model: a linear map of the generic embedding, the identity at the start.
+
+    Input (B, D) L2-normalised generic embeddings; output (B, D) unnormalised.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(dim))
+            self.linear.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.float())
 
 
 class DinoHead(nn.Module):
@@ -214,18 +206,17 @@ def _lr_factor(step: int, total: int, warmup_fraction: float) -> float:
 class FinetuneState:
     """Everything needed to resume a finetune, or to build its models; tensors on the CPU.
 
-    student_head, teacher_head: DinoHead state_dicts. student_tail, teacher_tail: the trainable
-    backbone parameters (``named_parameters`` names) after ``cut``; the rest of the backbone is
-    the unchanged ONNX model. center: (K,) teacher centre. optimizer: the current stage's AdamW
-    state_dict. generator: RNG state of the pair sampler. step: steps done over both stages;
-    head_steps, joint_steps: the planned stage lengths. stage: "head", "joint" or "done".
-    losses: one loss per step done.
+    student_head, teacher_head: DinoHead state_dicts. student_adapter, teacher_adapter: Adapter
+    state_dicts. center: (K,) teacher centre. optimizer: the current stage's AdamW state_dict.
+    generator: RNG state of the pair sampler. step: steps done over both stages; head_steps,
+    joint_steps: the planned stage lengths. stage: "head", "joint" or "done". losses: one loss
+    per step done.
     """
 
     student_head: dict[str, torch.Tensor]
     teacher_head: dict[str, torch.Tensor]
-    student_tail: dict[str, torch.Tensor]
-    teacher_tail: dict[str, torch.Tensor]
+    student_adapter: dict[str, torch.Tensor]
+    teacher_adapter: dict[str, torch.Tensor]
     center: torch.Tensor
     optimizer: dict | None
     generator: torch.Tensor
@@ -233,37 +224,22 @@ class FinetuneState:
     head_steps: int
     joint_steps: int
     stage: str
-    cut: str
     seed: int
     losses: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class FaceOutputs:
-    """Per-face outputs of a finetuned model, rows aligned with the crops.
+    """Outputs of a finetuned model for rows of generic embeddings, rows aligned with its input.
 
-    embeddings: float32 (N, 512) L2-normalised, from the teacher backbone. teacher_probs:
-    float32 (N, K) softmax((t - c) / teacher_temp). student_logprobs: float32 (N, K)
-    log_softmax(s / student_temp). With several views each is the mean over the views
-    (embeddings re-normalised).
+    embeddings: float32 (..., D) L2-normalised, from the teacher adapter. teacher_probs: float32
+    (..., K) softmax((t - c) / teacher_temp). student_logprobs: float32 (..., K)
+    log_softmax(s / student_temp); both None unless asked for.
     """
 
     embeddings: np.ndarray
-    teacher_probs: np.ndarray
-    student_logprobs: np.ndarray
-
-
-@dataclass(frozen=True)
-class FaceViews:
-    """Per-view outputs, rows aligned with the crops, view 0 the clean crop.
-
-    embeddings: float32 (N, V, 512) L2-normalised (teacher backbone). teacher_probs: float32
-    (N, V, K). student_logprobs: float32 (N, V, K).
-    """
-
-    embeddings: np.ndarray
-    teacher_probs: np.ndarray
-    student_logprobs: np.ndarray
+    teacher_probs: np.ndarray | None = None
+    student_logprobs: np.ndarray | None = None
 
 
 def resolve_device(cfg: FinetuneConfig) -> torch.device:
@@ -277,124 +253,23 @@ def resolve_device(cfg: FinetuneConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _autocast(cfg: FinetuneConfig, device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
-
-
-def _check_backbone(backbone: nn.Module) -> OnnxBackbone:
-    if not isinstance(backbone, OnnxBackbone):
-        raise ConfigError(
-            "finetune needs the module from vcn.backbone.load_backbone (it splits the graph "
-            f"into a frozen trunk and a trainable tail), got {type(backbone).__name__}"
-        )
-    return backbone
-
-
 class _Models:
-    """Student and teacher (backbone copy + head), built from a backbone and optional state."""
+    """Student and teacher (adapter + head), built from the embedding size and optional state."""
 
-    def __init__(
-        self,
-        backbone: OnnxBackbone,
-        cfg: FinetuneConfig,
-        seed: int,
-        device: torch.device,
-        state: FinetuneState | None,
-    ) -> None:
-        self.cut = backbone.split_for_tail(cfg.trainable_layers) if state is None else state.cut
-        self.tail_names = backbone.parameter_names_after(self.cut)
-        self.student = copy.deepcopy(backbone).to(device).eval()
-        self.teacher = copy.deepcopy(backbone).to(device).eval()
-        for bb in (self.student, self.teacher):
-            for p in bb.parameters():
-                p.requires_grad_(False)
+    def __init__(self, dim: int, cfg: FinetuneConfig, seed: int, device: torch.device,
+                 state: FinetuneState | None) -> None:
         init = torch.Generator().manual_seed(seed)
-        dim = self._out_dim(backbone)
         self.student_head = DinoHead(dim, cfg, init).to(device)
         self.teacher_head = copy.deepcopy(self.student_head)
-        for p in self.teacher_head.parameters():
+        self.student_adapter = Adapter(dim).to(device)
+        self.teacher_adapter = copy.deepcopy(self.student_adapter)
+        for p in [*self.teacher_head.parameters(), *self.teacher_adapter.parameters()]:
             p.requires_grad_(False)
         if state is not None:
-            if set(state.student_tail) != set(self.tail_names) or set(state.teacher_tail) != set(
-                self.tail_names
-            ):
-                raise ConfigError(
-                    "the FinetuneState's backbone weights do not match this backbone's tail "
-                    f"after {self.cut!r}; pass the backbone the state was trained from"
-                )
             self.student_head.load_state_dict(state.student_head)
             self.teacher_head.load_state_dict(state.teacher_head)
-            self.student.load_state_dict(state.student_tail, strict=False)
-            self.teacher.load_state_dict(state.teacher_tail, strict=False)
-
-    @staticmethod
-    def _out_dim(backbone: OnnxBackbone) -> int:
-        with torch.no_grad():
-            p = next(backbone.parameters())
-            return int(backbone(torch.zeros(1, 3, 112, 112, device=p.device, dtype=p.dtype)).shape[-1])
-
-    def tail_params(self, bb: OnnxBackbone) -> list[torch.Tensor]:
-        named = dict(bb.named_parameters())
-        return [named[n] for n in self.tail_names]
-
-    def tails(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        s, t = dict(self.student.named_parameters()), dict(self.teacher.named_parameters())
-        return (
-            {n: s[n].detach().cpu().clone() for n in self.tail_names},
-            {n: t[n].detach().cpu().clone() for n in self.tail_names},
-        )
-
-
-def _select_faces(track_index: np.ndarray, per_track: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Up to per_track faces of each track, evenly spaced in input order.
-
-    Returns (face rows (S,), offsets (T,), counts (T,)) with each track's rows contiguous.
-    """
-    n_tracks = int(track_index.max()) + 1
-    rows, offsets, counts = [], np.zeros(n_tracks, np.int64), np.zeros(n_tracks, np.int64)
-    order = np.argsort(track_index, kind="stable")
-    bounds = np.searchsorted(track_index[order], np.arange(n_tracks + 1))
-    total = 0
-    for t in range(n_tracks):
-        members = order[bounds[t] : bounds[t + 1]]
-        if len(members) > per_track:
-            members = members[np.round(np.linspace(0, len(members) - 1, per_track)).astype(np.int64)]
-        offsets[t], counts[t] = total, len(members)
-        total += len(members)
-        rows.append(members)
-    return np.concatenate(rows), offsets, counts
-
-
-def _feature_cache(
-    student: OnnxBackbone,
-    crops: np.ndarray,
-    rows: np.ndarray,
-    cut: str,
-    cfg: FinetuneConfig,
-    seed: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Trunk features (views, S, ...) float16 and frozen-model embeddings (views, S, D) float32,
-    on device, of the selected crops; view 0 is the clean crop."""
-    gen = torch.Generator().manual_seed(seed + 1)
-    aug = AugmentConfig(
-        **{**cfg.augment.__dict__, "input_mean": student.input_mean, "input_std": student.input_std}
-    )
-    trunk, emb = [], []
-    for v in range(cfg.cached_views):
-        t_parts, e_parts = [], []
-        for i in range(0, len(rows), cfg.trunk_batch):
-            x = preprocess(crops[rows[i : i + cfg.trunk_batch]], student.input_mean, student.input_std)
-            if v > 0:
-                x = augment(x, aug, gen)
-            with torch.no_grad(), _autocast(cfg, device):
-                h = student.run(x.to(device), stop=cut).to(torch.float16)
-                # From the rounded features, so that the joint stage starts where the head left.
-                e_parts.append(student.run(h.float(), start=cut).float())
-                t_parts.append(h)
-        trunk.append(torch.cat(t_parts))
-        emb.append(torch.cat(e_parts))
-    return torch.stack(trunk), torch.stack(emb)
+            self.student_adapter.load_state_dict(state.student_adapter)
+            self.teacher_adapter.load_state_dict(state.teacher_adapter)
 
 
 def _sample_pairs(
@@ -405,7 +280,8 @@ def _sample_pairs(
     cfg: FinetuneConfig,
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows (into the selected faces) of B positive pairs: same-track pairs, then matched pairs."""
+    """Face rows (into the track-sorted faces) of B positive pairs: same-track pairs, then
+    matched pairs."""
     b = cfg.batch_pairs
     n_match = round(b * cfg.match_fraction) if len(matches) else 0
     t = tracks[torch.randint(len(tracks), (b - n_match,), generator=gen)]
@@ -423,16 +299,14 @@ def _sample_pairs(
 
 
 def _validate(
-    crops: np.ndarray, track_index: np.ndarray, matches: np.ndarray
+    views: np.ndarray, track_index: np.ndarray, matches: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
-        raise InputError(
-            f"finetune expects uint8 (N, 112, 112, 3) aligned crops, got {crops.dtype} {crops.shape}"
-        )
+    if views.ndim != 3 or len(views) == 0 or views.shape[1] < 1:
+        raise InputError(f"finetune expects (N, V, D) view embeddings with N, V >= 1, got {views.shape}")
     track_index = np.asarray(track_index, np.int64)
-    if track_index.shape != (len(crops),) or len(crops) == 0 or track_index.min() < 0:
+    if track_index.shape != (len(views),) or track_index.min() < 0:
         raise InputError(
-            f"track_index must be (N,)={len(crops)} non-negative ints, got shape {track_index.shape}"
+            f"track_index must be (N,)={len(views)} non-negative ints, got shape {track_index.shape}"
         )
     matches = np.asarray(matches, np.int64).reshape(-1, 2)
     present = np.bincount(track_index, minlength=int(track_index.max()) + 1) > 0
@@ -442,8 +316,7 @@ def _validate(
 
 
 def finetune(
-    backbone: nn.Module,
-    crops: np.ndarray,
+    views: np.ndarray,
     track_index: np.ndarray,
     matches: np.ndarray,
     cfg: FinetuneConfig,
@@ -453,17 +326,20 @@ def finetune(
 ) -> FinetuneState:
     """Finetune student/teacher on one video's faces; returns the final state.
 
-    backbone: from ``load_backbone`` (not modified). crops: uint8 (N, 112, 112, 3) BGR aligned
-    faces. track_index: int64 (N,) track of each crop, 0..T-1. matches: int64 (M, 2) pairs of
-    track indices that coarse matching linked (may be empty). Passing a ``state`` saved by
-    ``on_checkpoint`` (same inputs, cfg and seed) continues where it stopped and ends with the
-    same weights as an uninterrupted run on the CPU.
+    views: (N, V, D) generic embeddings of V views of each face (``ViewBank.training_views``);
+    each step draws one view per face of a pair. track_index: int64 (N,) track of each face,
+    0..T-1. matches: int64 (M, 2) pairs of track indices that coarse matching linked (may be
+    empty). Passing a ``state`` saved by ``on_checkpoint`` (same inputs, cfg and seed) continues
+    where it stopped and ends with the same weights as an uninterrupted run on the CPU.
     """
-    bb = _check_backbone(backbone)
-    track_index, matches = _validate(crops, track_index, matches)
+    views = np.asarray(views)
+    track_index, matches = _validate(views, track_index, matches)
     device = resolve_device(cfg)
-    models = _Models(bb, cfg, seed, device, state)
-    rows, offsets, counts = _select_faces(track_index, cfg.faces_per_track)
+    models = _Models(views.shape[2], cfg, seed, device, state)
+    order = np.argsort(track_index, kind="stable")
+    counts = np.bincount(track_index)
+    offsets = np.r_[0, np.cumsum(counts)[:-1]]
+    bank = torch.from_numpy(np.ascontiguousarray(views[order])).to(device)
     tracks = torch.from_numpy(np.flatnonzero(counts > 0))
     head_steps, joint_steps = cfg.stage_steps(len(tracks))
     total = head_steps + joint_steps
@@ -484,76 +360,51 @@ def finetune(
     matches_t = torch.from_numpy(matches)
 
     def snapshot(stage: str, optimizer: torch.optim.Optimizer | None) -> FinetuneState:
-        s_tail, t_tail = models.tails()
+        def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
         return FinetuneState(
-            student_head={k: v.detach().cpu().clone() for k, v in models.student_head.state_dict().items()},
-            teacher_head={k: v.detach().cpu().clone() for k, v in models.teacher_head.state_dict().items()},
-            student_tail=s_tail,
-            teacher_tail=t_tail,
+            student_head=cpu(models.student_head), teacher_head=cpu(models.teacher_head),
+            student_adapter=cpu(models.student_adapter), teacher_adapter=cpu(models.teacher_adapter),
             center=center.detach().cpu().clone(),
             optimizer=None if optimizer is None else copy.deepcopy(optimizer.state_dict()),
-            generator=gen.get_state(),
-            step=step,
-            head_steps=head_steps,
-            joint_steps=joint_steps,
-            stage=stage,
-            cut=models.cut,
-            seed=seed,
-            losses=list(losses),
+            generator=gen.get_state(), step=step, head_steps=head_steps, joint_steps=joint_steps,
+            stage=stage, seed=seed, losses=list(losses),
         )
 
     if step >= total:
         return state if state is not None else snapshot("done", None)
-    # Trunk features for the joint stage; the head stage trains on the frozen model's
-    # embeddings of the same views, so its steps cost only the heads.
-    cache, frozen_emb = _feature_cache(models.student, crops, rows, models.cut, cfg, seed, device)
     optimizer: torch.optim.Optimizer | None = None
     for stage, begin, end in (("head", 0, head_steps), ("joint", head_steps, total)):
         if step >= end:
             continue
         joint = stage == "joint"
-        s_tail = models.tail_params(models.student)
-        for p in s_tail:
+        adapter = list(models.student_adapter.parameters())
+        for p in adapter:
             p.requires_grad_(joint)
-        groups = [
-            {
-                "params": list(models.student_head.parameters()),
-                "lr": cfg.head_lr,
-                "weight_decay": cfg.head_weight_decay,
-            }
-        ]
+        groups = [{"params": list(models.student_head.parameters()), "lr": cfg.head_lr,
+                   "weight_decay": cfg.head_weight_decay}]
         if joint:
-            groups.append(
-                {"params": s_tail, "lr": cfg.backbone_lr, "weight_decay": cfg.backbone_weight_decay}
-            )
+            groups.append({"params": adapter, "lr": cfg.adapter_lr, "weight_decay": 0.0})
         optimizer = torch.optim.AdamW(groups)
         if opt_state is not None and state is not None and state.stage == stage:
             optimizer.load_state_dict(opt_state)
-        ema_teacher = list(models.teacher_head.parameters()) + (
-            models.tail_params(models.teacher) if joint else []
-        )
-        ema_student = list(models.student_head.parameters()) + (s_tail if joint else [])
+        teacher_adapter = list(models.teacher_adapter.parameters()) if joint else []
+        ema_teacher = [*models.teacher_head.parameters(), *teacher_adapter]
+        ema_student = [*models.student_head.parameters(), *(adapter if joint else [])]
         while step < end:
-            for g, peak in zip(optimizer.param_groups, (cfg.head_lr, cfg.backbone_lr), strict=False):
+            for g, peak in zip(optimizer.param_groups, (cfg.head_lr, cfg.adapter_lr), strict=False):
                 g["lr"] = peak * _lr_factor(step - begin, end - begin, cfg.warmup_fraction)
             a_rows, b_rows = _sample_pairs(offsets_t, counts_t, tracks, matches_t, cfg, gen)
-            views = torch.randint(cfg.cached_views, (2, len(a_rows)), generator=gen)
-            a_idx, b_idx = (views[0].to(device), a_rows.to(device)), (views[1].to(device), b_rows.to(device))
-            with _autocast(cfg, device):
-                if joint:
-                    x = torch.cat([cache[a_idx], cache[b_idx]]).float()
-                    with torch.no_grad():
-                        t_emb = models.teacher.run(x, start=models.cut)
-                    s_emb = models.student.run(x, start=models.cut)
-                else:
-                    t_emb = s_emb = torch.cat([frozen_emb[a_idx], frozen_emb[b_idx]])
-                with torch.no_grad():
-                    t_out = models.teacher_head(t_emb).float()
-                s_out = models.student_head(s_emb).float()
+            pick = torch.randint(bank.shape[1], (2, len(a_rows)), generator=gen)
+            x = torch.cat([bank[a_rows.to(device), pick[0].to(device)],
+                           bank[b_rows.to(device), pick[1].to(device)]]).float()
+            with torch.no_grad():
+                t_out = models.teacher_head(models.teacher_adapter(x)).float()
+            s_out = models.student_head(models.student_adapter(x)).float()
             n = len(a_rows)
-            loss = pair_loss(
-                s_out[:n], s_out[n:], t_out[:n], t_out[n:], center, cfg.student_temp, cfg.teacher_temp
-            )
+            loss = pair_loss(s_out[:n], s_out[n:], t_out[:n], t_out[n:], center, cfg.student_temp,
+                             cfg.teacher_temp)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip_grad)
@@ -571,76 +422,40 @@ def finetune(
     return snapshot("done", None)
 
 
-def view_outputs(
-    backbone: nn.Module,
-    state: FinetuneState,
-    crops: np.ndarray,
-    cfg: FinetuneConfig,
-    views: int = 2,
-    seed: int = 0,
-) -> FaceViews:
-    """Per-view outputs of every crop under a finetuned state, for within-track thresholds.
-
-    crops: uint8 (N, 112, 112, 3) BGR. View 0 is the clean crop, views 1..V-1 are augmented
-    copies (``cfg.augment``, generator seeded with ``seed``). Returns (N, V, .) arrays that feed
-    ``vcn.thresholds.view_thresholds_loss`` / ``view_thresholds_embedding`` directly. Runs
-    batched, without gradients, in eval mode; the trunk runs once per view, shared by teacher
-    and student.
-    """
-    if views < 1:
-        raise ConfigError(f"views={views} must be >= 1")
-    bb = _check_backbone(backbone)
-    crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
-        raise InputError(f"expected uint8 (N, 112, 112, 3) aligned crops, got {crops.dtype} {crops.shape}")
-    device = resolve_device(cfg)
-    models = _Models(bb, cfg, state.seed, device, state)
-    center = state.center.to(device)
-    aug = AugmentConfig(**{**cfg.augment.__dict__, "input_mean": bb.input_mean, "input_std": bb.input_std})
-    gen = torch.Generator().manual_seed(seed)
-    out: list[list[list[np.ndarray]]] = [[], [], []]
-    for v in range(views):
-        parts: list[list[np.ndarray]] = [[], [], []]
-        for i in range(0, len(crops), cfg.eval_batch):
-            x = preprocess(crops[i : i + cfg.eval_batch], bb.input_mean, bb.input_std)
-            if v > 0:
-                x = augment(x, aug, gen)
-            with torch.no_grad(), _autocast(cfg, device):
-                trunk = models.teacher.run(x.to(device), stop=models.cut)
-                t_emb = models.teacher.run(trunk, start=models.cut).float()
-                s_emb = models.student.run(trunk, start=models.cut).float()
-                t_log = models.teacher_head(t_emb).float()
-                s_log = models.student_head(s_emb).float()
-            parts[0].append(F.normalize(t_emb, dim=-1).cpu().numpy())
-            parts[1].append(F.softmax((t_log - center) / cfg.teacher_temp, dim=-1).cpu().numpy())
-            parts[2].append(F.log_softmax(s_log / cfg.student_temp, dim=-1).cpu().numpy())
-        for k in range(3):
-            out[k].append(np.concatenate(parts[k]) if parts[k] else np.zeros((0, 0), np.float32))
-    emb, probs, logprobs = (np.stack(o, axis=1).astype(np.float32) for o in out)
-    return FaceViews(emb, probs, logprobs)
-
-
 def face_outputs(
-    backbone: nn.Module,
-    state: FinetuneState,
-    crops: np.ndarray,
-    cfg: FinetuneConfig,
-    views: int = 1,
-    seed: int = 0,
+    state: FinetuneState | None, embeddings: np.ndarray, cfg: FinetuneConfig, distributions: bool = False
 ) -> FaceOutputs:
-    """Embeddings and DINO distributions of every crop under a finetuned state.
+    """The finetuned model's outputs for generic embeddings (..., D), any leading shape.
 
-    crops: uint8 (N, 112, 112, 3) BGR. Embeddings come from the teacher backbone: the EMA
-    teacher is the smoother model, and DINO evaluates with it. views=1 uses the clean crops;
-    views=V > 1 adds V-1 augmented copies (as ``view_outputs``) and averages probabilities,
-    log-probabilities and embeddings (re-normalised) over the V views, so that
-    -teacher_probs[a] . student_logprobs[b] is the mean loss over pairs of views.
+    ``state`` None is the generic model (the embeddings, re-normalised). Embeddings come from
+    the teacher adapter: the EMA teacher is the smoother model, and DINO evaluates with it.
+    ``distributions`` also returns the teacher probabilities and student log-probabilities
+    (the paper's loss distance).
     """
-    per_view = view_outputs(backbone, state, crops, cfg, views, seed)
-    emb = per_view.embeddings.mean(1)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return FaceOutputs(
-        emb.astype(np.float32),
-        per_view.teacher_probs.mean(1, dtype=np.float64).astype(np.float32),
-        per_view.student_logprobs.mean(1, dtype=np.float64).astype(np.float32),
-    )
+    x = np.asarray(embeddings)
+    lead, dim = x.shape[:-1], x.shape[-1]
+    flat = x.reshape(-1, dim)
+    if state is None:
+        out = flat.astype(np.float32)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return FaceOutputs(out.reshape(*lead, dim))
+    models = _Models(dim, cfg, state.seed, torch.device("cpu"), state)
+    center = state.center
+    emb, probs, logprobs = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(flat), cfg.eval_batch):
+            rows = torch.from_numpy(np.ascontiguousarray(flat[i:i + cfg.eval_batch])).float()
+            t_emb = models.teacher_adapter(rows)
+            emb.append(F.normalize(t_emb, dim=-1).numpy())
+            if distributions:
+                t_log = models.teacher_head(t_emb)
+                s_log = models.student_head(models.student_adapter(rows))
+                probs.append(F.softmax((t_log - center) / cfg.teacher_temp, dim=-1).numpy())
+                logprobs.append(F.log_softmax(s_log / cfg.student_temp, dim=-1).numpy())
+
+    def join(parts: list[np.ndarray], width: int) -> np.ndarray:
+        return (np.concatenate(parts) if parts else np.zeros((0, width), np.float32)).reshape(*lead, width)
+
+    if not distributions:
+        return FaceOutputs(join(emb, dim))
+    return FaceOutputs(join(emb, dim), join(probs, cfg.out_dim), join(logprobs, cfg.out_dim))

@@ -80,6 +80,10 @@ class MatchingConfig:
             biased low (each face pulls the covariance towards itself) and almost nothing
             matches; see :func:`_own_mahalanobis`.
         max_rounds: cap on finetune/matching alternations (applied by the flow, default 3).
+        max_items: items (faces or views) a Gaussian is fitted on at most, evenly spaced over
+            its set: a group of many tracks costs ``O(p^3)`` in its ``p`` items, so a lead with
+            hundreds of tracks would make one matching pass superlinear; 256 items are five
+            tracks' views and leave one track's Gaussian untouched.
         block_faces: faces per block in the ``(block, T)`` distance computation (memory bound).
     """
 
@@ -88,6 +92,7 @@ class MatchingConfig:
     mutual: bool = False
     leave_one_out: bool = True
     max_rounds: int = 3
+    max_items: int = 256
     block_faces: int = 4096
 
     def __post_init__(self) -> None:
@@ -97,6 +102,8 @@ class MatchingConfig:
             raise ConfigError(f"MatchingConfig.lowest_fraction must be in (0, 1], got {self.lowest_fraction}")
         if self.max_rounds < 1:
             raise ConfigError(f"MatchingConfig.max_rounds must be >= 1, got {self.max_rounds}")
+        if self.max_items < 2:
+            raise ConfigError(f"MatchingConfig.max_items must be >= 2, got {self.max_items}")
         if self.block_faces < 1:
             raise ConfigError(f"MatchingConfig.block_faces must be >= 1, got {self.block_faces}")
 
@@ -113,6 +120,22 @@ def check_track_index(track_index: np.ndarray, n_faces: int) -> np.ndarray:
     if n_faces and track_index.min() < 0:
         raise InputError("track_index must hold integers 0..T-1; found a negative track id")
     return track_index.astype(np.int64, copy=False)
+
+
+def sample_rows(track_index: np.ndarray, per_track: int) -> np.ndarray:
+    """Rows (M,) int64 of up to ``per_track`` faces per track, evenly spaced along each track.
+
+    ``track_index`` (N,) int64 in 0..T-1, rows assumed in time order within a track.
+    """
+    track_index = np.asarray(track_index, np.int64)
+    order = np.argsort(track_index, kind="stable")
+    counts = np.bincount(track_index)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    picks = []
+    for s, n in zip(starts, counts, strict=True):
+        if n:
+            picks.append(order[s + np.round(np.linspace(0, n - 1, min(n, per_track))).astype(np.int64)])
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
 
 
 def _check_embeddings(embeddings: np.ndarray) -> np.ndarray:
@@ -302,9 +325,14 @@ def coarse_matches(
     Returns:
         ``(M, 2)`` int64 unique unordered pairs ``(a, b)`` with ``a < b``, sorted
         lexicographically. Empty ``(0, 2)`` for fewer than two tracks.
+        Each track's Gaussian and mean come from at most ``cfg.max_items`` of its items.
         Cost: ``O(N T D)`` time, ``O(cfg.block_faces * T + N D)`` memory.
     """
     cfg = cfg or MatchingConfig()
+    track_index = check_track_index(track_index, len(embeddings))
+    if np.bincount(track_index).max(initial=0) > cfg.max_items:
+        keep = sample_rows(track_index, cfg.max_items)
+        embeddings, track_index = np.asarray(embeddings)[keep], track_index[keep]
     gauss = fit_track_gaussians(embeddings, track_index, cfg)
     n_tracks = len(gauss.means)
     found = []

@@ -8,7 +8,7 @@ sets low outliers aside as ``unknown`` and clusters the rest parameter-free, sta
 matched groups, on the cosine distance of the finetuned embeddings (or the paper's SSL loss,
 ``MethodConfig.distance``); docs/method.md gives the measurements behind each departure.
 
-Both stages see a fixed sample of faces per track (:func:`sample_rows`), so cost grows with the
+Both stages see a fixed sample of faces per track (:func:`vcn.matching.sample_rows`), so cost grows with the
 number of tracks, not with their length.
 """
 
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vcn.backbone import OnnxBackbone, preprocess
+from vcn.backbone import OnnxBackbone
 from vcn.clustering import ParameterFreeResult, first_appearance, parameter_free
 from vcn.constraints import group_pairs
+from vcn.embedding import EmbeddingConfig, FaceEmbedder
 from vcn.errors import ConfigError
-from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune
+from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune, resolve_device
 from vcn.grouping import grow_matches, match_groups, voted_matches
 from vcn.matching import MatchingConfig
 from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
@@ -35,8 +35,9 @@ from vcn.thresholds import (
     view_thresholds_embedding,
     view_thresholds_loss,
 )
-from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
-from vcn.views import SHOT_VIEWS, ViewConfig, strong_view_blocks, strong_views
+from vcn.track_quality import SerFiqConfig, mad_low_outliers, track_quality
+from vcn.view_bank import ViewBank, build_view_bank, embed_crops
+from vcn.views import SHOT_VIEWS, ViewConfig
 
 
 @dataclass(frozen=True)
@@ -108,38 +109,6 @@ class MethodConfig:
         return self.match_draws if self.match_quorum == "all" else self.match_draws // 2 + 1
 
 
-def sample_rows(track_index: np.ndarray, per_track: int) -> np.ndarray:
-    """Rows (M,) int64 of up to ``per_track`` faces per track, evenly spaced along each track.
-
-    ``track_index`` (N,) int64 in 0..T-1, rows assumed in time order within a track.
-    """
-    track_index = np.asarray(track_index, np.int64)
-    order = np.argsort(track_index, kind="stable")
-    counts = np.bincount(track_index)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    picks = []
-    for s, n in zip(starts, counts, strict=True):
-        if n:
-            picks.append(order[s + np.round(np.linspace(0, n - 1, min(n, per_track))).astype(np.int64)])
-    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
-
-
-def view_embeddings(
-    backbone: OnnxBackbone, state: FinetuneState | None, views: np.ndarray, cfg: MethodConfig
-) -> np.ndarray:
-    """Embeddings (N*V, D) of views (N, V, 112, 112, 3) under the generic or finetuned model."""
-    flat = views.reshape(-1, *views.shape[2:])
-    if state is not None:
-        return face_outputs(backbone, state, flat, cfg.finetune).embeddings
-    out = []
-    backbone.eval()
-    with torch.no_grad():
-        for i in range(0, len(flat), cfg.finetune.eval_batch):
-            x = preprocess(flat[i:i + cfg.finetune.eval_batch], backbone.input_mean, backbone.input_std)
-            out.append(F.normalize(backbone(x).float(), dim=-1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
-
-
 @dataclass
 class Checkpoint:
     """Resumable state of :func:`adapt`: the round, its matches, the finetune state, history."""
@@ -151,24 +120,25 @@ class Checkpoint:
     done: bool = False
 
 
-# Faces whose threshold views are drawn and embedded at once: 64 x 16 views x 37 KB of pixels.
-_VIEW_BLOCK = 64
-# Faces whose matching views are drawn and embedded at once (512 x 6 views: 115 MB of pixels).
-# A multiple of FinetuneConfig.eval_batch's default, so the forward batches are those of one
-# pass over every view and the embeddings do not depend on the block.
-_MATCH_BLOCK = 512
+def bank_for(backbone: OnnxBackbone, crops: np.ndarray, cfg: MethodConfig, seed: int) -> ViewBank:
+    """The :class:`~vcn.view_bank.ViewBank` that :func:`adapt` and :func:`cluster` read: views
+    embedded by the torch recognizer on CUDA (bf16 autocast), else by the recognizer's CPU
+    engine (:class:`vcn.embedding.FaceEmbedder`, as many threads as torch has; bfloat16 for
+    the augmented views where OpenVINO runs it)."""
+    device = resolve_device(cfg.finetune)
+    if device.type == "cuda":
+        model = backbone.to(device)
 
-
-def matching_embeddings(
-    backbone: OnnxBackbone, state: FinetuneState | None, crops: np.ndarray, cfg: MethodConfig,
-    seed: int | tuple[int, int], block: int = _MATCH_BLOCK,
-) -> np.ndarray:
-    """Embeddings (N*V, D) of ``cfg.views`` views (``strong_views(crops, cfg.views, seed)``,
-    face-major) of crops (N, 112, 112, 3) uint8, drawn and embedded ``block`` faces at a time so
-    that memory holds one block of views, not all of them (docs/method.md, "Cost")."""
-    parts = [view_embeddings(backbone, state, v, cfg)
-             for v in strong_view_blocks(crops, cfg.views, seed, block)]
-    return np.concatenate(parts) if parts else np.zeros((0, 512), np.float32)
+        def embed(x: np.ndarray) -> np.ndarray:
+            return embed_crops(model, x, 256, device)
+        embed_views = embed
+    else:
+        threads = torch.get_num_threads()
+        embed = FaceEmbedder(backbone.source, EmbeddingConfig(batch_size=64), threads).embed
+        bf16 = EmbeddingConfig(batch_size=64, precision="bf16")
+        embed_views = FaceEmbedder(backbone.source, bf16, threads).embed
+    return build_view_bank(embed, embed_views, backbone, crops, cfg.views, cfg.threshold_views,
+                           cfg.match_draws, cfg.serfiq, seed)
 
 
 def _pairs(m: np.ndarray) -> set[tuple[int, int]]:
@@ -176,24 +146,23 @@ def _pairs(m: np.ndarray) -> set[tuple[int, int]]:
 
 
 def coarse_positives(
-    backbone: OnnxBackbone, state: FinetuneState | None, crops: np.ndarray, track_index: np.ndarray,
-    cfg: MethodConfig, seed: int, cannot_link: np.ndarray,
+    bank: ViewBank, state: FinetuneState | None, track_index: np.ndarray, cfg: MethodConfig,
+    cannot_link: np.ndarray,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """One matching pass of :func:`adapt`: ``(voted, per_draw)`` positive track pairs.
 
-    ``crops`` (N, 112, 112, 3) uint8, ``track_index`` (N,) int64 in 0..T-1, ``cannot_link``
-    (P, 2) int64 track pairs. Each of ``cfg.match_draws`` draws of views (draw 0 from ``seed``
-    alone, so that one draw is the method of before draws existed; draw ``d`` from ``(seed,
-    d)``) runs :func:`vcn.grouping.grow_matches`; ``voted`` (M, 2) int64 are the pairs that
-    ``cfg.quorum`` of them make (:func:`vcn.grouping.voted_matches`), ``per_draw`` each draw's.
-    Views are drawn again for each pass rather than kept: drawing costs far less than
-    embedding, and keeping them would hold 1.8 MB per track and draw.
+    ``track_index`` (N,) int64 in 0..T-1 of the bank's faces, ``cannot_link`` (P, 2) int64
+    track pairs. Each of the bank's draws of matching views runs
+    :func:`vcn.grouping.grow_matches` under ``state`` (None: the generic model); ``voted``
+    (M, 2) int64 are the pairs that ``cfg.quorum`` of them make
+    (:func:`vcn.grouping.voted_matches`), ``per_draw`` each draw's.
     """
-    v_index = np.repeat(track_index, cfg.views.n_views)
+    n_views = bank.match.shape[2]
+    v_index = np.repeat(track_index, n_views)
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     found, means = [], None
-    for d in range(cfg.match_draws):  # one draw's embeddings alive at a time
-        emb = matching_embeddings(backbone, state, crops, cfg, seed if d == 0 else (seed, d))
+    for draw in bank.match:
+        emb = face_outputs(state, draw, cfg.finetune).embeddings.reshape(-1, draw.shape[-1])
         found.append(grow_matches(emb, v_index, cfg.matching, cannot_link))
         if means is None:  # the first draw's track means order the voted pairs
             means = np.zeros((n_tracks, emb.shape[1]))
@@ -203,8 +172,7 @@ def coarse_positives(
 
 
 def adapt(
-    backbone: OnnxBackbone,
-    crops: np.ndarray,
+    bank: ViewBank,
     track_index: np.ndarray,
     cfg: MethodConfig,
     seed: int,
@@ -214,34 +182,29 @@ def adapt(
 ) -> Checkpoint:
     """Alternate coarse matching and finetuning; return the final checkpoint.
 
-    ``crops`` (N, 112, 112, 3) uint8 BGR sampled faces, ``track_index`` (N,) int64 in 0..T-1.
-    ``cannot_link`` (P, 2) int64 pairs of tracks seen on one frame (from all faces, see
-    :func:`vcn.constraints.cooccurring_pairs`): a match between them is dropped, since they are
-    two people (on the pedestrians clip all 17 wrong matches were such pairs), and so is a match
-    that would put two of them in one group through other matches (closest matches first).
-    Matching runs on the embeddings of strong views of every face (the clean crop included), so
-    that near-duplicate tracks still get a spread to match against; it is mutual (both tracks'
-    regions must hold the other's mean) because one-sided matches link different people on the
-    real clips, and it grows over groups of matched tracks (:func:`vcn.grouping.grow_matches`).
-    It runs on ``cfg.match_draws`` independent draws of views and keeps the pairs that
-    ``cfg.quorum`` of them make (:func:`vcn.grouping.voted_matches`; a majority of three by
-    default). Each round finetunes afresh from the generic model with the round's positives.
+    ``bank`` holds the views of the sampled faces (:func:`bank_for`), ``track_index`` (N,)
+    int64 in 0..T-1 their tracks. ``cannot_link`` (P, 2) int64 pairs of tracks seen on one frame
+    (:func:`vcn.constraints.cooccurring_pairs`): a match between them is dropped, since they are
+    two people, and so is a match that would put two of them in one group through other matches
+    (closest matches first). Matching is mutual, grows over groups of matched tracks
+    (:func:`vcn.grouping.grow_matches`) and is voted over the bank's draws of views. Each round
+    finetunes afresh from the generic model with the round's positives.
     """
     cannot = np.zeros((0, 2), np.int64) if cannot_link is None else cannot_link
+    train_views = bank.training_views()
 
     def match(state: FinetuneState | None) -> np.ndarray:
-        return coarse_positives(backbone, state, crops, track_index, cfg, seed, cannot)[0]
+        return coarse_positives(bank, state, track_index, cfg, cannot)[0]
 
     if resume is None:
-        matches = match(None)
-        resume = Checkpoint(round=0, matches=matches, state=None)
+        resume = Checkpoint(round=0, matches=match(None), state=None)
     ck = resume
     while not ck.done:
         def save(s: FinetuneState, ck: Checkpoint = ck) -> None:
             if on_checkpoint is not None:
                 on_checkpoint(Checkpoint(ck.round, ck.matches, s, list(ck.history)))
 
-        state = finetune(backbone, crops, track_index, ck.matches, cfg.finetune, seed, state=ck.state,
+        state = finetune(train_views, track_index, ck.matches, cfg.finetune, seed, state=ck.state,
                          on_checkpoint=save)
         new = match(state)
         history = [*ck.history, {
@@ -249,8 +212,7 @@ def adapt(
             "steps": state.step, "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
         }]
         stable = _pairs(new) == _pairs(ck.matches)
-        last = stable or ck.round + 1 >= cfg.matching.max_rounds
-        if last:
+        if stable or ck.round + 1 >= cfg.matching.max_rounds:
             ck = Checkpoint(ck.round, ck.matches, state, history, done=True)
         else:
             ck = Checkpoint(ck.round + 1, new, None, history)
@@ -276,48 +238,17 @@ class Clustering:
     held: int = 0
 
 
-def _threshold_views(
-    backbone: OnnxBackbone, state: FinetuneState, crops: np.ndarray, rows: np.ndarray,
-    cfg: MethodConfig, seed: int,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Outputs of ``cfg.threshold_views`` views of ``crops[rows]``, block by block.
-
-    Returns embeddings (R, V, 512) and, for the loss distance, teacher probabilities and student
-    log-probabilities (R, V, K) (else None). Views are drawn for every crop, kept or not, so a
-    face's views do not depend on which tracks the quality filter set aside.
-    """
-    keep = np.zeros(len(crops), bool)
-    keep[rows] = True
-    n_views = cfg.threshold_views.n_views
-    emb, probs, logprobs = [], [], []
-    for block, lo in enumerate(range(0, len(crops), _VIEW_BLOCK)):
-        sel = keep[lo:lo + _VIEW_BLOCK]
-        if not sel.any():
-            continue
-        views = strong_views(crops[lo:lo + _VIEW_BLOCK], cfg.threshold_views, (seed, block))[sel]
-        out = face_outputs(backbone, state, views.reshape(-1, *views.shape[2:]), cfg.finetune)
-        emb.append(out.embeddings.reshape(len(views), n_views, -1))
-        if cfg.distance == "loss":
-            probs.append(out.teacher_probs.reshape(len(views), n_views, -1))
-            logprobs.append(out.student_logprobs.reshape(len(views), n_views, -1))
-    if cfg.distance != "loss":
-        return np.concatenate(emb), None, None
-    return np.concatenate(emb), np.concatenate(probs), np.concatenate(logprobs)
-
-
 def cluster(
-    backbone: OnnxBackbone,
-    state: FinetuneState,
-    crops: np.ndarray,
+    bank: ViewBank,
+    state: FinetuneState | None,
     track_index: np.ndarray,
     cfg: MethodConfig,
-    seed: int,
     cannot_link: np.ndarray | None = None,
     matches: np.ndarray | None = None,
 ) -> Clustering:
     """Quality filter and parameter-free clustering under the finetuned model.
 
-    ``crops``, ``track_index`` as in :func:`adapt`; ``cannot_link`` (P, 2) int64 pairs of
+    ``bank``, ``track_index`` as in :func:`adapt`; ``cannot_link`` (P, 2) int64 pairs of
     co-occurring tracks, which never end in one cluster; ``matches`` (M, 2) int64 track pairs
     of the last coarse matching (``Checkpoint.matches``). Clustering starts from the groups the
     matches made (tracks the finetune already learnt as one person) rather than from single
@@ -330,7 +261,7 @@ def cluster(
     The returned thresholds are the floored ones.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
-    quality = track_quality(serfiq_scores(backbone, crops, cfg.serfiq, seed), track_index)
+    quality = track_quality(bank.quality, track_index)
     unknown = mad_low_outliers(np.nan_to_num(quality, nan=-np.inf), cfg.mad_k) | ~np.isfinite(quality)
     labels = np.full(n_tracks, -1, np.int64)
     keep_tracks = np.flatnonzero(~unknown)
@@ -346,15 +277,15 @@ def cluster(
     group = match_groups(kept_pairs(matches), len(keep_tracks))
     rows = np.flatnonzero(remap[track_index] >= 0)
     unit = group[remap[track_index[rows]]]
-    emb, probs, logprobs = _threshold_views(backbone, state, crops, rows, cfg, seed + 1)
+    out = face_outputs(state, bank.thresh[rows], cfg.finetune, distributions=cfg.distance == "loss")
     # Distances between groups use the clean crops (view 0); thresholds use all views.
     if cfg.distance == "loss":
-        thresholds = view_thresholds_loss(probs, logprobs, unit)
-        stats = loss_track_stats(probs[:, 0], logprobs[:, 0], unit)
+        thresholds = view_thresholds_loss(out.teacher_probs, out.student_logprobs, unit)
+        stats = loss_track_stats(out.teacher_probs[:, 0], out.student_logprobs[:, 0], unit)
         model = LossDistance()
     else:
-        thresholds = view_thresholds_embedding(emb, unit, "cosine")
-        stats = embedding_track_stats(emb[:, 0], unit, "cosine")
+        thresholds = view_thresholds_embedding(out.embeddings, unit, "cosine")
+        stats = embedding_track_stats(out.embeddings[:, 0], unit, "cosine")
         model = CosineDistance()
     lifted = held = 0
     lent: dict[str, np.ndarray] = {}

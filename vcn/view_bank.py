@@ -1,0 +1,120 @@
+"""The generic recognizer's embeddings of every sampled face's views, computed once per title.
+
+The per-title model of VideoClusterNet adapts only what follows the frozen recognizer
+(:mod:`vcn.finetune`: a linear adapter and the DINO head), so every view a stage needs is
+embedded once, by the generic model, here: the views each matching draw scores, the threshold
+views of stage 4 (which add wide framing, low light and noise), and the SER-FIQ quality of each
+face. The finetune samples its augmented views from the same bank. Later stages then cost matrix
+products on 512-d rows instead of CNN passes over images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vcn.backbone import OnnxBackbone, preprocess
+from vcn.errors import InputError
+from vcn.track_quality import SerFiqConfig, serfiq_scores
+from vcn.views import ViewConfig, strong_view_blocks
+
+Embed = Callable[[np.ndarray], np.ndarray]
+
+# Faces whose views are drawn and embedded at once (64 faces x 16 views: 38 MB of pixels).
+_BLOCK = 64
+
+
+@dataclass(frozen=True)
+class ViewBank:
+    """Generic embeddings of the views of N faces; view 0 of every set is the clean crop.
+
+    match: float16 (R, N, Vm, D), the views of R matching draws. thresh: float16 (N, Vt, D),
+    the threshold views. quality: float32 (N,) SER-FIQ score of each clean crop.
+    """
+
+    match: np.ndarray
+    thresh: np.ndarray
+    quality: np.ndarray
+
+    def __post_init__(self) -> None:
+        r, n, _, d = self.match.shape
+        if r < 1 or self.thresh.shape[0] != n or self.thresh.shape[2] != d or self.quality.shape != (n,):
+            raise InputError(
+                f"ViewBank parts disagree: match {self.match.shape}, thresh {self.thresh.shape}, "
+                f"quality {self.quality.shape}"
+            )
+
+    @property
+    def n_faces(self) -> int:
+        return self.match.shape[1]
+
+    @property
+    def clean(self) -> np.ndarray:
+        """float32 (N, D) embeddings of the clean crops."""
+        return self.match[0, :, 0].astype(np.float32)
+
+    def training_views(self) -> np.ndarray:
+        """float16 (N, R*Vm + Vt, D): every view of each face, the pool the finetune draws from."""
+        per_face = np.concatenate(list(self.match), axis=1)
+        return np.concatenate([per_face, self.thresh], axis=1)
+
+
+def embed_crops(backbone: OnnxBackbone, crops: np.ndarray, batch: int, device: torch.device) -> np.ndarray:
+    """float32 (N, D) L2-normalised generic embeddings of uint8 (N, 112, 112, 3) BGR crops by the
+    torch copy of the recognizer on ``device`` (bf16 autocast on CUDA)."""
+    out = []
+    backbone.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for i in range(0, len(crops), batch):
+            x = preprocess(crops[i:i + batch], backbone.input_mean, backbone.input_std).to(device)
+            out.append(F.normalize(backbone(x).float(), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+
+
+def _views(
+    embed: Embed, crops: np.ndarray, clean: np.ndarray, cfg: ViewConfig, seed: int | tuple[int, int]
+) -> np.ndarray:
+    """float16 (N, V, D): view 0 the given clean embeddings, the others drawn and embedded."""
+    parts = []
+    blocks = strong_view_blocks(crops, cfg, seed, _BLOCK)
+    for lo, views in zip(range(0, len(crops), _BLOCK), blocks, strict=True):
+        aug = embed(views[:, 1:].reshape(-1, *views.shape[2:])).reshape(len(views), cfg.n_views - 1, -1)
+        parts.append(np.concatenate([clean[lo:lo + len(views), None], aug], axis=1).astype(np.float16))
+    return np.concatenate(parts) if parts else np.zeros((0, cfg.n_views, clean.shape[1]), np.float16)
+
+
+def build_view_bank(
+    embed: Embed,
+    embed_views: Embed,
+    backbone: OnnxBackbone,
+    crops: np.ndarray,
+    match_views: ViewConfig,
+    threshold_views: ViewConfig,
+    draws: int,
+    serfiq: SerFiqConfig,
+    seed: int,
+) -> ViewBank:
+    """Embed the views of ``crops`` (N, 112, 112, 3) uint8 once with the generic recognizer.
+
+    ``embed`` maps crops to float32 (M, D) unit rows (the recognizer on OpenVINO, onnxruntime or
+    torch), ``embed_views`` the same for augmented views (it may round more); ``backbone`` is
+    its torch copy, for SER-FIQ's dropout inside the graph. Draw ``d``
+    of the matching views comes from ``seed`` for ``d = 0`` and from ``(seed, d)`` after; the
+    threshold views from ``seed + 1``. Views are drawn and embedded a block of faces at a time,
+    so memory holds one block of pixels; the bank itself is 1 KB per view.
+    """
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
+        raise InputError(
+            f"build_view_bank expects uint8 (N, 112, 112, 3) aligned crops, got {crops.dtype} {crops.shape}"
+        )
+    clean = embed(crops)
+    match = np.stack([_views(embed_views, crops, clean, match_views, seed if d == 0 else (seed, d))
+                      for d in range(draws)])
+    thresh = _views(embed_views, crops, clean, threshold_views, seed + 1)
+    quality = serfiq_scores(backbone, crops, serfiq, seed)
+    return ViewBank(match, thresh, quality.astype(np.float32))
