@@ -528,7 +528,8 @@ def finetune(
             )
         optimizer = torch.optim.AdamW(groups)
         if opt_state is not None and state is not None and state.stage == stage:
-            optimizer.load_state_dict(opt_state)
+            # A copy: the AdamW steps update its moments in place, and the caller's state stays as given.
+            optimizer.load_state_dict(copy.deepcopy(opt_state))
         ema_teacher = list(models.teacher_head.parameters()) + (
             models.tail_params(models.teacher) if joint else []
         )
