@@ -70,7 +70,7 @@ def _run_name() -> str:
     return f"ingest-library-{Path(source).name}"
 
 
-@flow(name="ingest-library", flow_run_name=_run_name, log_prints=True)
+@flow(name="ingest-library", flow_run_name=_run_name, log_prints=True, persist_result=False)
 def ingest_library(
     out_dir: str,
     library_root: str | None = None,
@@ -113,7 +113,7 @@ def ingest_library(
     if todo:
         _export_api_url()
         with dask_cluster(dask_address, workers) as address:
-            movie, gpu = movie_flow(out, address), gpu_workers(address)
+            movie, gpu = movie_flow(address), gpu_workers(address)
             with cf.ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="title") as pool:
                 # Each subflow runs in a copy of this flow's context, so it is recorded as a child.
                 # A nightly run often has one new title: its model stages then have the cores to themselves.

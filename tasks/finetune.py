@@ -57,7 +57,7 @@ def method_inputs(ctx: MovieContext) -> MethodInputs:
     return MethodInputs(index[rows], crops, cooccurring_pairs(faces["frame_idx"].to_numpy(), index))
 
 
-@task(name="finetune", retries=1, retry_condition_fn=is_transient)
+@task(name="finetune", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, Any]:
     """Adapt the recognizer to the movie; write ``model/final.pt``; record rounds and losses.
 

@@ -70,7 +70,7 @@ def publish_markdown_artifact(movie_dir: str, cfg: ReportConfig | None = None) -
     )
 
 
-@task(name="write-report", retries=1, retry_condition_fn=is_transient)
+@task(name="write-report", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def write_report(ctx_or_movie_dir: MovieContext | str, publish: bool = True) -> str:
     """Prefect task: write ``report.html`` and (``publish``) the Markdown artifact; return the path."""
     movie_dir = str(ctx_or_movie_dir.layout.root) if isinstance(ctx_or_movie_dir, MovieContext) \
