@@ -37,6 +37,7 @@ from tasks.library import (
     summary_rows,
 )
 from vcn.config import PipelineConfig
+from vcn.report import md_text
 
 ARTIFACT_KEY = "ingest-library-summary"
 
@@ -136,7 +137,7 @@ def ingest_library(
     logger.info(text)
     create_table_artifact(
         key=ARTIFACT_KEY, table=summary_rows(summary),
-        description=f"ingest-library {plan.source}: {len(summary.processed)} processed, "
+        description=f"ingest-library {md_text(plan.source)}: {len(summary.processed)} processed, "
                     f"{len(summary.skipped)} skipped, {len(summary.failed)} failed",
     )
     result = summary.to_dict()
