@@ -90,7 +90,7 @@ def stage1(video: Path, out: Path) -> Path:
     movie = out / content_id(str(video))
     if not (movie / "tracks.parquet").exists():
         with prefect_api(), dask_cluster(None, None) as address:
-            movie_flow(str(out), address)(video_path=str(video), out_dir=str(out),
+            movie_flow(address)(video_path=str(video), out_dir=str(out),
                                           config={"cluster": {"method": "hac"}})
     return movie
 
@@ -149,13 +149,18 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     index = face_track[sample]
     backbone = load_backbone(find_models(default_model_dir()).recognizer)
     from storage.checkpoints import load_checkpoint, save_checkpoint
+    from vcn.errors import CheckpointError
 
     cache = movie / "model" / f"ablation-seed{seed}-draws{cfg.match_draws}-{cfg.match_quorum}.pt"
     t0 = time.perf_counter()
     bank = bank_for(backbone, crops, cfg, seed)
     t_bank = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ck = load_checkpoint(cache) if reuse else None
+    try:
+        ck = load_checkpoint(cache) if reuse else None
+    except CheckpointError as exc:  # a cache it cannot read safely is recomputed
+        print(f"{exc}; finetuning again")
+        ck = None
     if ck is None or not ck.done:
         ck = adapt(bank, index, cfg, seed, cannot_link=cannot)
         save_checkpoint(cache, ck)

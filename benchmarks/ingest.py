@@ -58,7 +58,7 @@ def run_once(video: Path, workers: int, method: str) -> dict:
     try:
         with dask_cluster(None, workers) as address, PeakRSS() as mem:
             t0 = time.perf_counter()
-            summary = movie_flow(str(out), address)(
+            summary = movie_flow(address)(
                 video_path=str(video), out_dir=str(out), config={"cluster": {"method": method}}
             )
             wall = time.perf_counter() - t0

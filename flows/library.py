@@ -37,6 +37,7 @@ from tasks.library import (
     summary_rows,
 )
 from vcn.config import PipelineConfig
+from vcn.report import md_text
 
 ARTIFACT_KEY = "ingest-library-summary"
 
@@ -70,7 +71,7 @@ def _run_name() -> str:
     return f"ingest-library-{Path(source).name}"
 
 
-@flow(name="ingest-library", flow_run_name=_run_name, log_prints=True)
+@flow(name="ingest-library", flow_run_name=_run_name, log_prints=True, persist_result=False)
 def ingest_library(
     out_dir: str,
     library_root: str | None = None,
@@ -113,7 +114,7 @@ def ingest_library(
     if todo:
         _export_api_url()
         with dask_cluster(dask_address, workers) as address:
-            movie, gpu = movie_flow(out, address), gpu_workers(address)
+            movie, gpu = movie_flow(address), gpu_workers(address)
             with cf.ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="title") as pool:
                 # Each subflow runs in a copy of this flow's context, so it is recorded as a child.
                 # A nightly run often has one new title: its model stages then have the cores to themselves.
@@ -136,7 +137,7 @@ def ingest_library(
     logger.info(text)
     create_table_artifact(
         key=ARTIFACT_KEY, table=summary_rows(summary),
-        description=f"ingest-library {plan.source}: {len(summary.processed)} processed, "
+        description=f"ingest-library {md_text(plan.source)}: {len(summary.processed)} processed, "
                     f"{len(summary.skipped)} skipped, {len(summary.failed)} failed",
     )
     result = summary.to_dict()

@@ -6,12 +6,10 @@ Wiring only: every step is a task from ``tasks/``.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, unmapped
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.filesystems import LocalFileSystem
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 from tqdm import tqdm
@@ -23,10 +21,13 @@ from tasks.finetune import finetune_model
 from tasks.ingest import assemble_tracks, chunk_plan, ingest_chunk, prepare_movie
 from tasks.report import write_report
 from tasks.stages import previous_rows, record_failure, stages_to_run
-from vcn.config import PipelineConfig, fingerprint
+from vcn.config import PipelineConfig
 
 
-@flow(name="process-movie", flow_run_name="process-movie-{video_path}", log_prints=True)
+# No result of this flow or its tasks is persisted: the manifest and the chunk files record what
+# is done, and Prefect reads a persisted result back with the deserializer its file names, pickle
+# included (docs/operations.md).
+@flow(name="process-movie", flow_run_name="process-movie-{video_path}", log_prints=True, persist_result=False)
 def process_movie(
     video_path: str,
     out_dir: str,
@@ -89,16 +90,9 @@ def wait_with_progress(futures: list, movie_id: str) -> list[Any]:
     return [f.result() for f in futures]
 
 
-def movie_flow(out_dir: str, dask_address: str):
-    """``process_movie`` bound to a Dask scheduler, with results kept under ``out_dir``.
+def movie_flow(dask_address: str):
+    """``process_movie`` bound to a Dask scheduler.
 
     Call it with ``gpu=gpu_workers(dask_address)`` to route the finetune to GPU workers.
     """
-    results = Path(out_dir).resolve() / ".prefect-results"
-    # Task results must be readable by every Dask worker, so the storage block is saved on the
-    # server (workers load it by reference); one block per output folder.
-    storage = LocalFileSystem(basepath=str(results))
-    storage.save(f"vcn-results-{fingerprint(str(results))}", overwrite=True)
-    return process_movie.with_options(
-        task_runner=DaskTaskRunner(address=dask_address), result_storage=storage, persist_result=True
-    )
+    return process_movie.with_options(task_runner=DaskTaskRunner(address=dask_address))

@@ -66,9 +66,5 @@ class MovieLayout:
         return self.root / "model"
 
     @property
-    def prefect_results(self) -> Path:
-        return self.root / ".prefect-results"
-
-    @property
     def report(self) -> Path:
         return self.root / "report.html"

@@ -66,7 +66,7 @@ def _cluster_vcn(ctx: MovieContext, threads: int | None) -> tuple[np.ndarray, np
     }
 
 
-@task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient)
+@task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, Any]:
     """Cluster the movie's tracks with the configured method and write the results.
 

@@ -1,7 +1,9 @@
 """Stages 2-3 task: self-supervised finetune alternating with coarse track matching.
 
 Runs on a Dask worker (a GPU worker when the cluster advertises one). Checkpoints go to
-``model/checkpoint.pt`` as training goes, so a killed finetune resumes where it stopped.
+``model/checkpoint.pt`` as training goes, so a killed finetune resumes where it stopped; a
+checkpoint that ``storage.checkpoints`` refuses is logged, recorded in the manifest, and the
+finetune starts over.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from vcn.backbone import load_backbone
 from vcn.constraints import cooccurring_pairs
+from vcn.errors import CheckpointError
 from vcn.finetune import resolve_device
 from vcn.matching import sample_rows
 from vcn.method import Checkpoint, adapt, bank_for
@@ -75,7 +78,7 @@ def view_bank(ctx: MovieContext, inputs: MethodInputs) -> ViewBank:
     return bank
 
 
-@task(name="finetune", retries=1, retry_condition_fn=is_transient)
+@task(name="finetune", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, Any]:
     """Adapt the recognizer to the movie; write ``model/final.pt``; record rounds and losses.
 
@@ -89,16 +92,24 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     inputs = method_inputs(ctx)
     index = inputs.track_index
     rows: dict[str, Any] = {"faces_sampled": len(index), "tracks": int(index.max()) + 1 if len(index) else 0}
+    resumed_at: int | None = None  # the step a resumed checkpoint had reached
+    refused: str | None = None  # why checkpoint.pt was not used, when it was not
     if len(np.unique(index)) < 2:
         # Nothing to learn from a single track: the generic model stands.
         ck = Checkpoint(round=0, matches=np.zeros((0, 2), np.int64), state=None, done=True)
     else:
-        resume = load_checkpoint(ckpt_path)
+        resume = None
+        try:
+            resume = load_checkpoint(ckpt_path)
+        except CheckpointError as exc:
+            # Nothing of a refused file is used: the finetune starts from the generic model.
+            refused = str(exc)
+            logger.warning("%s; starting the finetune over", refused)
         if resume is not None and resume.state is not None and resume.state.seed != ctx.config.seed:
             resume = None
         if resume is not None:
-            logger.info("resuming finetune at round %d, step %d", resume.round,
-                        resume.state.step if resume.state else 0)
+            resumed_at = resume.state.step if resume.state else 0
+            logger.info("resuming finetune at round %d, step %d", resume.round, resumed_at)
         progress = create_progress_artifact(0.0, description=f"finetune of {ctx.movie_id}, current round")
 
         def on_checkpoint(c: Checkpoint) -> None:
@@ -122,5 +133,6 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
         "config_hash": ctx.stage_hash("finetune"), "code_hash": ctx.code_hash, "rows": rows,
         "outputs": ["model/final.pt"], "checkpoint_blake2b": digest, "rounds": ck.history,
         "device": str(resolve_device(ctx.config.method.finetune)), "worker": worker_address(),
+        "resumed_at_step": resumed_at, "checkpoint_refused": refused,
     })
     return rows

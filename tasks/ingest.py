@@ -26,7 +26,7 @@ from storage.manifest import (
 )
 from tasks.context import MovieContext
 from tasks.models import face_models
-from tasks.policies import chunk_cache_key, is_transient
+from tasks.policies import is_transient
 from vcn.assembly import ChunkFaces, assemble_movie
 from vcn.config import PipelineConfig
 from vcn.detection import default_model_dir, find_models
@@ -34,7 +34,8 @@ from vcn.ingest import ChunkResult, process_chunk
 from vcn.video import Chunk, content_id, plan_chunks, probe
 
 
-@task(name="prepare-movie", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient)
+@task(name="prepare-movie", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient,
+      persist_result=False)
 def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> MovieContext:
     """Probe the video, derive its movie id and record its lineage in ``manifest.json``.
 
@@ -108,7 +109,7 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
     retries=2,
     retry_delay_seconds=[2, 10],
     retry_condition_fn=is_transient,
-    cache_key_fn=chunk_cache_key,
+    persist_result=False,
     task_run_name="ingest-chunk-{chunk.index}",
 )
 def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def read_chunk(path: Path) -> ChunkFaces:
                       meta=meta)
 
 
-@task(name="assemble-tracks", retries=1, retry_condition_fn=is_transient)
+@task(name="assemble-tracks", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Stitch the chunks into movie-level faces, tracks and shots and write them."""
     logger = get_run_logger()
@@ -162,8 +163,7 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
         "start_frame": shots[:, 0], "end_frame": shots[:, 1],
         "start_sec": shots[:, 0] / ctx.info.fps, "end_sec": shots[:, 1] / ctx.info.fps,
     }))
-    # A chunk was computed by this run when its file says so: a Prefect cache hit returns the
-    # report of the run that computed it, so the reports alone would over-count.
+    # A chunk was computed by this run when its file says so: the file is the chunk's record.
     computed = sum(c.meta.get("flow_run_id") == str(flow_run.id) for c in chunks)
     rows = {"faces": len(faces["face_id"]), "tracks": len(tr.track_id), "shots": len(shots),
             "chunks": len(chunks), "chunks_computed": computed}

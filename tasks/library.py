@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from storage.catalogue import CatalogueLayout, is_current, publish_movie
 from storage.layout import MovieLayout
@@ -155,8 +154,9 @@ def describe_error(path: str, exc: BaseException) -> str:
     return text if Path(path).name in text else f"{path}: {text}"
 
 
-# No caching: both tasks read the file system, which changes between calls with the same inputs.
-@task(name="plan-library", retries=1, retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+# No caching (``persist_result=False`` turns Prefect's cache off): both tasks read the file system,
+# which changes between calls with the same inputs.
+@task(name="plan-library", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def plan_library(
     library_root: str | None, catalogue: str | None, out_dir: str, config: PipelineConfig
 ) -> LibraryPlan:
@@ -193,7 +193,7 @@ def plan_library(
 
 
 @task(name="publish-catalogue", task_run_name="publish-catalogue-{movie_id}", retries=1,
-      retry_condition_fn=is_transient, cache_policy=NO_CACHE)
+      retry_condition_fn=is_transient, persist_result=False)
 def publish_catalogue(out_dir: str, movie_id: str, force: bool = True) -> bool:
     """Write the movie's partitions of ``OUT/catalogue``; with ``force=False`` only when stale.
 

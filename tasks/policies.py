@@ -1,15 +1,16 @@
-"""Retry and cache policies shared by the tasks.
+"""Retry policy shared by the tasks, and why they keep no Prefect results.
 
 Retries are for transient failures only (I/O hiccups, a worker lost mid-task, timeouts); a bad
 input file or a bad config fails at once with its message, since retrying cannot fix it.
-Cache keys combine the movie's content id, the stage's config fingerprint, the code hash and
-whether the stage's output files are still on disk, so a deleted output is recomputed even when
-Prefect remembers a cached result.
+
+Every task is declared with ``persist_result=False``, which also turns Prefect's cache off: what
+is done is recorded by vcn's own files (``manifest.json`` per stage, the chunk files' metadata
+per chunk), and Prefect reads a persisted result back with whatever deserializer the result file
+names, pickle included, so a result file on shared storage could run code (docs/operations.md).
 """
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from vcn.errors import VcnError
@@ -36,14 +37,3 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
     if exc is None or isinstance(exc, VcnError):
         return False
     return isinstance(exc, TRANSIENT) and not isinstance(exc, (FileNotFoundError, PermissionError))
-
-
-def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Cache key of ``ingest_chunk``: movie, chunk, stage config, code, and output presence."""
-    ctx, chunk = parameters["ctx"], parameters["chunk"]
-    layout = ctx.layout
-    present = layout.chunk_faces(chunk.index).exists() and layout.chunk_crops(chunk.index).exists()
-    # Missing output or a forced re-run: never a cache hit.
-    nonce = "present" if present and not parameters.get("force") else uuid.uuid4().hex
-    return f"vcn-chunk-{ctx.movie_id}-{chunk.index}-{chunk.read_start}-{chunk.end}-" \
-           f"{ctx.stage_hash('tracks')}-{ctx.code_hash}-{nonce}"

@@ -21,6 +21,7 @@ from tasks.policies import is_transient
 from vcn.report import (
     ReportConfig,
     encode_thumbnails,
+    md_text,
     ordered_clusters,
     render_html,
     render_markdown,
@@ -64,13 +65,13 @@ def publish_markdown_artifact(movie_dir: str, cfg: ReportConfig | None = None) -
     reps = ordered_clusters(results)["rep_face_id"].head(cfg.markdown_max_clusters).to_numpy(np.int64)
     thumbs = dict(zip(reps.tolist(), encode_thumbnails(load_crops(movie_dir, reps), cfg), strict=True))
     markdown = render_markdown(results, thumbs, cfg, report_path=str(layout.report))
+    name = Path(str(results.manifest.get("input", {}).get("path", ""))).name
     return create_markdown_artifact(
-        markdown=markdown, key=f"vcn-{results.movie_id}",
-        description=f"Face clusters of {Path(str(results.manifest.get('input', {}).get('path', ''))).name}",
+        markdown=markdown, key=f"vcn-{results.movie_id}", description=f"Face clusters of {md_text(name)}",
     )
 
 
-@task(name="write-report", retries=1, retry_condition_fn=is_transient)
+@task(name="write-report", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def write_report(ctx_or_movie_dir: MovieContext | str, publish: bool = True) -> str:
     """Prefect task: write ``report.html`` and (``publish``) the Markdown artifact; return the path."""
     movie_dir = str(ctx_or_movie_dir.layout.root) if isinstance(ctx_or_movie_dir, MovieContext) \

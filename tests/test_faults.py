@@ -83,7 +83,7 @@ def test_worker_killed_during_a_chunk(prefect_server, tmp_path):
         pids = client.run(os.getpid)
         killer = WorkerKiller(client, pids)
         killer.start()
-        summary = movie_flow(str(out), cluster.scheduler_address)(
+        summary = movie_flow(cluster.scheduler_address)(
             video_path=str(SAMPLE), out_dir=str(out),
             config={"ingest": {"chunk": {"chunk_seconds": 2}}, "cluster": {"method": "hac"}},
         )
@@ -210,3 +210,79 @@ def test_library_with_broken_files(prefect_server, tmp_path, make_video):
     assert [Path(e["video"]).name for e in summary["skipped"]] == ["a.mp4"]
     now = _digests(out)
     assert {k: now.get(k) for k in first} == first, "files of the earlier run must survive byte-identical"
+
+
+def _prefect_result_file(key: str, value: object) -> str:
+    """A Prefect 3 result record (the JSON Prefect writes under a result storage's key) whose
+    pickled value is ``value``: what a cache hit on ``key`` would read back."""
+    import base64
+    import pickle
+
+    import prefect
+
+    return json.dumps({
+        "metadata": {"storage_key": key, "expiration": None,
+                     "serializer": {"type": "pickle", "picklelib": "pickle", "picklelib_version": None},
+                     "prefect_version": prefect.__version__, "storage_block_id": None},
+        "result": base64.encodebytes(pickle.dumps(value)).decode(),
+    })
+
+
+@pytest.mark.timeout(600)
+def test_planted_pickles_never_run(prefect_server, tmp_path, short_finetune, code_payload):
+    """Another account writes pickles where a re-run looks: task results under the results folder
+    (at the keys the chunk tasks' cache would look up) and ``model/checkpoint.pt``. The re-run
+    runs none of them, refuses the checkpoint, finetunes from the start and completes."""
+    import torch
+
+    from storage.checkpoints import FORMAT, load_checkpoint
+
+    out = tmp_path / "out"
+    common = ["run", str(SAMPLE), "--out", str(out), "--workers", "1", "--chunk-seconds", "3"]
+    assert vcn_main([*common, "--method", "hac", "--json", str(tmp_path / "first.json")]) == 0
+    (first,) = json.loads((tmp_path / "first.json").read_text())["ok"]
+    movie = MovieLayout(Path(first["output"]))
+
+    results = out / ".prefect-results"
+    results.mkdir(exist_ok=True)
+    existing = {p for p in results.rglob("*") if p.is_file()}  # results a run left there: none
+    keys = {results / _chunk_key(movie, p) for p in chunk_files(movie.root)}
+    markers = []
+    for i, path in enumerate(sorted(existing | keys)):
+        markers.append(tmp_path / f"ran-result-{i}")
+        report = {"index": i, "computed": False, "n_frames": 1, "timings": {}}
+        path.write_text(_prefect_result_file(path.name, code_payload(markers[-1], report)))
+    markers.append(tmp_path / "ran-checkpoint")
+    movie.model_dir.mkdir(exist_ok=True)
+    torch.save({"format": FORMAT, "round": code_payload(markers[-1], 0), "matches": torch.zeros(0, 2)},
+               movie.model_dir / "checkpoint.pt")
+    movie.faces.unlink()  # the tracks stage runs again over the chunks
+
+    config = json.dumps(short_finetune)  # the default method: the finetune runs
+    code = vcn_main([*common, "--config", config, "--json", str(tmp_path / "s.json")])
+    assert [m.name for m in markers if m.exists()] == [], "a planted pickle ran"
+    assert code == 0
+    (rows,) = json.loads((tmp_path / "s.json").read_text())["ok"]
+    assert rows["faces"] == first["faces"] and rows["chunks_computed"] == 0, "the chunk files are reused"
+    manifest = read_manifest(movie)
+    assert {manifest["stages"][s]["status"] for s in ("tracks", "finetune", "clusters")} == {"completed"}
+    ft = manifest["stages"]["finetune"]
+    assert "checkpoint.pt: not a checkpoint vcn can read" in ft["checkpoint_refused"]
+    assert ft["resumed_at_step"] is None
+    ck = load_checkpoint(movie.model_dir / "final.pt")
+    assert ck.done and ck.state.step == 16, "the finetune ran from the start"
+    assert not (movie.model_dir / "checkpoint.pt").exists()
+    # Nothing vcn wrote is a pickle outside model/ (whose files load with weights_only=True).
+    written = [p for p in out.rglob("*") if p.is_file() and p.parent != results and "model" not in p.parts]
+    assert all(not p.read_bytes().startswith(b"\x80") for p in written)
+    assert existing == set() and {p for p in results.rglob("*") if p.is_file()} == keys, \
+        "no Prefect result is written"
+
+
+def _chunk_key(movie: MovieLayout, chunk_file: Path) -> str:
+    """The result key a cached chunk task of this title would be read back from: the chunk, its
+    stage and code hashes (from the chunk file), and its outputs present."""
+    meta = schemas.table_metadata(str(chunk_file))
+    c = meta["chunk"]
+    return (f"vcn-chunk-{movie.root.name}-{c['index']}-{c['read_start']}-{c['end']}-"
+            f"{meta['stage_hash']}-{meta['code_hash']}-present")

@@ -190,6 +190,31 @@ def test_resume_gives_the_same_final_weights(run, video, resume_from: int) -> No
         finetune(bank.training_views(), track_index, matches, TINY, seed=8, state=cks[resume_from])
 
 
+def test_resume_from_a_checkpoint_file(run, video, tmp_path) -> None:
+    """A state saved mid-joint-stage (optimizer moments, generator state, losses) survives the
+    file round trip, read with ``weights_only=True``, and resumes to the same final weights."""
+    from storage.checkpoints import load_checkpoint, save_checkpoint
+    from vcn.method import Checkpoint
+
+    final, cks = run
+    bank, track_index, matches = video
+    assert cks[2].optimizer is not None and cks[2].optimizer["state"]
+    save_checkpoint(tmp_path / "checkpoint.pt", Checkpoint(1, matches, cks[2], [{"round": 0, "loss": 1.5}]))
+    raw = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert isinstance(raw["matches"], torch.Tensor), "numpy arrays are stored as tensors"
+    back = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert (back.round, back.history, back.done) == (1, [{"round": 0, "loss": 1.5}], False)
+    np.testing.assert_array_equal(back.matches, matches)
+    assert back.matches.dtype == np.int64
+    assert torch.equal(back.state.generator, cks[2].generator) and back.state.losses == cks[2].losses
+    resumed = finetune(bank.training_views(), track_index, back.matches, TINY, seed=7, state=back.state)
+    assert resumed.losses == final.losses
+    for got, want in [(resumed.student_adapter, final.student_adapter),
+                      (resumed.teacher_adapter, final.teacher_adapter),
+                      (resumed.student_head, final.student_head), (resumed.teacher_head, final.teacher_head)]:
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_face_outputs(run, video) -> None:
     final, _ = run
     bank = video[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vcn.config import PipelineConfig
-from vcn.errors import ConfigError
+from vcn.errors import CheckpointError, ConfigError
 from vcn.grouping import match_groups
 from vcn.matching import sample_rows
 from vcn.method import Checkpoint, MethodConfig
@@ -125,5 +125,7 @@ def test_checkpoint_round_trip(tmp_path):
     back = load_checkpoint(tmp_path / "c.pt")
     assert digest and back.round == 1 and back.history == [{"round": 0}]
     np.testing.assert_array_equal(back.matches, ck.matches)
+    assert load_checkpoint(tmp_path / "none.pt") is None
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    assert load_checkpoint(tmp_path / "bad.pt") is None
+    with pytest.raises(CheckpointError, match=r"bad\.pt: not a checkpoint vcn can read .*--from finetune"):
+        load_checkpoint(tmp_path / "bad.pt")

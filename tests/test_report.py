@@ -247,8 +247,8 @@ def test_render_html_with_no_faces():
 def test_render_markdown_table(tiny: MovieResults, tiny_thumbs):
     md = render_markdown(tiny, tiny_thumbs, report_path="/out/x/report.html")
     lines = md.splitlines()
-    table = [ln for ln in lines if ln.startswith("| ") and "person_" in ln]
-    assert [ln.split("|")[2].strip() for ln in table] == ["person_000", "person_001", "person_002"]
+    table = [ln for ln in lines if ln.startswith("| ") and "person\\_" in ln]  # ids escaped as Markdown text
+    assert [ln.split("|")[2].strip() for ln in table] == ["person\\_000", "person\\_001", "person\\_002"]
     assert "| 3 | 50 |" in table[0] and "00:00 |" in table[0]
     for ln in table:
         src = re.search(r"\]\((data:image/jpeg;base64,[^)]+)\)", ln).group(1)
@@ -257,6 +257,68 @@ def test_render_markdown_table(tiny: MovieResults, tiny_thumbs):
     assert "2 unknown tracks" in md
     capped = render_markdown(tiny, {}, ReportConfig(markdown_max_clusters=1))
     assert "… and 2 smaller clusters" in capped and "data:" not in capped
+
+
+# --------------------------------------------------------------------------- names that are markup
+
+HOSTILE_VIDEO = "/videos/<img src=x onerror=alert(1)>.mp4"
+# Ids as someone who can write the title's files could set them.
+HOSTILE_IDS = {"person_002": "<script>alert(2)</script>", "c1": '"><svg onload=alert(3)>',
+               "person_001": "x](javascript:alert(4)) | ![y"}
+
+
+def hostile_results() -> MovieResults:
+    """The tiny movie with a video file name and cluster and track ids that are HTML / Markdown."""
+    r = tiny_results(HOSTILE_VIDEO)
+    swap = {"cluster_id": HOSTILE_IDS, "track_id": HOSTILE_IDS, "rep_track_id": HOSTILE_IDS}
+    return MovieResults(r.movie_id, r.manifest, r.faces.replace(swap), r.tracks.replace(swap), r.shots,
+                        r.clusters.replace(swap))
+
+
+def assert_inert(page: str, scripts: int, svgs: int) -> Dom:
+    """Parse ``page`` as a browser would: no element, handler or link comes from a name."""
+    dom = Dom(page)
+    assert [t for t, _ in dom.tags].count("script") == scripts
+    assert [t for t, _ in dom.tags].count("svg") == svgs
+    for tag, attrs in dom.tags:
+        assert not [k for k in attrs if k.startswith("on")], f"<{tag}> carries a handler: {attrs}"
+        if tag == "img":
+            assert (attrs.get("src") or "").startswith("data:image/jpeg;base64,"), attrs
+        if tag == "a":
+            pytest.fail(f"a link made of a name: {attrs}")
+    return dom
+
+
+def test_html_report_escapes_file_names_and_ids(tmp_path: Path):
+    results = hostile_results()
+    root = write_folder(tmp_path / results.movie_id, results)
+    page = Path(build_report(str(root))).read_text()
+    dom = assert_inert(page, scripts=1, svgs=1)  # the page's own script and timeline
+    text = "".join(dom.text)
+    assert "<img src=x onerror=alert(1)>.mp4" in text, "the name is shown as text"
+    assert HOSTILE_IDS["person_001"] in text and HOSTILE_IDS["person_002"] in text
+    assert any(HOSTILE_IDS["c1"] in (a.get("title") or "") for a in dom.find("img", "thumb")), \
+        "a track id is shown in its face's caption"
+    assert "&lt;img src=x onerror=alert(1)&gt;.mp4" in page
+
+
+def test_markdown_artifact_escapes_file_names_and_ids(tiny_thumbs):
+    markdown_it = pytest.importorskip("markdown_it")
+    from vcn.report import md_text
+
+    results = hostile_results()
+    md = render_markdown(results, tiny_thumbs, report_path="/out/<b>x</b>`/report.html")
+    # CommonMark with raw HTML allowed (as a permissive renderer does) and GFM tables.
+    page = markdown_it.MarkdownIt("commonmark").enable("table").render(md)
+    text = "".join(assert_inert(page, scripts=0, svgs=0).text)
+    assert "Faces of <img src=x onerror=alert(1)>.mp4" in text
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "data:" in ln]
+    assert len(rows) == 3 and all(ln.count(" | ") == 5 for ln in rows), "a name adds no table column"
+    assert HOSTILE_IDS["person_001"] in text and HOSTILE_IDS["person_002"] in text
+    assert "/out/<b>x</b>`/report.html" in text
+    name = md_text(Path(HOSTILE_VIDEO).name)  # the artifact's description
+    description = markdown_it.MarkdownIt("commonmark").render(f"Face clusters of {name}")
+    assert "<img src=x onerror=alert(1)>.mp4" in "".join(assert_inert(description, scripts=0, svgs=0).text)
 
 
 # --------------------------------------------------------------------------- storage + task, synthetic folder
@@ -401,7 +463,7 @@ def test_report_task_publishes_the_markdown_artifact(real_run: Path, prefect_ser
     assert len(found) == 2 and {a.type for a in found} == {"markdown"}
     assert all(a.task_run_id is not None for a in found)
     md = found[0].data
-    assert "| person_000 |" in md and "data:image/jpeg;base64," in md
+    assert "| person\\_000 |" in md and "data:image/jpeg;base64," in md
     assert str(real_run / "report.html") in md
 
 

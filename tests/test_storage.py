@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,64 @@ def test_stage_complete_needs_matching_hashes_and_outputs(tmp_path):
     assert not stage_is_complete(layout, "tracks", "other", "k")
     (layout.root / "faces.parquet").unlink()
     assert not stage_is_complete(layout, "tracks", "c", "k")
+
+
+# -- checkpoints: reading one back never runs code ------------------------------------------------
+
+
+def _crafted_checkpoints(tmp_path: Path, code_payload) -> dict[str, tuple[Path, Path]]:
+    """Files at a checkpoint's path whose unpickling would write a marker: name -> (file, marker)."""
+    import pickle
+
+    import torch
+
+    from storage.checkpoints import FORMAT
+
+    files = {}
+    for name in ("raw-pickle", "torch-save", "torch-save-state"):
+        marker = tmp_path / f"ran-{name}"
+        path = tmp_path / name / "model" / "checkpoint.pt"
+        path.parent.mkdir(parents=True)
+        if name == "raw-pickle":  # a bare pickle, as `pickle.dump` writes it
+            path.write_bytes(pickle.dumps(code_payload(marker, {"round": 0})))
+        elif name == "torch-save":  # the payload inside a torch zip, the format of a real checkpoint
+            blob = {"format": FORMAT, "round": code_payload(marker, 0), "matches": torch.zeros(0, 2)}
+            torch.save(blob, path)
+        else:  # deep in the finetune state, next to real tensors
+            state = {"center": torch.zeros(4), "optimizer": {"state": code_payload(marker, {})}}
+            torch.save({"format": FORMAT, "round": 0, "matches": torch.zeros((0, 2), dtype=torch.int64),
+                        "history": [], "done": False, "state": state}, path)
+        files[name] = (path, marker)
+    return files
+
+
+def test_crafted_checkpoint_is_refused_without_running(tmp_path, code_payload):
+    from storage.checkpoints import load_checkpoint
+    from vcn.errors import CheckpointError
+
+    for name, (path, marker) in _crafted_checkpoints(tmp_path, code_payload).items():
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert not marker.exists(), f"loading the {name} checkpoint ran its payload"
+        message = str(err.value)
+        assert str(path) in message and "\n" not in message, message
+        assert f"vcn rerun {path.parent.parent} --from finetune" in message
+
+
+def test_checkpoint_of_tensors_but_not_vcns_layout_is_refused(tmp_path):
+    import torch
+
+    from storage.checkpoints import FORMAT, load_checkpoint
+    from vcn.errors import CheckpointError
+
+    cases = {
+        "weights.pt": {"layer.weight": torch.zeros(2, 2)},  # someone else's state dict
+        "numpy.pt": {"format": FORMAT, "round": 0, "matches": np.zeros((0, 2), np.int64), "history": [],
+                     "done": True, "state": None},  # a numpy array: not a plain value
+        "state.pt": {"format": FORMAT, "round": 0, "matches": torch.zeros((0, 2), dtype=torch.int64),
+                     "history": [], "done": False, "state": {"center": torch.zeros(3)}},
+    }
+    for name, blob in cases.items():
+        torch.save(blob, tmp_path / name)
+        with pytest.raises(CheckpointError, match=re.escape(name)):
+            load_checkpoint(tmp_path / name)

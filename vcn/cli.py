@@ -74,8 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for video in args.videos:
             t0 = time.perf_counter()
             try:
-                summary = movie_flow(out, address)(video_path=video, out_dir=out, config=overrides, gpu=gpu,
-                                                   threads=threads)
+                summary = movie_flow(address)(video_path=video, out_dir=out, config=overrides, gpu=gpu,
+                                              threads=threads)
             except VcnError as exc:
                 failed.append((video, str(exc)))
                 print(f"vcn: FAILED {video}: {exc}", file=sys.stderr)
@@ -130,7 +130,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     manifest = json.loads(manifest_path.read_text())
     video = manifest["input"]["path"]
     with prefect_api(), dask_cluster(args.dask_address, args.workers) as address:
-        summary = movie_flow(str(movie_dir.parent), address)(
+        summary = movie_flow(address)(
             video_path=video, out_dir=str(movie_dir.parent), config=manifest.get("config", {}),
             rerun_from=args.from_stage, gpu=gpu_workers(address), threads=model_threads(args.dask_address, 1),
         )

@@ -33,3 +33,7 @@ class ConfigError(VcnError):
 
 class StageError(VcnError):
     """A pipeline stage could not run because an input it needs is missing or stale."""
+
+
+class CheckpointError(StageError):
+    """A checkpoint file is damaged, foreign, or holds more than tensors and plain values."""

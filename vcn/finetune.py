@@ -388,7 +388,8 @@ def finetune(
             groups.append({"params": adapter, "lr": cfg.adapter_lr, "weight_decay": 0.0})
         optimizer = torch.optim.AdamW(groups)
         if opt_state is not None and state is not None and state.stage == stage:
-            optimizer.load_state_dict(opt_state)
+            # A copy: the AdamW steps update its moments in place, and the caller's state stays as given.
+            optimizer.load_state_dict(copy.deepcopy(opt_state))
         teacher_adapter = list(models.teacher_adapter.parameters()) if joint else []
         ema_teacher = [*models.teacher_head.parameters(), *teacher_adapter]
         ema_student = [*models.student_head.parameters(), *(adapter if joint else [])]

@@ -8,6 +8,10 @@ The HTML opens offline: CSS and a few lines of JavaScript are inline, thumbnails
 URIs, the timeline is inline SVG. Its size stays bounded on a 2-hour movie because galleries are
 capped (``ReportConfig``), thumbnails are small re-encoded JPEGs and timeline bars of one cluster
 closer than one SVG unit are merged.
+
+Every string that comes from a file name or from metadata (the video's name, cluster and track
+ids, config values) is escaped where it lands: ``html.escape`` in the page, :func:`md_text` or
+:func:`md_code` in the Markdown, so neither renders a tag, a link or an image from it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,8 +401,23 @@ def render_html(
             f"<style>{_CSS}</style></head><body>{body}<script>{_SCRIPT}</script></body></html>\n")
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+_MD_MARKUP = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+
+
+def md_text(text: Any) -> str:
+    """``text`` as literal Markdown text on one line (a heading, a table cell, alt text): markup
+    characters backslash-escaped and ``&``, ``<``, ``>`` as HTML entities, so that no renderer
+    makes a tag, a link, an image or a table column of it."""
+    one_line = " ".join(str(text).splitlines())
+    return html.escape(_MD_MARKUP.sub(r"\\\1", one_line), quote=False)
+
+
+def md_code(text: Any) -> str:
+    """``text`` as a Markdown code span on one line: shown verbatim, never markup."""
+    one_line = " ".join(str(text).splitlines())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", one_line)), default=0) + 1)
+    pad = " " if one_line.startswith("`") or one_line.endswith("`") else ""
+    return f"{fence}{pad}{one_line}{pad}{fence}"
 
 
 def render_markdown(results: MovieResults, thumbnails: Mapping[int, bytes], cfg: ReportConfig | None = None,
@@ -411,7 +431,7 @@ def render_markdown(results: MovieResults, thumbnails: Mapping[int, bytes], cfg:
     name = Path(str(results.manifest.get("input", {}).get("path", results.movie_id))).name
     unknown_tracks = int((results.tracks["cluster_id"] == UNKNOWN).sum())
     lines = [
-        f"# Faces of {_md_cell(name)}",
+        f"# Faces of {md_text(name)}",
         "",
         f"{format_clock(results.duration_s)} · {len(results.faces)} faces · {len(results.tracks)} tracks · "
         f"{len(results.shots)} shots · **{len(clusters)} clusters** · {unknown_tracks} unknown tracks",
@@ -421,11 +441,11 @@ def render_markdown(results: MovieResults, thumbnails: Mapping[int, bytes], cfg:
     ]
     for r in clusters.head(cfg.markdown_max_clusters).itertuples(index=False):
         jpeg = thumbnails.get(int(r.rep_face_id))
-        img = f"![{_md_cell(r.cluster_id)}]({_data_uri(jpeg)})" if jpeg is not None else ""
-        lines.append(f"| {img} | {_md_cell(r.cluster_id)} | {int(r.n_tracks)} | {int(r.n_faces)} | "
+        img = f"![{md_text(r.cluster_id)}]({_data_uri(jpeg)})" if jpeg is not None else ""
+        lines.append(f"| {img} | {md_text(r.cluster_id)} | {int(r.n_tracks)} | {int(r.n_faces)} | "
                      f"{format_duration(float(r.screen_time_s))} | {format_clock(float(r.first_sec))} |")
     if len(clusters) > cfg.markdown_max_clusters:
         lines += ["", f"… and {len(clusters) - cfg.markdown_max_clusters} smaller clusters."]
     if report_path:
-        lines += ["", f"Full report with every gallery and the timeline: `{report_path}`"]
+        lines += ["", f"Full report with every gallery and the timeline: {md_code(report_path)}"]
     return "\n".join(lines) + "\n"
