@@ -350,8 +350,15 @@ def plan(photos: list[Photo], rng: random.Random, multi: float = 0.3) -> list[li
 def compose(items: list[tuple[str, str]], out_mp4: Path, out_csv: Path, seed: int,
             hard: bool = False, multi: float = 0.3) -> dict[str, int]:
     """Write the episode of ``items`` (photo path, identity) and its labels; return its counts."""
+    return compose_photos(load_photos(items), out_mp4, out_csv, seed, hard, multi)
+
+
+def compose_photos(photos: list[Photo], out_mp4: Path, out_csv: Path, seed: int,
+                   hard: bool = False, multi: float = 0.3) -> dict[str, int]:
+    """Write the episode of loaded ``photos`` and its labels; return its counts. A photo may
+    appear more than once: each appearance is its own shot, with its own motion and look."""
     rng = random.Random(seed)
-    groups = plan(load_photos(items), rng, multi)
+    groups = plan(photos, rng, multi)
     out_mp4.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_mp4.with_suffix(".tmp.mp4")
     rows, f = [], 0
