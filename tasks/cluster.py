@@ -61,7 +61,7 @@ def _cluster_vcn(ctx: MovieContext, threads: int | None) -> tuple[np.ndarray, np
         "merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
         "cannot_link_pairs": len(inputs.cannot_link), "distance": ctx.config.method.distance,
         "start_groups": rounds[0]["clusters"] if rounds else 0, "lone_tracks_lifted": res.lifted,
-        "lone_tracks_held": res.held,
+        "lone_tracks_held": res.held, "clusters_linked": res.linked,
         "torch_threads": used, "device": str(resolve_device(ctx.config.method.finetune)),
     }
 

@@ -27,6 +27,7 @@ from vcn.embedding import EmbeddingConfig, FaceEmbedder
 from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune, resolve_device
 from vcn.grouping import grow_matches, match_groups, voted_matches
+from vcn.linking import link_clusters
 from vcn.matching import MatchingConfig
 from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
 from vcn.thresholds import (
@@ -226,8 +227,9 @@ class Clustering:
     """Outcome of :func:`cluster`: ``labels`` (T,) int64 (-1 = unknown), ``quality`` (T,)
     float32 SER-FIQ medians, ``unknown`` (T,) bool, ``thresholds`` (T,) the view threshold of
     the matched group each track started in, after the cross-shot floor (NaN for unknown
-    tracks), the merge rounds, how many lone tracks that floor lifted (``lifted``) and how many
-    it would have lifted but for their quality (``held``)."""
+    tracks), the merge rounds, how many lone tracks that floor lifted (``lifted``), how many
+    it would have lifted but for their quality (``held``) and how many clusters the linking of
+    first neighbours joined to another (``linked``, :func:`vcn.linking.link_clusters`)."""
 
     labels: np.ndarray
     quality: np.ndarray
@@ -236,6 +238,7 @@ class Clustering:
     result: ParameterFreeResult | None
     lifted: int = 0
     held: int = 0
+    linked: int = 0
 
 
 def cluster(
@@ -258,7 +261,9 @@ def cluster(
     when its quality lies within that of the groups' tracks (``cfg.floor_in_quality_range``);
     a merge that only the floor allows also needs the other side within that range
     (``cfg.floor_pairs_in_range``). ``cfg.distance`` picks cosine (default) or the paper's loss.
-    The returned thresholds are the floored ones.
+    The clusters then link to their mutual first neighbours nearer than the closest two
+    clusters seen on one frame (:func:`vcn.linking.link_clusters`). The returned thresholds are
+    the floored ones.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(bank.quality, track_index)
@@ -310,7 +315,13 @@ def cluster(
     result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group), **lent)
     if lent:
         thresholds = lent["lent_thresholds"]
-    labels[keep_tracks] = first_appearance(result.labels[group])
+    merged = result.labels[group]  # (kept tracks,) cluster of each kept track
+    # Fragments of one person: mutual first neighbours nearer than any two people seen together.
+    sums = np.zeros((int(merged.max()) + 1, out.embeddings.shape[-1]))
+    np.add.at(sums, merged[remap[track_index[rows]]], out.embeddings[:, 0])
+    linked = link_clusters(sums, group_pairs(kept_pairs(cannot_link), merged))
+    labels[keep_tracks] = first_appearance(linked[merged])
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]
-    return Clustering(labels, quality, unknown, full_thr, result, lifted, held)
+    return Clustering(labels, quality, unknown, full_thr, result, lifted, held,
+                      linked=int(merged.max()) + 1 - int(linked.max()) - 1)

@@ -35,7 +35,7 @@ class ViewConfig:
         matching views; on in :data:`SHOT_VIEWS`, the threshold views.
     """
 
-    n_views: int = 6
+    n_views: int = 4
     scale: tuple[float, float] = (0.5, 1.0)
     ratio: tuple[float, float] = (0.75, 4 / 3)
     brightness: tuple[float, float] = (0.6, 1.4)
@@ -62,10 +62,9 @@ class ViewConfig:
 
 
 # Threshold views: the strong views plus what a shot does to a face (wide framing, low light,
-# noise), drawn from ranges set once, not fitted to any video. 16 views rather than 6: with 6 the
-# HARD episode gave 27-29 clusters depending on the draw, with 16 it gave 27 for all eight draws
-# measured. See docs/method.md, change 10.
-SHOT_VIEWS = ViewConfig(n_views=16, low_res_p=0.5, dark_p=0.5, noise_p=0.5)
+# noise), drawn from ranges set once, not fitted to any video. Ten per face: a track of eight
+# faces then has 80 items and over 3,000 pairs to average (docs/method.md, "Cost").
+SHOT_VIEWS = ViewConfig(n_views=10, low_res_p=0.5, dark_p=0.5, noise_p=0.5)
 
 
 def strong_view(crop: np.ndarray, cfg: ViewConfig, rng: np.random.Generator) -> np.ndarray:
