@@ -97,7 +97,7 @@ def code_version() -> dict[str, str]:
 def file_lock(path: str | os.PathLike[str], timeout_s: float = 600.0) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` body."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as for open()
     deadline = time.monotonic() + timeout_s
     try:
         while True:

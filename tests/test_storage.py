@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage import schemas
-from storage.atomic import atomic_path, write_json, write_parquet
+from storage.atomic import atomic_path, write_bytes, write_json, write_parquet
 from storage.crops import read_crops, write_crops
 from storage.layout import MovieLayout
 from storage.manifest import read_manifest, record_stage, stage_is_complete, update_manifest
@@ -92,3 +93,32 @@ def test_stage_complete_needs_matching_hashes_and_outputs(tmp_path):
     assert not stage_is_complete(layout, "tracks", "other", "k")
     (layout.root / "faces.parquet").unlink()
     assert not stage_is_complete(layout, "tracks", "c", "k")
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o027])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path, umask):
+    """Outputs are shared files: their mode is ``0o666 & ~umask``, as for a plain ``open()``,
+    and writing over an existing file gives the same mode."""
+    import stat
+
+    table = schemas.table_from_columns(schemas.SHOTS_SCHEMA, {
+        "shot_id": np.arange(2, dtype=np.int32), "start_frame": np.array([0, 5]),
+        "end_frame": np.array([5, 9]), "start_sec": np.array([0.0, 0.2]), "end_sec": np.array([0.2, 0.36]),
+    })
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+        for _ in range(2):  # a new file, then a replaced one
+            write_json(tmp_path / "m.json", {"v": 1})
+            write_bytes(tmp_path / "r.html", b"<p>")
+            write_parquet(tmp_path / "s.parquet", table)
+            write_crops(tmp_path / "crops" / "chunk-00000.parquet", np.arange(1),
+                        np.zeros((1, 112, 112, 3), np.uint8))
+            for name in ("m.json", "r.html", "s.parquet", "crops/chunk-00000.parquet"):
+                assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected == 0o666 & ~umask, name
+        layout = MovieLayout(tmp_path / "movie")
+        update_manifest(layout, input={"path": "x.mp4"})
+        assert stat.S_IMODE(layout.manifest.stat().st_mode) == expected
+    finally:
+        os.umask(old)
