@@ -142,6 +142,13 @@ def record_stage(layout: MovieLayout, stage: str, record: dict[str, Any]) -> dic
     return record
 
 
+def record_input_error(layout: MovieLayout, path: str, exc: BaseException) -> dict[str, Any]:
+    """Record that the file ``path`` (whose content id names ``layout``) is not a usable video."""
+    return update_manifest(layout, movie_id=layout.movie_id, input_error={
+        "path": str(Path(path).resolve()), "error": f"{type(exc).__name__}: {exc}", "recorded_at": now_iso(),
+    })
+
+
 def stage_is_complete(layout: MovieLayout, stage: str, config_hash: str, code: str) -> bool:
     """True when ``stage`` completed with this config and code and its outputs still exist."""
     rec = read_manifest(layout).get("stages", {}).get(stage)

@@ -41,7 +41,8 @@ class Title:
     """One video of the library and what the ingestion does with it.
 
     ``status``: ``todo`` (to process), ``skip`` (done, or a copy of the title ``duplicate_of``)
-    or ``failed`` (could not even be identified); ``reason`` says why for the last two.
+    or ``failed`` (could not be identified, or its unchanged content failed as bad input before);
+    ``reason`` says why for the last two.
     """
 
     path: str
@@ -149,6 +150,20 @@ def title_is_done(
     return not any(stages_to_run(ctx).values())
 
 
+def previous_input_error(out_dir: str, movie_id: str) -> dict[str, str] | None:
+    """The input error (``error``, ``recorded_at``) that the last run of this content met, if any:
+    the file could not be opened or probed (``input_error`` of the manifest), or a stage failed on
+    it (a truncated or damaged file found while decoding). The content id names the file's
+    content, so a replaced file is a new title and never matches."""
+    manifest = read_manifest(MovieLayout.of(out_dir, movie_id))
+    if manifest.get("input_error"):
+        return manifest["input_error"]
+    for rec in manifest.get("stages", {}).values():
+        if rec.get("status") == "failed" and rec.get("input_error"):
+            return {"error": rec.get("error", ""), "recorded_at": rec.get("ended", "")}
+    return None
+
+
 def describe_error(path: str, exc: BaseException) -> str:
     """``Type: message`` of a failure, prefixed with ``path`` unless the message names the file."""
     text = f"{type(exc).__name__}: {exc}"
@@ -182,6 +197,12 @@ def plan_library(
             titles.append(Title(path, movie_id, "skip", f"same content as {seen[movie_id]}", seen[movie_id]))
             continue
         seen[movie_id] = path
+        failure = previous_input_error(out_dir, movie_id)
+        if failure is not None:
+            # Decoding it again would fail again: an unchanged bad file is reported, not retried.
+            titles.append(Title(path, movie_id, "failed", f"{failure['error']} (unchanged since this failure "
+                                f"at {failure['recorded_at'][:19]}; it is retried once the file changes)"))
+            continue
         done = title_is_done(path, movie_id, out_dir, config, models, hashes, code)
         titles.append(Title(path, movie_id, "skip" if done else "todo",
                             "complete for this config and code" if done else ""))

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 
 from storage.manifest import now_iso, read_manifest, record_stage, stage_is_complete
 from tasks.context import MovieContext
-from vcn.errors import ConfigError
+from vcn.errors import ConfigError, InputError
 
 STAGES = ("tracks", "finetune", "clusters")
 
@@ -41,7 +41,7 @@ def record_failure(ctx: MovieContext, stage: str, exc: BaseException) -> None:
     """Mark ``stage`` failed in the manifest, with the error, so ``vcn rerun`` picks it up."""
     record_stage(ctx.layout, stage, {
         "status": "failed", "ended": now_iso(), "flow_run_id": str(flow_run.id),
-        "error": f"{type(exc).__name__}: {exc}",
+        "error": f"{type(exc).__name__}: {exc}", "input_error": isinstance(exc, InputError),
         "traceback": "".join(traceback.format_exception(exc))[-4000:],
         "config_hash": ctx.stage_hash(stage), "code_hash": ctx.code_hash,
     })

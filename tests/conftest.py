@@ -8,6 +8,8 @@ Video fixtures write small H.264 files with PyAV once per session:
   12-frame keyframe interval; every frame carries its own index as a readable binary code.
 - ``frame_maker`` gives the frame generators behind it (``frame``, ``frames``, ``read_code``).
 - ``dev_data`` is ``/work/shared/data/dev`` (skips the test when that folder is absent).
+- ``faststart_cut(src, dest, keep_bytes)`` writes an interrupted download of ``src``: its video
+  remuxed with the MP4 index up front, cut after ``keep_bytes`` bytes (``head -c``).
 """
 
 from __future__ import annotations
@@ -150,6 +152,27 @@ def frame_maker() -> type[FrameMaker]:
 def synthetic_video(make_video: Callable[..., str]) -> SyntheticVideo:
     path = make_video("synthetic_cuts.mp4", synthetic_frames(), 25)
     return SyntheticVideo(path=path, n_frames=SYNTHETIC_FRAMES, fps=25.0, cuts=SYNTHETIC_CUTS)
+
+
+def cut_download(src: Path, dest: Path, keep_bytes: int) -> Path:
+    """``src``'s video remuxed with its index up front (MP4 ``faststart``), then cut after
+    ``keep_bytes`` bytes, as ``head -c`` would: an interrupted download whose header still
+    declares every frame."""
+    whole = dest.with_name(f".{dest.name}.whole.mp4")
+    with av.open(str(src)) as inp, av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    dest.write_bytes(whole.read_bytes()[:keep_bytes])
+    whole.unlink()
+    return dest
+
+
+@pytest.fixture(scope="session")
+def faststart_cut() -> Callable[[Path, Path, int], Path]:
+    return cut_download
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ GT = SAMPLE.with_name("hamilton.faces.csv")
 
 
 @pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+def bad_inputs(tmp_path_factory, faststart_cut) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bad")
     zero = d / "zero.mp4"
     zero.write_bytes(b"")
@@ -31,7 +31,9 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     text.write_text("this is not a video\n" * 50)
     truncated = d / "truncated.mp4"
     truncated.write_bytes(SAMPLE.read_bytes()[: SAMPLE.stat().st_size // 3])
-    return {"missing": d / "missing.mp4", "zero": zero, "text": text, "truncated": truncated}
+    # An interrupted download of a faststart MP4: the header declares all 275 frames, 115 decode.
+    cut = faststart_cut(SAMPLE, d / "cut.mp4", 200_000)
+    return {"missing": d / "missing.mp4", "zero": zero, "text": text, "truncated": truncated, "cut": cut}
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,8 @@ def batch_run(prefect_server, tmp_path_factory, bad_inputs):
     summary = out / "summary.json"
     code = vcn_main([
         "run", str(video), str(bad_inputs["missing"]), str(bad_inputs["zero"]), str(bad_inputs["text"]),
-        str(bad_inputs["truncated"]), "--out", str(out), "--workers", "2", "--method", "hac",
-        "--chunk-seconds", "3", "--json", str(summary),
+        str(bad_inputs["truncated"]), str(bad_inputs["cut"]), "--out", str(out), "--workers", "2",
+        "--method", "hac", "--chunk-seconds", "3", "--json", str(summary),
     ])
     return code, out, json.loads(summary.read_text()), video
 
@@ -56,6 +58,8 @@ def test_batch_reports_bad_inputs_and_finishes_good_one(batch_run, bad_inputs):
     assert set(failed) == {str(p) for p in bad_inputs.values()}
     for path, why in failed.items():
         assert Path(path).name in why, f"error for {path} must name the file: {why}"
+    cut = failed[str(bad_inputs["cut"])]
+    assert "truncated: only 115 of the 275 frames the container declares decode" in cut
 
 
 def test_outputs_follow_the_contract(batch_run):

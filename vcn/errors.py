@@ -33,3 +33,12 @@ class ConfigError(VcnError):
 
 class StageError(VcnError):
     """A pipeline stage could not run because an input it needs is missing or stale."""
+
+
+class TruncatedVideoError(VideoOpenError):
+    """Decoding stops well before the frames the container declares: an incomplete copy or
+    download, or a file cut short. Re-download it, or re-mux what is there."""
+
+
+class CorruptVideoError(VideoOpenError):
+    """More packets of the video stream fail to decode than vcn skips with a warning."""
