@@ -25,6 +25,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
+from flows.console import verbose
 from flows.movie import movie_flow
 from flows.runtime import dask_cluster, gpu_workers, model_threads
 from tasks.library import (
@@ -37,6 +38,7 @@ from tasks.library import (
     summary_rows,
 )
 from vcn.config import PipelineConfig
+from vcn.errors import InputError
 
 ARTIFACT_KEY = "ingest-library-summary"
 
@@ -94,7 +96,12 @@ def ingest_library(
     overrides = config or {}
     cfg = PipelineConfig.from_dict(overrides)
     out = str(Path(out_dir).resolve())
-    plan = plan_library(library_root, catalogue, out, cfg)
+    try:
+        plan = plan_library(library_root, catalogue, out, cfg)
+    except InputError as exc:  # a root that is not a folder, an unreadable catalogue
+        if verbose():
+            raise
+        return Failed(message=str(exc), data=exc)
     summary = LibrarySummary(ignored_files=plan.ignored_files, flow_run_id=str(flow_run.id))
     summary.failed += [{"video": t.path, "movie_id": t.movie_id, "reason": t.reason}
                        for t in plan.with_status("failed")]

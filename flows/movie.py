@@ -13,9 +13,11 @@ from prefect import flow, unmapped
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.filesystems import LocalFileSystem
 from prefect.futures import as_completed
+from prefect.states import Failed, State
 from prefect_dask import DaskTaskRunner
 from tqdm import tqdm
 
+from flows.console import verbose
 from flows.runtime import gpu_annotation
 from storage.manifest import file_lock
 from tasks.cluster import cluster_tracks
@@ -24,6 +26,7 @@ from tasks.ingest import assemble_tracks, chunk_plan, ingest_chunk, prepare_movi
 from tasks.report import write_report
 from tasks.stages import previous_rows, record_failure, stages_to_run
 from vcn.config import PipelineConfig, fingerprint
+from vcn.errors import InputError
 
 
 @flow(name="process-movie", flow_run_name="process-movie-{video_path}", log_prints=True)
@@ -34,7 +37,7 @@ def process_movie(
     rerun_from: str | None = None,
     gpu: bool = False,
     threads: int | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Process one video into ``out_dir/<movie_id>/``; return the run summary.
 
     ``config``: a nested dict of overrides of :class:`vcn.config.PipelineConfig` (JSON-able, so
@@ -43,8 +46,23 @@ def process_movie(
     ``gpu``: the Dask cluster has workers with a ``GPU`` resource; the finetune and the vcn
     clustering ask for one. ``threads``: PyTorch threads for those two tasks on their worker
     (``None``: its ``VCN_THREADS``); :func:`flows.runtime.model_threads` gives a local cluster's.
+
+    A bad input (:class:`vcn.errors.InputError`: missing, empty, unreadable, truncated or damaged
+    file) ends the run *Failed* with the error's one-line message as the state message and no
+    traceback (``VCN_VERBOSE=1``: raised as is); calling the flow raises the error.
     """
-    cfg = PipelineConfig.from_dict(config or {})
+    try:
+        return _process(video_path, out_dir, PipelineConfig.from_dict(config or {}), rerun_from, gpu, threads)
+    except InputError as exc:
+        if verbose():
+            raise
+        # An unusable input is the user's to fix, not a bug: the run ends Failed with the
+        # one-line message (file, what is wrong, the fix) as its state message, and no traceback.
+        return Failed(message=str(exc), data=exc)
+
+
+def _process(video_path: str, out_dir: str, cfg: PipelineConfig, rerun_from: str | None, gpu: bool,
+             threads: int | None) -> dict[str, Any]:
     ctx = prepare_movie(video_path, out_dir, cfg)
     # One run per title at a time: a second run waits, then finds the work done.
     with file_lock(ctx.layout.lock, timeout_s=6 * 3600):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,8 @@ from vcn.cli import main as vcn_main
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "short_hamilton_clip.mp4"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
 GT = SAMPLE.with_name("hamilton.faces.csv")
 
 
@@ -38,20 +41,24 @@ def bad_inputs(tmp_path_factory, faststart_cut) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def batch_run(prefect_server, tmp_path_factory, bad_inputs):
+    """``vcn run`` on the good clip and the bad inputs, as a user runs it: a process of its own
+    (stderr not a terminal), reporting to the test's Prefect server. Returns the exit code, the
+    output folder, the JSON summary, the good clip and what the command printed."""
     out = tmp_path_factory.mktemp("out")
     video = tmp_path_factory.mktemp("in") / "hamilton.mp4"
     shutil.copy(SAMPLE, video)
     summary = out / "summary.json"
-    code = vcn_main([
-        "run", str(video), str(bad_inputs["missing"]), str(bad_inputs["zero"]), str(bad_inputs["text"]),
-        str(bad_inputs["truncated"]), str(bad_inputs["cut"]), "--out", str(out), "--workers", "2",
+    env = {k: v for k, v in os.environ.items() if k != "VCN_VERBOSE"}
+    bad = [str(bad_inputs[k]) for k in ("missing", "zero", "text", "truncated", "cut")]
+    proc = subprocess.run([
+        sys.executable, "-m", "vcn.cli", "run", str(video), *bad, "--out", str(out), "--workers", "2",
         "--method", "hac", "--chunk-seconds", "3", "--json", str(summary),
-    ])
-    return code, out, json.loads(summary.read_text()), video
+    ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    return proc.returncode, out, json.loads(summary.read_text()), video, proc.stdout + proc.stderr
 
 
 def test_batch_reports_bad_inputs_and_finishes_good_one(batch_run, bad_inputs):
-    code, _, summary, _ = batch_run
+    code, _, summary, _, _ = batch_run
     assert code == 1, "a batch with failures must exit non-zero"
     assert len(summary["ok"]) == 1
     failed = summary["failed"]
@@ -62,8 +69,21 @@ def test_batch_reports_bad_inputs_and_finishes_good_one(batch_run, bad_inputs):
     assert "truncated: only 115 of the 275 frames the container declares decode" in cut
 
 
+def test_bad_inputs_print_one_line_each_and_no_traceback(batch_run, bad_inputs):
+    *_, printed = batch_run
+    assert "Traceback" not in printed, printed
+    reasons = {"missing": "no such file", "zero": "the file is empty", "text": "not a readable video",
+               "truncated": "not a readable video container, or truncated",
+               "cut": "truncated: only 115 of the 275 frames"}
+    fixes = ("check the path", "download it again", "re-download", "Re-download", "re-mux")
+    for kind, path in bad_inputs.items():
+        # One line names the file, says what is wrong with it and the fix.
+        lines = [line for line in printed.splitlines() if path.name in line and reasons[kind] in line]
+        assert any(fix in line for line in lines for fix in fixes), f"no one-line reason for {path.name}"
+
+
 def test_outputs_follow_the_contract(batch_run):
-    _, out, summary, _ = batch_run
+    _, out, summary, _, _ = batch_run
     result = summary["ok"][0]
     layout = MovieLayout(Path(result["output"]))
     assert layout.root.parent == out
@@ -89,7 +109,7 @@ def test_outputs_follow_the_contract(batch_run):
 
 
 def test_eval_on_the_labelled_clip(batch_run, capsys):
-    _, _, summary, _ = batch_run
+    _, _, summary, _, _ = batch_run
     json_out = Path(summary["ok"][0]["output"]) / "eval.json"
     pred = summary["ok"][0]["output"]
     assert vcn_main(["eval", "--gt", str(GT), "--pred", pred, "--json", str(json_out)]) == 0
@@ -99,7 +119,7 @@ def test_eval_on_the_labelled_clip(batch_run, capsys):
 
 
 def test_rerun_reuses_finished_chunks(batch_run, prefect_server):
-    _, out, summary, video = batch_run
+    _, out, summary, video, _ = batch_run
     layout = MovieLayout(Path(summary["ok"][0]["output"]))
     # A lost chunk and a lost stage output: the stage re-runs, reusing the other chunks.
     layout.chunk_faces(1).unlink()
