@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextvars
 import functools
+import logging
 import os
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ from tasks.library import (
     publish_catalogue,
     summary_rows,
 )
+from tasks.progress import say
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
 
@@ -134,7 +136,7 @@ def ingest_library(
                         summary.processed.append(fut.result())
                     except Exception as exc:  # one broken title must not stop the library
                         reason = describe_error(title.path, exc)
-                        logger.error("title %s failed: %s", title.path, reason)
+                        say(logger, "FAILED %s", reason, level=logging.ERROR)
                         summary.failed.append({"video": title.path, "movie_id": title.movie_id,
                                                "reason": reason})
     summary.processed.sort(key=lambda e: e["video"])

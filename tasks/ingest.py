@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from storage.manifest import (
 from tasks.context import MovieContext
 from tasks.models import face_models
 from tasks.policies import chunk_cache_key, is_transient
+from tasks.progress import say
 from vcn.assembly import ChunkFaces, assemble_movie, check_title_decode
 from vcn.config import PipelineConfig
 from vcn.detection import default_model_dir, find_models
@@ -159,7 +161,7 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
     chunks = [read_chunk(layout.chunk_faces(c.index)) for c in chunk_plan(ctx)]
     decode = check_title_decode(chunks, ctx.info)
     if decode.warning:
-        logger.warning("%s", decode.warning)
+        say(logger, "%s", decode.warning, level=logging.WARNING)
     movie = assemble_movie(chunks, ctx.movie_id, ctx.info.n_frames, ctx.info.fps, ctx.config.ingest)
     faces = movie.faces
     write_parquet(layout.faces, schemas.table_from_columns(schemas.FACES_SCHEMA, {
@@ -194,5 +196,5 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
         "outputs": ["faces.parquet", "tracks.parquet", "shots.parquet", "crops"],
         "chunk_seconds": timings, "decode": decode.to_dict(),
     })
-    logger.info("movie %s: %s", ctx.movie_id, rows)
+    logger.info("movie %s: %s", ctx.movie_id, rows)  # the UI's line; the flow prints the stage's end
     return rows

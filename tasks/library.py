@@ -23,6 +23,7 @@ from storage.layout import MovieLayout
 from storage.manifest import code_hash, file_hash, read_manifest
 from tasks.context import MovieContext
 from tasks.policies import is_transient
+from tasks.progress import say
 from tasks.stages import stages_to_run
 from vcn.config import PipelineConfig
 from vcn.detection import ModelFiles, default_model_dir, find_models
@@ -207,9 +208,9 @@ def plan_library(
         titles.append(Title(path, movie_id, "skip" if done else "todo",
                             "complete for this config and code" if done else ""))
     plan = LibraryPlan(tuple(titles), ignored, source)
-    logger.info("library %s: %d titles to process, %d done, %d unreadable, %d non-video files",
-                source, len(plan.with_status("todo")), len(plan.with_status("skip")),
-                len(plan.with_status("failed")), ignored)
+    say(logger, "library %s: %d titles to process, %d done, %d failed, %d non-video files",
+        source, len(plan.with_status("todo")), len(plan.with_status("skip")), len(plan.with_status("failed")),
+        ignored)
     return plan
 
 

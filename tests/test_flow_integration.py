@@ -82,6 +82,32 @@ def test_bad_inputs_print_one_line_each_and_no_traceback(batch_run, bad_inputs):
         assert any(fix in line for line in lines for fix in fixes), f"no one-line reason for {path.name}"
 
 
+def test_console_shows_vcn_lines_not_library_logs(batch_run, bad_inputs):
+    *_, printed = batch_run
+    lines = printed.splitlines()
+    assert len(lines) < 40, printed
+    assert not [line for line in lines if "distributed." in line or " INFO " in line], printed
+    # Progress shows without a terminal: the stage's start and end and its chunks.
+    assert any("hamilton.mp4: tracks: 3/3 chunks (100 %)" in line for line in lines), printed
+    assert any("hamilton.mp4: tracks done in" in line for line in lines), printed
+    assert any("hamilton.mp4: clusters done in" in line for line in lines), printed
+    # A bad file is named only on lines that say what is wrong with it: no Prefect state line,
+    # no flow run named after it.
+    for path in bad_inputs.values():
+        named = [line for line in lines if path.name in line]
+        assert named and all("FAILED" in line for line in named), named
+
+
+def test_verbose_restores_library_logs_and_tracebacks(prefect_server, bad_inputs, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vcn.cli", "run", str(bad_inputs["zero"]), "--out",
+                           str(tmp_path / "out"), "--workers", "1", "--verbose"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1
+    printed = proc.stdout + proc.stderr
+    assert "Traceback" in printed and "VideoOpenError" in printed
+    assert "Beginning flow run" in printed and "distributed.scheduler" in printed
+
+
 def test_outputs_follow_the_contract(batch_run):
     _, out, summary, _, _ = batch_run
     result = summary["ok"][0]
@@ -146,9 +172,21 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
 
     out = tmp_path / "out"
     summary = tmp_path / "s.json"
-    # No --method: the default is vcn.
-    assert vcn_main(["run", str(SAMPLE), "--out", str(out), "--workers", "1",
-                     "--config", json.dumps(short_finetune), "--json", str(summary)]) == 0
+    config = {**short_finetune, "method": {**short_finetune["method"], "finetune": {
+        **short_finetune["method"]["finetune"], "checkpoint_every": 4}}}
+    # No --method: the default is vcn. Run as a user runs it, to see what it prints.
+    proc = subprocess.run([sys.executable, "-m", "vcn.cli", "run", str(SAMPLE), "--out", str(out),
+                           "--workers", "1", "--config", json.dumps(config), "--json", str(summary)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 0, printed
+    # `make run`'s console: vcn's lines, the finetune's progress every 10 % of its steps with the
+    # time left, and the summary; no library logs.
+    lines = printed.splitlines()
+    assert len(lines) < 40, printed
+    steps = [line for line in lines if "short_hamilton_clip.mp4: finetune round 1: " in line]
+    assert len(steps) >= 3 and "left" in steps[0] and "(100 %)" in steps[-1], printed
+    assert "1 video(s) done, 0 failed" in printed
     result = json.loads(summary.read_text())["ok"][0]
     layout = MovieLayout(Path(result["output"]))
     manifest = json.loads(layout.manifest.read_text())
