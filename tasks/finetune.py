@@ -25,6 +25,7 @@ from tasks.context import MovieContext
 from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from tasks.progress import Progress
+from tasks.stages import stage_record
 from vcn.backbone import load_backbone
 from vcn.constraints import cooccurring_pairs
 from vcn.finetune import resolve_device
@@ -113,7 +114,7 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     record_stage(layout, "finetune", {
         "status": "completed", "started": started, "ended": now_iso(),
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
-        "config_hash": ctx.stage_hash("finetune"), "code_hash": ctx.code_hash, "rows": rows,
+        **stage_record(ctx, "finetune"), "rows": rows,
         "outputs": ["model/final.pt"], "checkpoint_blake2b": digest, "rounds": ck.history,
         "device": str(resolve_device(ctx.config.method.finetune)), "worker": worker_address(),
     })

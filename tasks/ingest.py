@@ -30,6 +30,7 @@ from tasks.context import MovieContext
 from tasks.models import face_models
 from tasks.policies import chunk_cache_key, is_transient
 from tasks.progress import say
+from tasks.stages import stage_record
 from vcn.assembly import ChunkFaces, assemble_movie, check_title_decode
 from vcn.config import PipelineConfig
 from vcn.detection import default_model_dir, find_models
@@ -90,7 +91,7 @@ def _chunk_is_done(ctx: MovieContext, chunk: Chunk) -> bool:
     if not (path.exists() and crops.exists()):
         return False
     meta = schemas.table_metadata(str(path))
-    return meta.get("stage_hash") == ctx.stage_hash("tracks") and meta.get("code_hash") == ctx.code_hash
+    return meta.get("stage_hash") == ctx.stage_hash("tracks")
 
 
 def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
@@ -192,7 +193,7 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
     record_stage(layout, "tracks", {
         "status": "completed", "started": started, "ended": now_iso(),
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
-        "config_hash": ctx.stage_hash("tracks"), "code_hash": ctx.code_hash, "rows": rows,
+        **stage_record(ctx, "tracks"), "rows": rows,
         "outputs": ["faces.parquet", "tracks.parquet", "shots.parquet", "crops"],
         "chunk_seconds": timings, "decode": decode.to_dict(),
     })

@@ -3,9 +3,9 @@
 Retries are for transient failures only (I/O and connection errors, a worker lost mid-task,
 timeouts); a bad input file, a bad config or a bug (a ``RuntimeError`` from torch, a
 ``NotImplementedError``) fails at once with its message, since retrying cannot fix it.
-Cache keys combine the movie's content id, the stage's config fingerprint, the code hash and
-whether the stage's output files are still on disk, so a deleted output is recomputed even when
-Prefect remembers a cached result.
+Cache keys combine the movie's content id, the stage hash (its config section, the models and its
+algorithm version, not the source code) and whether the stage's output files are still on disk,
+so a deleted output is recomputed even when Prefect remembers a cached result.
 """
 
 from __future__ import annotations
@@ -61,11 +61,12 @@ def is_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def chunk_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Cache key of ``ingest_chunk``: movie, chunk, stage config, code, and output presence."""
+    """Cache key of ``ingest_chunk``: movie, chunk, stage hash (config, models, stage version), and
+    output presence."""
     ctx, chunk = parameters["ctx"], parameters["chunk"]
     layout = ctx.layout
     present = layout.chunk_faces(chunk.index).exists() and layout.chunk_crops(chunk.index).exists()
     # Missing output or a forced re-run: never a cache hit.
     nonce = "present" if present and not parameters.get("force") else uuid.uuid4().hex
     return f"vcn-chunk-{ctx.movie_id}-{chunk.index}-{chunk.read_start}-{chunk.end}-" \
-           f"{ctx.stage_hash('tracks')}-{ctx.code_hash}-{nonce}"
+           f"{ctx.stage_hash('tracks')}-{nonce}"

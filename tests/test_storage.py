@@ -83,16 +83,16 @@ def test_manifest_concurrent_updates_keep_every_record(tmp_path):
     assert m["input"] == {"path": "x.mp4"}
 
 
-def test_stage_complete_needs_matching_hashes_and_outputs(tmp_path):
+def test_stage_complete_needs_its_stage_hash_and_outputs(tmp_path):
     layout = MovieLayout(tmp_path / "m")
     (layout.root).mkdir(parents=True)
     (layout.root / "faces.parquet").write_bytes(b"x")
-    record_stage(layout, "tracks", {"status": "completed", "config_hash": "c", "code_hash": "k",
+    record_stage(layout, "tracks", {"status": "completed", "stage_hash": "s", "code_hash": "k",
                                     "outputs": ["faces.parquet"]})
-    assert stage_is_complete(layout, "tracks", "c", "k")
-    assert not stage_is_complete(layout, "tracks", "other", "k")
+    assert stage_is_complete(layout, "tracks", "s")
+    assert not stage_is_complete(layout, "tracks", "other")
     (layout.root / "faces.parquet").unlink()
-    assert not stage_is_complete(layout, "tracks", "c", "k")
+    assert not stage_is_complete(layout, "tracks", "s")
 
 
 @pytest.mark.parametrize("umask", [0o002, 0o027])

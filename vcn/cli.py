@@ -19,6 +19,7 @@ examples:
   vcn run movie.mp4 --out out/                 # cluster the faces of one video
   vcn run a.mp4 b.mkv --out out/ --workers 2   # several videos, 2 Dask workers
   vcn eval --gt movie.faces.csv --pred out/<movie_id>
+  vcn ingest /media/library --out out/ --dry-run   # what a library run would redo, and why
 
 outputs (per video, under OUT/<movie_id>/): faces.parquet, tracks.parquet, shots.parquet,
 clusters.parquet, crops/, manifest.json. See README.md, "Output contract".
@@ -98,8 +99,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if not args.library_root and not args.catalogue:
         raise VcnError("vcn ingest needs LIBRARY_ROOT (a folder of videos) or --catalogue FILE.csv|.parquet")
     overrides = _config_overrides(args)
-    PipelineConfig.from_dict(overrides)  # fail fast on a bad flag, before any server starts
+    cfg = PipelineConfig.from_dict(overrides)  # fail fast on a bad flag, before any server starts
     root, catalogue = (str(Path(p).resolve()) if p else None for p in (args.library_root, args.catalogue))
+    if args.dry_run:
+        from tasks.library import format_plan, plan_titles
+
+        print(format_plan(plan_titles(root, catalogue, str(Path(args.out).resolve()), cfg)))
+        return 0
     with prefect_api() as api:
         print(f"vcn: Prefect API {api}", file=sys.stderr)
         state = ingest_library(
@@ -237,6 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--stride", type=int, help="detect faces on every N-th frame (default from config)")
     ing.add_argument("--chunk-seconds", type=float, help="length of the chunks fanned out to workers")
     ing.add_argument("--json", help="also write the summary as JSON to this file")
+    ing.add_argument("--dry-run", action="store_true",
+                     help="list, per title, the stages a run would run and why (new file, file changed, "
+                          "config changed, models changed, stage version changed, previous failure); "
+                          "decodes and writes nothing")
     ing.set_defaults(func=cmd_ingest)
 
     rr = sub.add_parser(
