@@ -131,7 +131,11 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     if not manifest_path.exists():
         raise VcnError(f"{manifest_path}: no manifest; pass a folder OUT/<movie_id> made by `vcn run`")
     manifest = json.loads(manifest_path.read_text())
-    video = manifest["input"]["path"]
+    video = (manifest.get("input") or manifest.get("input_error") or {}).get("path")
+    if not video:
+        raise VcnError(f"{manifest_path}: records no input file; run "
+                       f"`vcn run VIDEO --out {movie_dir.parent}`"
+                       " instead")
     with prefect_api(), dask_cluster(args.dask_address, args.workers) as address:
         summary = movie_flow(str(movie_dir.parent), address)(
             video_path=video, out_dir=str(movie_dir.parent), config=manifest.get("config", {}),
