@@ -117,20 +117,20 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
         progress = create_progress_artifact(0.0, description=f"finetune of {ctx.movie_id}, current round")
         name = Path(ctx.video_path).name
         # When each round started, and at which step (a resumed round starts mid-way).
-        started = {resume.round if resume else 0: (time.monotonic(), resume.state.step if resume and
-                                                     resume.state else 0)}
+        round_start = {resume.round if resume else 0: (time.monotonic(), resume.state.step if resume and
+                                                         resume.state else 0)}
         rounds: dict[int, Progress] = {}
 
         def on_checkpoint(c: Checkpoint) -> None:
             save_checkpoint(ckpt_path, c)
             if c.state is None:  # matching done, the next round's finetune starts
-                started[c.round] = (time.monotonic(), 0)
+                round_start[c.round] = (time.monotonic(), 0)
                 return
             total = max(c.state.head_steps + c.state.joint_steps, 1)
             update_progress_artifact(progress, 100.0 * c.state.step / total,
                                      description=f"finetune of {ctx.movie_id}, round {c.round + 1}")
             if c.round not in rounds:  # a line every 10 % of the round's steps, as checkpoints come
-                t0, first = started.get(c.round, (time.monotonic(), c.state.step))
+                t0, first = round_start.get(c.round, (time.monotonic(), c.state.step))
                 rounds[c.round] = Progress(logger, f"{name}: finetune round {c.round + 1}", total, "steps",
                                            done=first, started=t0)
             rounds[c.round].update(c.state.step)

@@ -10,12 +10,15 @@ digest of small stage outputs and fails until the version is bumped and the dige
 - ``tracks``: decoding, shots, detection, quality filter, embedding, tracking and stitching
   (``vcn.video``, ``vcn.shots``, ``vcn.detection``, ``vcn.quality``, ``vcn.embedding``,
   ``vcn.tracking``, ``vcn.stitching``, ``vcn.ingest``, ``vcn.assembly``, ``vcn.summary``).
-- ``finetune``: coarse matching and the self-supervised finetune (``vcn.method.adapt``,
-  ``vcn.finetune``, ``vcn.matching``, ``vcn.grouping``, ``vcn.views``, ``vcn.augment``).
+- ``finetune``: the view bank, coarse matching and the self-supervised finetune
+  (``vcn.view_bank``, ``vcn.method.bank_for``, ``vcn.method.adapt``, ``vcn.finetune``,
+  ``vcn.matching``, ``vcn.grouping``, ``vcn.views``, ``vcn.augment``).
 - ``clusters``: stage 4 (``vcn.method.cluster``, ``vcn.clustering``, ``vcn.quality``'s SER-FIQ,
   ``vcn.constraints``) and the HAC baseline.
 """
 
 from __future__ import annotations
 
-STAGE_VERSIONS: dict[str, int] = {"tracks": 1, "finetune": 1, "clusters": 1}
+# finetune 2, clusters 2: views embedded once per title (the view bank), a linear adapter on the
+# frozen embedding in place of the finetuned backbone.
+STAGE_VERSIONS: dict[str, int] = {"tracks": 1, "finetune": 2, "clusters": 2}
