@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextvars
 import functools
+import logging
 import os
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
+from flows.console import verbose
 from flows.movie import movie_flow
 from flows.runtime import dask_cluster, gpu_workers, model_threads
 from tasks.library import (
@@ -36,7 +38,9 @@ from tasks.library import (
     publish_catalogue,
     summary_rows,
 )
+from tasks.progress import say
 from vcn.config import PipelineConfig
+from vcn.errors import InputError
 from vcn.report import md_text
 
 ARTIFACT_KEY = "ingest-library-summary"
@@ -95,7 +99,12 @@ def ingest_library(
     overrides = config or {}
     cfg = PipelineConfig.from_dict(overrides)
     out = str(Path(out_dir).resolve())
-    plan = plan_library(library_root, catalogue, out, cfg)
+    try:
+        plan = plan_library(library_root, catalogue, out, cfg)
+    except InputError as exc:  # a root that is not a folder, an unreadable catalogue
+        if verbose():
+            raise
+        return Failed(message=str(exc), data=exc)
     summary = LibrarySummary(ignored_files=plan.ignored_files, flow_run_id=str(flow_run.id))
     summary.failed += [{"video": t.path, "movie_id": t.movie_id, "reason": t.reason}
                        for t in plan.with_status("failed")]
@@ -128,7 +137,7 @@ def ingest_library(
                         summary.processed.append(fut.result())
                     except Exception as exc:  # one broken title must not stop the library
                         reason = describe_error(title.path, exc)
-                        logger.error("title %s failed: %s", title.path, reason)
+                        say(logger, "FAILED %s", reason, level=logging.ERROR)
                         summary.failed.append({"video": title.path, "movie_id": title.movie_id,
                                                "reason": reason})
     summary.processed.sort(key=lambda e: e["video"])

@@ -73,6 +73,8 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), LocalCluster(
         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
         memory_limit=0, resources=resources,
+        # Each worker prints what the command prints (flows/console.py).
+        preload=["flows.console"],
     ) as cluster:
         yield cluster.scheduler_address
 

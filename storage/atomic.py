@@ -2,6 +2,9 @@
 
 Every writer goes through a temporary file in the destination's folder, flushed and fsynced, then
 ``os.replace``-d into place. A crash leaves at most a ``.tmp-*`` file that no reader trusts.
+The temporary file is created with mode ``0o666`` filtered by the process umask, so the finished
+file gets the permissions a plain ``open(dest, "w")`` would give it (``0644`` under the usual
+umask ``022``, ``0664`` under ``002``), not the owner-only ``0600`` of ``tempfile.mkstemp``.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,7 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}.", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_temp(dest)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -38,6 +39,20 @@ def atomic_path(dest: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _create_temp(dest: Path) -> Path:
+    """Create an empty, uniquely named temporary file next to ``dest``; the kernel applies the
+    umask to its mode ``0o666``, as for any file ``open()`` creates."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        tmp = dest.parent / f".tmp-{dest.name}.{secrets.token_hex(6)}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
 
 
 def write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:

@@ -2,9 +2,10 @@
 
 The manifest records what went in (input file, its content id, models and their hashes, the full
 config, code and package versions) and, per stage, the latest run (status, Prefect run ids, times,
-row counts, output files, config and code hashes) plus the history of every run. A stage counts as
-finished only when its record says ``completed`` *and* was made with the current config and code
-hashes *and* its output files exist: that is what re-runs and ``vcn rerun`` trust.
+row counts, output files, the stage's hashes) plus the history of every run. A stage counts as
+finished only when its record says ``completed`` *and* was made with the current stage hash (its
+config section, the models and its algorithm version, :mod:`vcn.versions`) *and* its output files
+exist: that is what re-runs and ``vcn rerun`` trust. The code hash is lineage only.
 
 Updates are read-modify-write under an exclusive file lock and written atomically, so two runs on
 the same title cannot interleave a half-written manifest.
@@ -57,7 +58,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-# Modules that do not shape a movie's outputs: editing them must not make every title stale.
+# Modules that do not shape a movie's outputs, left out of the lineage hash.
 NOT_OUTPUT_SHAPING = {"cli.py", "report.py", "metrics.py", "library.py", "catalogue.py", "results.py",
                       "runtime.py", "__init__.py"}
 
@@ -69,7 +70,8 @@ def _source_files() -> list[Path]:
 
 
 def code_hash() -> str:
-    """Hash of the source that shapes outputs (vcn, storage, tasks, minus reporting and CLI)."""
+    """Hash of the source that shapes outputs (vcn, storage, tasks, minus reporting and CLI), for
+    the lineage in the manifest; what invalidates a stage is its version (:mod:`vcn.versions`)."""
     h = hashlib.blake2b(digest_size=8)
     for path in _source_files():
         h.update(path.name.encode())
@@ -97,7 +99,7 @@ def code_version() -> dict[str, str]:
 def file_lock(path: str | os.PathLike[str], timeout_s: float = 600.0) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` body."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as for open()
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -142,11 +144,22 @@ def record_stage(layout: MovieLayout, stage: str, record: dict[str, Any]) -> dic
     return record
 
 
-def stage_is_complete(layout: MovieLayout, stage: str, config_hash: str, code: str) -> bool:
-    """True when ``stage`` completed with this config and code and its outputs still exist."""
+def record_input_error(layout: MovieLayout, path: str, exc: BaseException) -> dict[str, Any]:
+    """Record that the file ``path`` (whose content id names ``layout``) is not a usable video."""
+    return update_manifest(layout, movie_id=layout.movie_id, input_error={
+        "path": str(Path(path).resolve()), "error": f"{type(exc).__name__}: {exc}", "recorded_at": now_iso(),
+    })
+
+
+def missing_outputs(layout: MovieLayout, record: dict[str, Any]) -> list[str]:
+    """The output files a stage record lists that are no longer there."""
+    return [f for f in record.get("outputs", []) if not (layout.root / f).exists()]
+
+
+def stage_is_complete(layout: MovieLayout, stage: str, stage_hash: str) -> bool:
+    """True when ``stage`` completed with this stage hash (its config section, models and
+    algorithm version; ``tasks.context.MovieContext.stage_hash``) and its outputs still exist."""
     rec = read_manifest(layout).get("stages", {}).get(stage)
-    if not rec or rec.get("status") != "completed":
+    if not rec or rec.get("status") != "completed" or rec.get("stage_hash") != stage_hash:
         return False
-    if rec.get("config_hash") != config_hash or rec.get("code_hash") != code:
-        return False
-    return all((layout.root / f).exists() for f in rec.get("outputs", []))
+    return not missing_outputs(layout, rec)

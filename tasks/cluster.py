@@ -19,6 +19,7 @@ from tasks.context import MovieContext
 from tasks.finetune import method_inputs, view_bank
 from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
+from tasks.stages import stage_record
 from vcn.clustering import hac
 from vcn.errors import StageError
 from vcn.finetune import resolve_device
@@ -107,7 +108,7 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     record_stage(layout, "clusters", {
         "status": "completed", "started": started, "ended": now_iso(), "method": cfg.method,
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
-        "config_hash": ctx.stage_hash("clusters"), "code_hash": ctx.code_hash, "rows": rows,
+        **stage_record(ctx, "clusters"), "rows": rows,
         "outputs": ["faces.parquet", "tracks.parquet", "clusters.parquet"], "worker": worker_address(),
         **extra,
     })

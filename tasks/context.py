@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storage.layout import MovieLayout
 from vcn.config import PipelineConfig, fingerprint
 from vcn.detection import ModelFiles
+from vcn.versions import STAGE_VERSIONS
 from vcn.video import VideoInfo
 
 
@@ -21,13 +23,24 @@ class MovieContext:
     info: VideoInfo
     config: PipelineConfig
     models: ModelFiles
-    code_hash: str
+    code_hash: str  # of the source, recorded for lineage; it invalidates nothing
     model_hashes: dict[str, str]
 
     @property
     def layout(self) -> MovieLayout:
         return MovieLayout(Path(self.out_root))
 
+    def stage_stamp(self, stage: str) -> dict[str, Any]:
+        """What ``stage``'s output depends on, part by part: ``config_hash`` (its config section,
+        the upstream stages' included), ``models_hash`` (the model files) and ``stage_version``
+        (its algorithm version and the upstream stages', :mod:`vcn.versions`). The source code
+        is not part of it: ``code_hash`` is recorded for lineage only."""
+        order = self.config.stages()
+        upstream = order[: order.index(stage) + 1]
+        return {"config_hash": fingerprint(self.config.stage_config(stage)),
+                "models_hash": fingerprint(self.model_hashes),
+                "stage_version": {s: STAGE_VERSIONS[s] for s in upstream}}
+
     def stage_hash(self, stage: str) -> str:
-        """Fingerprint of what ``stage``'s output depends on: its config and the model files."""
-        return fingerprint({"stage": self.config.stage_config(stage), "models": self.model_hashes})
+        """One fingerprint of :meth:`stage_stamp`: a finished stage is reused while it holds."""
+        return fingerprint(self.stage_stamp(stage))

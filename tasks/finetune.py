@@ -9,7 +9,9 @@ finetune starts over.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,8 @@ from storage.view_bank import load_view_bank, save_view_bank
 from tasks.context import MovieContext
 from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
+from tasks.progress import Progress
+from tasks.stages import stage_record
 from vcn.backbone import load_backbone
 from vcn.constraints import cooccurring_pairs
 from vcn.errors import CheckpointError
@@ -111,13 +115,25 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
             resumed_at = resume.state.step if resume.state else 0
             logger.info("resuming finetune at round %d, step %d", resume.round, resumed_at)
         progress = create_progress_artifact(0.0, description=f"finetune of {ctx.movie_id}, current round")
+        name = Path(ctx.video_path).name
+        # When each round started, and at which step (a resumed round starts mid-way).
+        round_start = {resume.round if resume else 0: (time.monotonic(), resume.state.step if resume and
+                                                         resume.state else 0)}
+        rounds: dict[int, Progress] = {}
 
         def on_checkpoint(c: Checkpoint) -> None:
             save_checkpoint(ckpt_path, c)
-            if c.state is not None:
-                total = max(c.state.head_steps + c.state.joint_steps, 1)
-                update_progress_artifact(progress, 100.0 * c.state.step / total,
-                                         description=f"finetune of {ctx.movie_id}, round {c.round + 1}")
+            if c.state is None:  # matching done, the next round's finetune starts
+                round_start[c.round] = (time.monotonic(), 0)
+                return
+            total = max(c.state.head_steps + c.state.joint_steps, 1)
+            update_progress_artifact(progress, 100.0 * c.state.step / total,
+                                     description=f"finetune of {ctx.movie_id}, round {c.round + 1}")
+            if c.round not in rounds:  # a line every 10 % of the round's steps, as checkpoints come
+                t0, first = round_start.get(c.round, (time.monotonic(), c.state.step))
+                rounds[c.round] = Progress(logger, f"{name}: finetune round {c.round + 1}", total, "steps",
+                                           done=first, started=t0)
+            rounds[c.round].update(c.state.step)
 
         rows["cannot_link_pairs"] = len(inputs.cannot_link)
         with torch_threads(threads):
@@ -130,7 +146,7 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     record_stage(layout, "finetune", {
         "status": "completed", "started": started, "ended": now_iso(),
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
-        "config_hash": ctx.stage_hash("finetune"), "code_hash": ctx.code_hash, "rows": rows,
+        **stage_record(ctx, "finetune"), "rows": rows,
         "outputs": ["model/final.pt"], "checkpoint_blake2b": digest, "rounds": ck.history,
         "device": str(resolve_device(ctx.config.method.finetune)), "worker": worker_address(),
         "resumed_at_step": resumed_at, "checkpoint_refused": refused,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,20 @@ from storage.manifest import (
     file_hash,
     now_iso,
     package_versions,
+    record_input_error,
     record_stage,
     update_manifest,
 )
 from tasks.context import MovieContext
 from tasks.models import face_models
 from tasks.policies import is_transient
-from vcn.assembly import ChunkFaces, assemble_movie
+from tasks.progress import say
+from tasks.stages import stage_record
+from vcn.assembly import ChunkFaces, assemble_movie, check_title_decode
 from vcn.config import PipelineConfig
 from vcn.detection import default_model_dir, find_models
-from vcn.ingest import ChunkResult, process_chunk
+from vcn.errors import InputError
+from vcn.ingest import ChunkResult, check_chunk_decode, process_chunk
 from vcn.video import Chunk, content_id, plan_chunks, probe
 
 
@@ -40,12 +45,18 @@ def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> Movi
     """Probe the video, derive its movie id and record its lineage in ``manifest.json``.
 
     Raises :class:`vcn.errors.InputError` (not retried) naming the file when it is not a
-    usable video.
+    usable video; the error is recorded in the manifest of the file's content id
+    (``input_error``), so that ``vcn ingest`` reports an unchanged file as failed without
+    decoding it again.
     """
-    info = probe(video_path)
     movie_id = content_id(video_path)
-    models = find_models(config.model_dir or default_model_dir())
     layout = MovieLayout.of(out_dir, movie_id)
+    try:
+        info = probe(video_path)
+    except InputError as exc:
+        record_input_error(layout, video_path, exc)
+        raise
+    models = find_models(config.model_dir or default_model_dir())
     layout.root.mkdir(parents=True, exist_ok=True)
     ctx = MovieContext(
         video_path=str(Path(video_path).resolve()), movie_id=movie_id, out_root=str(layout.root), info=info,
@@ -59,7 +70,9 @@ def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> Movi
             "path": ctx.video_path, "size_bytes": Path(video_path).stat().st_size, "content_id": movie_id,
             "duration_s": info.duration_s, "fps": info.fps, "n_frames": info.n_frames,
             "width": info.width, "height": info.height, "codec": info.codec,
+            "declared_frames": info.declared_frames, "declared_exact": info.declared_exact,
         },
+        input_error=None,
         code=code_version(),
         packages=package_versions(),
         models={"detector": {"path": models.detector, "blake2b": ctx.model_hashes["detector"]},
@@ -79,7 +92,7 @@ def _chunk_is_done(ctx: MovieContext, chunk: Chunk) -> bool:
     if not (path.exists() and crops.exists()):
         return False
     meta = schemas.table_metadata(str(path))
-    return meta.get("stage_hash") == ctx.stage_hash("tracks") and meta.get("code_hash") == ctx.code_hash
+    return meta.get("stage_hash") == ctx.stage_hash("tracks")
 
 
 def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
@@ -97,6 +110,8 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
         },
         metadata={
             "chunk": vars(res.chunk), "cuts": res.cuts.tolist(), "n_frames": res.n_frames,
+            "owned_frames": res.owned_frames, "bad_packets": res.bad_packets,
+            "decode_error": res.decode_error,
             "timings": res.timings, "stage_hash": ctx.stage_hash("tracks"), "code_hash": ctx.code_hash,
             "flow_run_id": str(flow_run.id), "written_at": now_iso(),
         },
@@ -122,6 +137,7 @@ def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[s
     models = face_models(ctx.models.detector, ctx.models.recognizer, cfg.detection, cfg.embedding)
     t0 = time.perf_counter()
     res = process_chunk(ctx.video_path, chunk, models, cfg)
+    check_chunk_decode(ctx.video_path, res, ctx.info.fps)
     _write_chunk(ctx, res)
     return {
         "index": chunk.index, "computed": True, "n_frames": res.n_frames, "n_faces": int(res.owned.sum()),
@@ -145,6 +161,9 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
     started = now_iso()
     layout = ctx.layout
     chunks = [read_chunk(layout.chunk_faces(c.index)) for c in chunk_plan(ctx)]
+    decode = check_title_decode(chunks, ctx.info)
+    if decode.warning:
+        say(logger, "%s", decode.warning, level=logging.WARNING)
     movie = assemble_movie(chunks, ctx.movie_id, ctx.info.n_frames, ctx.info.fps, ctx.config.ingest)
     faces = movie.faces
     write_parquet(layout.faces, schemas.table_from_columns(schemas.FACES_SCHEMA, {
@@ -174,9 +193,9 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
     record_stage(layout, "tracks", {
         "status": "completed", "started": started, "ended": now_iso(),
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
-        "config_hash": ctx.stage_hash("tracks"), "code_hash": ctx.code_hash, "rows": rows,
+        **stage_record(ctx, "tracks"), "rows": rows,
         "outputs": ["faces.parquet", "tracks.parquet", "shots.parquet", "crops"],
-        "chunk_seconds": timings,
+        "chunk_seconds": timings, "decode": decode.to_dict(),
     })
-    logger.info("movie %s: %s", ctx.movie_id, rows)
+    logger.info("movie %s: %s", ctx.movie_id, rows)  # the UI's line; the flow prints the stage's end
     return rows

@@ -2,9 +2,11 @@
 
 A title is a video file, identified by its content id (``vcn.video.content_id``), so a renamed or
 moved file is recognised and two copies of one film are processed once. A title is *done* when
-``manifest.json`` says every stage completed with the current config, models and code and the
-outputs exist: exactly the test ``process-movie`` applies (``tasks.stages.stages_to_run``), made
-here without probing the video so that a nightly pass over a large library stays cheap.
+``manifest.json`` says every stage completed with the current config section, models and stage
+version (``vcn.versions``) and the outputs exist: exactly the test ``process-movie`` applies
+(``tasks.stages.stage_plan``), made here without probing the video so that a nightly pass over a
+large library stays cheap. Editing vcn's source makes no title stale; bumping a stage's version
+does.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from typing import Any
 import pandas as pd
 from prefect import get_run_logger, task
 
+from storage.atomic import read_json
 from storage.catalogue import CatalogueLayout, is_current, publish_movie
 from storage.layout import MovieLayout
-from storage.manifest import code_hash, file_hash, read_manifest
+from storage.manifest import file_hash, read_manifest
 from tasks.context import MovieContext
 from tasks.policies import is_transient
-from tasks.stages import stages_to_run
+from tasks.progress import say
+from tasks.stages import stage_plan
 from vcn.config import PipelineConfig
 from vcn.detection import ModelFiles, default_model_dir, find_models
 from vcn.errors import InputError
@@ -40,7 +44,10 @@ class Title:
     """One video of the library and what the ingestion does with it.
 
     ``status``: ``todo`` (to process), ``skip`` (done, or a copy of the title ``duplicate_of``)
-    or ``failed`` (could not even be identified); ``reason`` says why for the last two.
+    or ``failed`` (could not be identified, or its unchanged content failed as bad input before);
+    ``reason`` says why. ``stages``: for a ``todo`` title, each stage that would run and why (new
+    file, file changed, config changed, models changed, stage version changed, previous failure,
+    output missing, an earlier stage runs).
     """
 
     path: str
@@ -48,6 +55,7 @@ class Title:
     status: str
     reason: str = ""
     duplicate_of: str | None = None
+    stages: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,20 +140,59 @@ def model_fingerprints(config: PipelineConfig) -> tuple[ModelFiles, dict[str, st
     return models, {"detector": file_hash(models.detector), "recognizer": file_hash(models.recognizer)}
 
 
-def title_is_done(
+def title_stage_plan(
     path: str, movie_id: str, out_dir: str, config: PipelineConfig, models: ModelFiles,
-    model_hashes: dict[str, str], code: str,
-) -> bool:
-    """True when ``process-movie`` would run no stage for this title (see module docstring)."""
+    model_hashes: dict[str, str],
+) -> dict[str, str | None] | None:
+    """Per stage, why ``process-movie`` would run it for this title (None: its output is reused;
+    :func:`tasks.stages.stage_plan`); None when no run of this content got past probing."""
     layout = MovieLayout.of(out_dir, movie_id)
     inp = read_manifest(layout).get("input")
     if not inp:
-        return False
+        return None
     info = VideoInfo(path=inp["path"], fps=inp["fps"], n_frames=inp["n_frames"], width=inp["width"],
                      height=inp["height"], duration_s=inp["duration_s"], codec=inp["codec"])
     ctx = MovieContext(video_path=path, movie_id=movie_id, out_root=str(layout.root), info=info,
-                       config=config, models=models, code_hash=code, model_hashes=model_hashes)
-    return not any(stages_to_run(ctx).values())
+                       config=config, models=models, code_hash="", model_hashes=model_hashes)
+    return stage_plan(ctx)
+
+
+def title_is_done(
+    path: str, movie_id: str, out_dir: str, config: PipelineConfig, models: ModelFiles,
+    model_hashes: dict[str, str],
+) -> bool:
+    """True when ``process-movie`` would run no stage for this title (see module docstring)."""
+    plan = title_stage_plan(path, movie_id, out_dir, config, models, model_hashes)
+    return plan is not None and not any(plan.values())
+
+
+def known_paths(out_dir: str) -> dict[str, str]:
+    """The content id each input path had when last run into ``out_dir`` (from the manifests)."""
+    known: dict[str, str] = {}
+    for manifest_path in sorted(Path(out_dir).glob("*/manifest.json")):
+        try:
+            manifest = read_json(manifest_path)
+        except (OSError, ValueError):
+            continue
+        for key in ("input", "input_error"):
+            entry = manifest.get(key) or {}
+            if entry.get("path"):
+                known[entry["path"]] = manifest_path.parent.name
+    return known
+
+
+def previous_input_error(out_dir: str, movie_id: str) -> dict[str, str] | None:
+    """The input error (``error``, ``recorded_at``) that the last run of this content met, if any:
+    the file could not be opened or probed (``input_error`` of the manifest), or a stage failed on
+    it (a truncated or damaged file found while decoding). The content id names the file's
+    content, so a replaced file is a new title and never matches."""
+    manifest = read_manifest(MovieLayout.of(out_dir, movie_id))
+    if manifest.get("input_error"):
+        return manifest["input_error"]
+    for rec in manifest.get("stages", {}).values():
+        if rec.get("status") == "failed" and rec.get("input_error"):
+            return {"error": rec.get("error", ""), "recorded_at": rec.get("ended", "")}
+    return None
 
 
 def describe_error(path: str, exc: BaseException) -> str:
@@ -154,14 +201,12 @@ def describe_error(path: str, exc: BaseException) -> str:
     return text if Path(path).name in text else f"{path}: {text}"
 
 
-# No caching (``persist_result=False`` turns Prefect's cache off): both tasks read the file system,
-# which changes between calls with the same inputs.
-@task(name="plan-library", retries=1, retry_condition_fn=is_transient, persist_result=False)
-def plan_library(
+def plan_titles(
     library_root: str | None, catalogue: str | None, out_dir: str, config: PipelineConfig
 ) -> LibraryPlan:
-    """Find the titles (a folder scan or a catalogue file) and mark each todo, skip or failed."""
-    logger = get_run_logger()
+    """Find the titles (a folder scan or a catalogue file) and mark each todo, skip or failed,
+    with the stages a todo title would run and why. Reads the files' content ids and the
+    manifests only: nothing is decoded or written (``vcn ingest --dry-run`` prints this)."""
     if catalogue:
         paths, ignored, source = read_catalogue_file(catalogue, library_root), 0, str(catalogue)
     elif library_root:
@@ -169,8 +214,8 @@ def plan_library(
     else:
         raise InputError("ingest-library needs a library root folder or a title catalogue file")
     models, hashes = model_fingerprints(config)
-    code = code_hash()
     seen: dict[str, str] = {}
+    known: dict[str, str] | None = None
     titles = []
     for path in paths:
         try:
@@ -182,14 +227,56 @@ def plan_library(
             titles.append(Title(path, movie_id, "skip", f"same content as {seen[movie_id]}", seen[movie_id]))
             continue
         seen[movie_id] = path
-        done = title_is_done(path, movie_id, out_dir, config, models, hashes, code)
-        titles.append(Title(path, movie_id, "skip" if done else "todo",
-                            "complete for this config and code" if done else ""))
-    plan = LibraryPlan(tuple(titles), ignored, source)
-    logger.info("library %s: %d titles to process, %d done, %d unreadable, %d non-video files",
-                source, len(plan.with_status("todo")), len(plan.with_status("skip")),
-                len(plan.with_status("failed")), ignored)
+        failure = previous_input_error(out_dir, movie_id)
+        if failure is not None:
+            # Decoding it again would fail again: an unchanged bad file is reported, not retried.
+            titles.append(Title(path, movie_id, "failed", f"{failure['error']} (unchanged since this failure "
+                                f"at {failure['recorded_at'][:19]}; it is retried once the file changes)"))
+            continue
+        plan = title_stage_plan(path, movie_id, out_dir, config, models, hashes)
+        if plan is None:
+            known = known_paths(out_dir) if known is None else known
+            before = known.get(os.path.abspath(path))
+            first = f"file changed (was {before})" if before and before != movie_id else "new file"
+            plan = dict.fromkeys(config.stages(), f"{config.stages()[0]} runs")
+            plan[config.stages()[0]] = first
+        stages = tuple((stage, why) for stage, why in plan.items() if why is not None)
+        if stages:
+            reason = "; ".join(f"{stage}: {why}" for stage, why in stages)
+            titles.append(Title(path, movie_id, "todo", reason, stages=stages))
+        else:
+            titles.append(Title(path, movie_id, "skip", "complete for this config, models and stage version"))
+    return LibraryPlan(tuple(titles), ignored, source)
+
+
+# No caching (``persist_result=False`` turns Prefect's cache off): both tasks read the file system,
+# which changes between calls with the same inputs.
+@task(name="plan-library", retries=1, retry_condition_fn=is_transient, persist_result=False)
+def plan_library(
+    library_root: str | None, catalogue: str | None, out_dir: str, config: PipelineConfig
+) -> LibraryPlan:
+    """:func:`plan_titles` as a task, with a line on what the run will do."""
+    plan = plan_titles(library_root, catalogue, out_dir, config)
+    say(get_run_logger(), "library %s: %d titles to process, %d done, %d failed, %d non-video files",
+        plan.source, len(plan.with_status("todo")), len(plan.with_status("skip")),
+        len(plan.with_status("failed")), plan.ignored_files)
     return plan
+
+
+def format_plan(plan: LibraryPlan) -> str:
+    """What a run would do, per title: the stages to run and why, or why it is skipped or failed."""
+    lines = [f"vcn ingest --dry-run {plan.source}: {len(plan.with_status('todo'))} to process, "
+             f"{len(plan.with_status('skip'))} skipped, {len(plan.with_status('failed'))} failed "
+             f"({plan.ignored_files} non-video files ignored)"]
+    for t in plan.titles:
+        name = f"{Path(t.path).name}" + (f" ({t.movie_id})" if t.movie_id else "")
+        if t.status == "todo":
+            lines.append(f"  run     {name}: " + ", ".join(f"{s} ({why})" for s, why in t.stages))
+        elif t.status == "skip":
+            lines.append(f"  skip    {name}: {t.reason}")
+        else:
+            lines.append(f"  FAILED  {Path(t.path).name}: {t.reason}")
+    return "\n".join(lines)
 
 
 @task(name="publish-catalogue", task_run_name="publish-catalogue-{movie_id}", retries=1,

@@ -10,6 +10,8 @@ Video fixtures write small H.264 files with PyAV once per session:
 - ``dev_data`` is ``/work/shared/data/dev`` (skips the test when that folder is absent).
 - ``code_payload(marker, value)`` is an object whose unpickling creates the file ``marker`` (the
   proof that a reader ran code) and then yields ``value``.
+- ``faststart_cut(src, dest, keep_bytes)`` writes an interrupted download of ``src``: its video
+  remuxed with the MP4 index up front, cut after ``keep_bytes`` bytes (``head -c``).
 """
 
 from __future__ import annotations
@@ -152,6 +154,27 @@ def frame_maker() -> type[FrameMaker]:
 def synthetic_video(make_video: Callable[..., str]) -> SyntheticVideo:
     path = make_video("synthetic_cuts.mp4", synthetic_frames(), 25)
     return SyntheticVideo(path=path, n_frames=SYNTHETIC_FRAMES, fps=25.0, cuts=SYNTHETIC_CUTS)
+
+
+def cut_download(src: Path, dest: Path, keep_bytes: int) -> Path:
+    """``src``'s video remuxed with its index up front (MP4 ``faststart``), then cut after
+    ``keep_bytes`` bytes, as ``head -c`` would: an interrupted download whose header still
+    declares every frame."""
+    whole = dest.with_name(f".{dest.name}.whole.mp4")
+    with av.open(str(src)) as inp, av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    dest.write_bytes(whole.read_bytes()[:keep_bytes])
+    whole.unlink()
+    return dest
+
+
+@pytest.fixture(scope="session")
+def faststart_cut() -> Callable[[Path, Path, int], Path]:
+    return cut_download
 
 
 @pytest.fixture(scope="session")

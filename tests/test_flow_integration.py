@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +18,15 @@ from vcn.cli import main as vcn_main
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "short_hamilton_clip.mp4"
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
 GT = SAMPLE.with_name("hamilton.faces.csv")
 
 
 
 
 @pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+def bad_inputs(tmp_path_factory, faststart_cut) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bad")
     zero = d / "zero.mp4"
     zero.write_bytes(b"")
@@ -31,35 +34,82 @@ def bad_inputs(tmp_path_factory) -> dict[str, Path]:
     text.write_text("this is not a video\n" * 50)
     truncated = d / "truncated.mp4"
     truncated.write_bytes(SAMPLE.read_bytes()[: SAMPLE.stat().st_size // 3])
-    return {"missing": d / "missing.mp4", "zero": zero, "text": text, "truncated": truncated}
+    # An interrupted download of a faststart MP4: the header declares all 275 frames, 115 decode.
+    cut = faststart_cut(SAMPLE, d / "cut.mp4", 200_000)
+    return {"missing": d / "missing.mp4", "zero": zero, "text": text, "truncated": truncated, "cut": cut}
 
 
 @pytest.fixture(scope="module")
 def batch_run(prefect_server, tmp_path_factory, bad_inputs):
+    """``vcn run`` on the good clip and the bad inputs, as a user runs it: a process of its own
+    (stderr not a terminal), reporting to the test's Prefect server. Returns the exit code, the
+    output folder, the JSON summary, the good clip and what the command printed."""
     out = tmp_path_factory.mktemp("out")
     video = tmp_path_factory.mktemp("in") / "hamilton.mp4"
     shutil.copy(SAMPLE, video)
     summary = out / "summary.json"
-    code = vcn_main([
-        "run", str(video), str(bad_inputs["missing"]), str(bad_inputs["zero"]), str(bad_inputs["text"]),
-        str(bad_inputs["truncated"]), "--out", str(out), "--workers", "2", "--method", "hac",
-        "--chunk-seconds", "3", "--json", str(summary),
-    ])
-    return code, out, json.loads(summary.read_text()), video
+    env = {k: v for k, v in os.environ.items() if k != "VCN_VERBOSE"}
+    bad = [str(bad_inputs[k]) for k in ("missing", "zero", "text", "truncated", "cut")]
+    proc = subprocess.run([
+        sys.executable, "-m", "vcn.cli", "run", str(video), *bad, "--out", str(out), "--workers", "2",
+        "--method", "hac", "--chunk-seconds", "3", "--json", str(summary),
+    ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    return proc.returncode, out, json.loads(summary.read_text()), video, proc.stdout + proc.stderr
 
 
 def test_batch_reports_bad_inputs_and_finishes_good_one(batch_run, bad_inputs):
-    code, _, summary, _ = batch_run
+    code, _, summary, _, _ = batch_run
     assert code == 1, "a batch with failures must exit non-zero"
     assert len(summary["ok"]) == 1
     failed = summary["failed"]
     assert set(failed) == {str(p) for p in bad_inputs.values()}
     for path, why in failed.items():
         assert Path(path).name in why, f"error for {path} must name the file: {why}"
+    cut = failed[str(bad_inputs["cut"])]
+    assert "truncated: only 115 of the 275 frames the container declares decode" in cut
+
+
+def test_bad_inputs_print_one_line_each_and_no_traceback(batch_run, bad_inputs):
+    *_, printed = batch_run
+    assert "Traceback" not in printed, printed
+    reasons = {"missing": "no such file", "zero": "the file is empty", "text": "not a readable video",
+               "truncated": "not a readable video container, or truncated",
+               "cut": "truncated: only 115 of the 275 frames"}
+    fixes = ("check the path", "download it again", "re-download", "Re-download", "re-mux")
+    for kind, path in bad_inputs.items():
+        # One line names the file, says what is wrong with it and the fix.
+        lines = [line for line in printed.splitlines() if path.name in line and reasons[kind] in line]
+        assert any(fix in line for line in lines for fix in fixes), f"no one-line reason for {path.name}"
+
+
+def test_console_shows_vcn_lines_not_library_logs(batch_run, bad_inputs):
+    *_, printed = batch_run
+    lines = printed.splitlines()
+    assert len(lines) < 40, printed
+    assert not [line for line in lines if "distributed." in line or " INFO " in line], printed
+    # Progress shows without a terminal: the stage's start and end and its chunks.
+    assert any("hamilton.mp4: tracks: 3/3 chunks (100 %)" in line for line in lines), printed
+    assert any("hamilton.mp4: tracks done in" in line for line in lines), printed
+    assert any("hamilton.mp4: clusters done in" in line for line in lines), printed
+    # A bad file is named only on lines that say what is wrong with it: no Prefect state line,
+    # no flow run named after it.
+    for path in bad_inputs.values():
+        named = [line for line in lines if path.name in line]
+        assert named and all("FAILED" in line for line in named), named
+
+
+def test_verbose_restores_library_logs_and_tracebacks(prefect_server, bad_inputs, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vcn.cli", "run", str(bad_inputs["zero"]), "--out",
+                           str(tmp_path / "out"), "--workers", "1", "--verbose"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1
+    printed = proc.stdout + proc.stderr
+    assert "Traceback" in printed and "VideoOpenError" in printed
+    assert "Beginning flow run" in printed and "distributed.scheduler" in printed
 
 
 def test_outputs_follow_the_contract(batch_run):
-    _, out, summary, _ = batch_run
+    _, out, summary, _, _ = batch_run
     result = summary["ok"][0]
     layout = MovieLayout(Path(result["output"]))
     assert layout.root.parent == out
@@ -85,7 +135,7 @@ def test_outputs_follow_the_contract(batch_run):
 
 
 def test_eval_on_the_labelled_clip(batch_run, capsys):
-    _, _, summary, _ = batch_run
+    _, _, summary, _, _ = batch_run
     json_out = Path(summary["ok"][0]["output"]) / "eval.json"
     pred = summary["ok"][0]["output"]
     assert vcn_main(["eval", "--gt", str(GT), "--pred", pred, "--json", str(json_out)]) == 0
@@ -95,7 +145,7 @@ def test_eval_on_the_labelled_clip(batch_run, capsys):
 
 
 def test_rerun_reuses_finished_chunks(batch_run, prefect_server):
-    _, out, summary, video = batch_run
+    _, out, summary, video, _ = batch_run
     layout = MovieLayout(Path(summary["ok"][0]["output"]))
     # A lost chunk and a lost stage output: the stage re-runs, reusing the other chunks.
     layout.chunk_faces(1).unlink()
@@ -122,9 +172,21 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
 
     out = tmp_path / "out"
     summary = tmp_path / "s.json"
-    # No --method: the default is vcn.
-    assert vcn_main(["run", str(SAMPLE), "--out", str(out), "--workers", "1",
-                     "--config", json.dumps(short_finetune), "--json", str(summary)]) == 0
+    config = {**short_finetune, "method": {**short_finetune["method"], "finetune": {
+        **short_finetune["method"]["finetune"], "checkpoint_every": 4}}}
+    # No --method: the default is vcn. Run as a user runs it, to see what it prints.
+    proc = subprocess.run([sys.executable, "-m", "vcn.cli", "run", str(SAMPLE), "--out", str(out),
+                           "--workers", "1", "--config", json.dumps(config), "--json", str(summary)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    printed = proc.stdout + proc.stderr
+    assert proc.returncode == 0, printed
+    # `make run`'s console: vcn's lines, the finetune's progress every 10 % of its steps with the
+    # time left, and the summary; no library logs.
+    lines = printed.splitlines()
+    assert len(lines) < 40, printed
+    steps = [line for line in lines if "short_hamilton_clip.mp4: finetune round 1: " in line]
+    assert len(steps) >= 3 and "left" in steps[0] and "(100 %)" in steps[-1], printed
+    assert "1 video(s) done, 0 failed" in printed
     result = json.loads(summary.read_text())["ok"][0]
     layout = MovieLayout(Path(result["output"]))
     manifest = json.loads(layout.manifest.read_text())

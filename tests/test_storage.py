@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage import schemas
-from storage.atomic import atomic_path, write_json, write_parquet
+from storage.atomic import atomic_path, write_bytes, write_json, write_parquet
 from storage.crops import read_crops, write_crops
 from storage.layout import MovieLayout
 from storage.manifest import read_manifest, record_stage, stage_is_complete, update_manifest
@@ -83,16 +84,16 @@ def test_manifest_concurrent_updates_keep_every_record(tmp_path):
     assert m["input"] == {"path": "x.mp4"}
 
 
-def test_stage_complete_needs_matching_hashes_and_outputs(tmp_path):
+def test_stage_complete_needs_its_stage_hash_and_outputs(tmp_path):
     layout = MovieLayout(tmp_path / "m")
     (layout.root).mkdir(parents=True)
     (layout.root / "faces.parquet").write_bytes(b"x")
-    record_stage(layout, "tracks", {"status": "completed", "config_hash": "c", "code_hash": "k",
+    record_stage(layout, "tracks", {"status": "completed", "stage_hash": "s", "code_hash": "k",
                                     "outputs": ["faces.parquet"]})
-    assert stage_is_complete(layout, "tracks", "c", "k")
-    assert not stage_is_complete(layout, "tracks", "other", "k")
+    assert stage_is_complete(layout, "tracks", "s")
+    assert not stage_is_complete(layout, "tracks", "other")
     (layout.root / "faces.parquet").unlink()
-    assert not stage_is_complete(layout, "tracks", "c", "k")
+    assert not stage_is_complete(layout, "tracks", "s")
 
 
 # -- checkpoints: reading one back never runs code ------------------------------------------------
@@ -154,3 +155,32 @@ def test_checkpoint_of_tensors_but_not_vcns_layout_is_refused(tmp_path):
         torch.save(blob, tmp_path / name)
         with pytest.raises(CheckpointError, match=re.escape(name)):
             load_checkpoint(tmp_path / name)
+
+
+@pytest.mark.parametrize("umask", [0o002, 0o027])
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path, umask):
+    """Outputs are shared files: their mode is ``0o666 & ~umask``, as for a plain ``open()``,
+    and writing over an existing file gives the same mode."""
+    import stat
+
+    table = schemas.table_from_columns(schemas.SHOTS_SCHEMA, {
+        "shot_id": np.arange(2, dtype=np.int32), "start_frame": np.array([0, 5]),
+        "end_frame": np.array([5, 9]), "start_sec": np.array([0.0, 0.2]), "end_sec": np.array([0.2, 0.36]),
+    })
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        expected = stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+        for _ in range(2):  # a new file, then a replaced one
+            write_json(tmp_path / "m.json", {"v": 1})
+            write_bytes(tmp_path / "r.html", b"<p>")
+            write_parquet(tmp_path / "s.parquet", table)
+            write_crops(tmp_path / "crops" / "chunk-00000.parquet", np.arange(1),
+                        np.zeros((1, 112, 112, 3), np.uint8))
+            for name in ("m.json", "r.html", "s.parquet", "crops/chunk-00000.parquet"):
+                assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected == 0o666 & ~umask, name
+        layout = MovieLayout(tmp_path / "movie")
+        update_manifest(layout, input={"path": "x.mp4"})
+        assert stat.S_IMODE(layout.manifest.stat().st_mode) == expected
+    finally:
+        os.umask(old)

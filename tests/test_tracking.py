@@ -245,6 +245,13 @@ def test_unsorted_rows_get_the_same_tracks() -> None:
     np.testing.assert_array_equal(run(shuffled, cuts), ids[perm])
 
 
+def test_a_chunk_without_faces_has_no_tracks() -> None:
+    """Credits, a black screen, a landscape: a chunk with no face gives no track, not an error."""
+    ids = track_faces(np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros((0, 512), np.float32),
+                      np.array([40]), TrackerConfig())
+    assert ids.shape == (0,) and ids.dtype == np.int64
+
+
 def test_short_tracks_are_dropped_and_ids_stay_dense() -> None:
     rng = np.random.default_rng(10)
     people = identities(rng, 3)

@@ -13,8 +13,28 @@ import cv2
 import numpy as np
 import pytest
 
-from vcn.errors import ConfigError, InputError, NoVideoStreamError, VideoOpenError
-from vcn.video import Chunk, ChunkConfig, VideoInfo, content_id, iter_frames, plan_chunks, probe
+from vcn.errors import (
+    ConfigError,
+    CorruptVideoError,
+    InputError,
+    NoVideoStreamError,
+    TruncatedVideoError,
+    VideoOpenError,
+)
+from vcn.video import (
+    MAX_BAD_PACKETS,
+    Chunk,
+    ChunkConfig,
+    DecodeStats,
+    VideoInfo,
+    check_decoded,
+    content_id,
+    decode_warning,
+    iter_frames,
+    missing_allowance,
+    plan_chunks,
+    probe,
+)
 
 # Each container stores timestamps differently: MP4 whose first frame is at 1.48 s, MKV in
 # milliseconds starting at 0.2 s, MPEG-TS starting at 1.4 s on a 90 kHz clock.
@@ -57,7 +77,7 @@ def assert_same_frame(frame: np.ndarray, reference: list[np.ndarray], idx: int) 
 def test_probe_reads_synthetic_clip(synthetic_video):
     info = probe(synthetic_video.path)
     assert info == VideoInfo(path=synthetic_video.path, fps=25.0, n_frames=130, width=640, height=360,
-                             duration_s=5.2, codec="h264")
+                             duration_s=5.2, codec="h264", declared_frames=130, declared_exact=True)
 
 
 def test_probe_counts_frames_like_opencv_in_every_container(coded_video):
@@ -65,6 +85,9 @@ def test_probe_counts_frames_like_opencv_in_every_container(coded_video):
     info = probe(path)
     assert info.n_frames == clip.n_frames == len(opencv_frames(path))
     assert info.fps == pytest.approx(25.0)
+    # MP4 declares a frame count; MKV and MPEG-TS a duration, from which the count is estimated.
+    assert info.declared_frames == clip.n_frames
+    assert info.declared_exact == path.endswith(".mp4")
 
 
 def test_probe_one_frame_video_is_valid(make_video, frame_maker):
@@ -132,15 +155,81 @@ def test_probe_truncated_faststart_mp4(tmp_path, frame_maker):
     data = path.read_bytes()
     for fraction in (0.5, 0.7):
         path.write_bytes(data[: int(len(data) * fraction)])
-        # Cut inside a frame, decoding fails; cut between frames, the count shrinks. Either way
-        # probe must not report the 60 frames of the header.
-        try:
-            n_frames = probe(str(path)).n_frames
-        except VideoOpenError as exc:
-            assert "truncated or damaged" in str(exc)
-        else:
-            assert 0 < n_frames < 60
-            assert [i for i, _ in iter_frames(str(path), 0, 60)] == list(range(n_frames))
+        # The header still claims 60 frames; far fewer decode: probe names both counts and the fix.
+        expected = r"faststart\.mp4: truncated: only \d+ of the 60 frames the container declares decode"
+        with pytest.raises(TruncatedVideoError, match=expected):
+            probe(str(path))
+        # Decoding what is there still numbers the frames from 0 and stops at the cut.
+        got = [i for i, _ in iter_frames(str(path), 0, 60)]
+        assert got == list(range(len(got))) and 0 < len(got) < 60
+
+
+@pytest.mark.parametrize("name", ["cut.avi", "cut.mkv"])
+def test_probe_truncated_file_with_its_header_intact(tmp_path, make_video, frame_maker, name):
+    """`head -c` of an AVI (header frame count) or a Matroska file (duration tag up front): the
+    container still declares the whole clip; the frames that decode are compared with it."""
+    whole = Path(make_video(f"whole_{name}", frame_maker.frames(), 25))
+    assert probe(str(whole)).n_frames == 130
+    path = tmp_path / name
+    path.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.4)])
+    with pytest.raises(TruncatedVideoError, match=rf"{name}: truncated: only \d+ of the 130 frames"):
+        probe(str(path))
+
+
+def corrupt_packets(src: str, dest: Path, first: int, count: int) -> list[int]:
+    """Copy ``src`` (an H.264 MP4) to ``dest`` with ``count`` non-key packets from the ``first``-th
+    one made undecodable (their NAL length overwritten); return those packets' frame indices."""
+    with av.open(src) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        order = sorted(p.pts for p in packets)
+        hit = [p for p in packets if not p.is_keyframe][first : first + count]
+        spots = [(p.pos, order.index(p.pts)) for p in hit]
+    data = bytearray(Path(src).read_bytes())
+    for pos, _ in spots:
+        data[pos : pos + 4] = b"\xff\xff\xff\xff"
+    dest.write_bytes(bytes(data))
+    return sorted(idx for _, idx in spots)
+
+
+def test_a_few_broken_packets_are_skipped_and_counted(tmp_path, make_video, frame_maker):
+    clip = make_video("to_break.mp4", frame_maker.frames(), 25)
+    path = tmp_path / "three_bad.mp4"
+    broken = corrupt_packets(clip, path, 40, 3)
+    stats = DecodeStats()
+    got = [(i, frame_maker.read_code(f)) for i, f in iter_frames(str(path), 0, 130, stats)]
+    # The broken packets' frames are the gaps; every frame keeps its own index (placed by timestamp
+    # after the gap), so the frames after it are not shifted. (Within the damaged GOP the decoder
+    # may conceal a frame that refers to a lost one with the picture of another.)
+    assert sorted(set(range(130)) - {i for i, _ in got}) == broken
+    next_keyframe = (max(broken) // 12 + 1) * 12
+    assert all(i == code for i, code in got if i < min(broken) or i >= next_keyframe)
+    assert stats.bad_packets() == 3 and stats.frames == 127 and "Invalid data" in stats.error
+    assert probe(str(path)).n_frames == 130
+    check_decoded(str(path), stats.frames, 130, 25.0, bad_packets=3)  # within the budget: passes
+    warning = decode_warning(str(path), stats.frames, 130, 3)
+    assert warning.startswith(f"{path}: 3 undecodable packet(s) skipped, 3 of 130 frames missing")
+
+
+def test_many_broken_packets_fail_the_title(tmp_path, make_video, frame_maker):
+    clip = make_video("to_break.mp4", frame_maker.frames(), 25)
+    path = tmp_path / "many_bad.mp4"
+    corrupt_packets(clip, path, 30, MAX_BAD_PACKETS + 5)
+    stats = DecodeStats()
+    n = sum(1 for _ in iter_frames(str(path), 0, 130, stats))
+    assert stats.bad_packets() == MAX_BAD_PACKETS + 5
+    expected = rf"many_bad\.mp4: damaged: {MAX_BAD_PACKETS + 5} packets fail to decode.*Invalid data"
+    with pytest.raises(CorruptVideoError, match=expected):
+        check_decoded(str(path), n, 130, 25.0, bad_packets=stats.bad_packets(), error=stats.error)
+
+
+def test_missing_allowance_is_small():
+    assert missing_allowance(130, 25.0) == 25  # 1 s
+    assert missing_allowance(172_800, 24.0) == 1728  # 1 % of a 2-hour film
+    assert missing_allowance(130, 25.0, exact=False) == 50  # a count estimated from a duration
+    check_decoded("x.mp4", 105, 130, 25.0)
+    with pytest.raises(TruncatedVideoError, match=r"x\.mp4: truncated: only 104 of the 130 frames"):
+        check_decoded("x.mp4", 104, 130, 25.0)
 
 
 @pytest.mark.parametrize(("codec", "fmt", "sample_fmt", "ext"), [("aac", "mp4", "fltp", ".m4a"),

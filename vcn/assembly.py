@@ -16,7 +16,7 @@ from vcn.ingest import IngestConfig
 from vcn.shots import merge_cuts, shot_index, shots_from_cuts
 from vcn.stitching import join_chunk_tracks
 from vcn.summary import TrackSummary, summarize_tracks
-from vcn.video import Chunk
+from vcn.video import Chunk, VideoInfo, check_decoded, decode_warning
 
 
 @dataclass
@@ -32,6 +32,45 @@ class ChunkFaces:
     def boxes(self) -> np.ndarray:
         c = self.columns
         return np.stack([c["x1"], c["y1"], c["x2"], c["y2"]], axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DecodeReport:
+    """What decoding a whole title met: the frames its container declares (the measured count when
+    it declares none), the frames its chunks decoded in their own ranges, the undecodable packets
+    they skipped and the first decoder error; ``warning``: one line when any were lost."""
+
+    declared_frames: int
+    decoded_frames: int
+    bad_packets: int
+    first_error: str | None
+    warning: str | None
+
+    @property
+    def missing_frames(self) -> int:
+        return max(0, self.declared_frames - self.decoded_frames)
+
+    def to_dict(self) -> dict:
+        return {"declared_frames": self.declared_frames, "decoded_frames": self.decoded_frames,
+                "missing_frames": self.missing_frames, "bad_packets": self.bad_packets,
+                "first_error": self.first_error}
+
+
+def check_title_decode(chunks: list[ChunkFaces], info: VideoInfo) -> DecodeReport:
+    """Compare the frames the chunks decoded (``owned_frames``, ``bad_packets`` and
+    ``decode_error`` of their metadata) with what the title's container declares.
+
+    Raises :class:`~vcn.errors.TruncatedVideoError` or :class:`~vcn.errors.CorruptVideoError`
+    (see :func:`vcn.video.check_decoded`) when the title lost more than a few frames or packets.
+    """
+    decoded = sum(int(c.meta.get("owned_frames", c.chunk.end - c.chunk.start)) for c in chunks)
+    bad = sum(int(c.meta.get("bad_packets", 0)) for c in chunks)
+    first_error = next((c.meta["decode_error"] for c in chunks if c.meta.get("decode_error")), None)
+    declared = info.declared_frames if info.declared_frames is not None else info.n_frames
+    exact = info.declared_exact if info.declared_frames is not None else True
+    check_decoded(info.path, decoded, declared, info.fps, exact=exact, bad_packets=bad, error=first_error)
+    warning = decode_warning(info.path, decoded, declared, bad)
+    return DecodeReport(declared, decoded, bad, first_error, warning)
 
 
 @dataclass

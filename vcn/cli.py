@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from vcn.errors import VcnError
@@ -18,6 +19,7 @@ examples:
   vcn run movie.mp4 --out out/                 # cluster the faces of one video
   vcn run a.mp4 b.mkv --out out/ --workers 2   # several videos, 2 Dask workers
   vcn eval --gt movie.faces.csv --pred out/<movie_id>
+  vcn ingest /media/library --out out/ --dry-run   # what a library run would redo, and why
 
 outputs (per video, under OUT/<movie_id>/): faces.parquet, tracks.parquet, shots.parquet,
 clusters.parquet, crops/, manifest.json. See README.md, "Output contract".
@@ -76,13 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             try:
                 summary = movie_flow(address)(video_path=video, out_dir=out, config=overrides, gpu=gpu,
                                               threads=threads)
-            except VcnError as exc:
-                failed.append((video, str(exc)))
-                print(f"vcn: FAILED {video}: {exc}", file=sys.stderr)
-                continue
             except Exception as exc:  # a broken title must not stop the batch
-                failed.append((video, f"{type(exc).__name__}: {exc}"))
-                print(f"vcn: FAILED {video}: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failed.append((video, failure_line(video, exc)))
+                print(f"vcn: FAILED {failed[-1][1]}", file=sys.stderr)
                 continue
             summary["seconds"] = round(time.perf_counter() - t0, 2)
             results.append(summary)
@@ -101,8 +99,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if not args.library_root and not args.catalogue:
         raise VcnError("vcn ingest needs LIBRARY_ROOT (a folder of videos) or --catalogue FILE.csv|.parquet")
     overrides = _config_overrides(args)
-    PipelineConfig.from_dict(overrides)  # fail fast on a bad flag, before any server starts
+    cfg = PipelineConfig.from_dict(overrides)  # fail fast on a bad flag, before any server starts
     root, catalogue = (str(Path(p).resolve()) if p else None for p in (args.library_root, args.catalogue))
+    if args.dry_run:
+        from tasks.library import format_plan, plan_titles
+
+        print(format_plan(plan_titles(root, catalogue, str(Path(args.out).resolve()), cfg)))
+        return 0
     with prefect_api() as api:
         print(f"vcn: Prefect API {api}", file=sys.stderr)
         state = ingest_library(
@@ -128,7 +131,11 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     if not manifest_path.exists():
         raise VcnError(f"{manifest_path}: no manifest; pass a folder OUT/<movie_id> made by `vcn run`")
     manifest = json.loads(manifest_path.read_text())
-    video = manifest["input"]["path"]
+    video = (manifest.get("input") or manifest.get("input_error") or {}).get("path")
+    if not video:
+        raise VcnError(f"{manifest_path}: records no input file; run "
+                       f"`vcn run VIDEO --out {movie_dir.parent}`"
+                       " instead")
     with prefect_api(), dask_cluster(args.dask_address, args.workers) as address:
         summary = movie_flow(address)(
             video_path=video, out_dir=str(movie_dir.parent), config=manifest.get("config", {}),
@@ -146,6 +153,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def failure_line(video: str, exc: BaseException) -> str:
+    """One line on why ``video`` failed. vcn's errors name the file, what is wrong and the fix, so
+    their message is the line; any other error (a bug) is named by its type, after the path."""
+    text = str(exc) if isinstance(exc, VcnError) else f"{type(exc).__name__}: {exc}"
+    text = " / ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text if Path(video).name in text else f"{video}: {text}"
+
+
 def format_summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
     """A human-readable summary of a batch."""
     lines = ["", f"vcn: {len(results)} video(s) done, {len(failed)} failed"]
@@ -156,8 +171,8 @@ def format_summary(results: list[dict], failed: list[tuple[str, str]]) -> str:
             f"{r['clusters']} clusters ({r['unknown_tracks']} unknown tracks) in {r['seconds']:.1f} s "
             f"({rt:.2f}x real time)\n    output: {r['output']}"
         )
-    for video, why in failed:
-        lines.append(f"  FAILED {video}: {why}")
+    for _, why in failed:
+        lines.append(f"  FAILED {why}")
     return "\n".join(lines)
 
 
@@ -194,9 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vcn", description="Group every face in a video by identity (VideoClusterNet).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the libraries' logs (Prefect, Dask) and every traceback")
+    # -v also after the command; SUPPRESS keeps a subcommand from resetting the flag to False.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show the libraries' logs (Prefect, Dask) and every traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the per-movie flow on videos", epilog=EPILOG,
+    run = sub.add_parser("run", parents=[common], help="run the per-movie flow on videos", epilog=EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("videos", nargs="+", help="video files")
     run.add_argument("--out", required=True, help="output folder; each video goes to OUT/<movie_id>/")
@@ -213,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", help="also write the batch summary as JSON to this file")
     run.set_defaults(func=cmd_run)
 
-    ing = sub.add_parser("ingest", help="process every new or changed title of a media library")
+    ing = sub.add_parser(
+        "ingest", parents=[common], help="process every new or changed title of a media library")
     ing.add_argument("library_root", nargs="?", help="folder scanned recursively for video files")
     ing.add_argument("--out", required=True, help="output folder: OUT/<movie_id>/ and OUT/catalogue/")
     ing.add_argument("--catalogue", help="CSV or Parquet file whose 'path' column lists the titles")
@@ -225,20 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--stride", type=int, help="detect faces on every N-th frame (default from config)")
     ing.add_argument("--chunk-seconds", type=float, help="length of the chunks fanned out to workers")
     ing.add_argument("--json", help="also write the summary as JSON to this file")
+    ing.add_argument("--dry-run", action="store_true",
+                     help="list, per title, the stages a run would run and why (new file, file changed, "
+                          "config changed, models changed, stage version changed, previous failure); "
+                          "decodes and writes nothing")
     ing.set_defaults(func=cmd_ingest)
 
-    rr = sub.add_parser("rerun", help="re-run the failed (or named) stages of a processed movie")
+    rr = sub.add_parser(
+        "rerun", parents=[common], help="re-run the failed (or named) stages of a processed movie")
     rr.add_argument("movie_dir", help="a movie's output folder, OUT/<movie_id>")
     rr.add_argument("--from", dest="from_stage", help="force this stage and the later ones: tracks, clusters")
     rr.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
     rr.add_argument("--dask-address", help="use a running distributed scheduler")
     rr.set_defaults(func=cmd_rerun)
 
-    rp = sub.add_parser("report", help="write a self-contained HTML report of a processed movie")
+    rp = sub.add_parser(
+        "report", parents=[common], help="write a self-contained HTML report of a processed movie")
     rp.add_argument("movie_dir", help="a movie's output folder, OUT/<movie_id>")
     rp.set_defaults(func=cmd_report)
 
-    ev = sub.add_parser("eval", help="score a result against face-level ground truth")
+    ev = sub.add_parser("eval", parents=[common], help="score a result against face-level ground truth")
     ev.add_argument("--gt", required=True, help="CSV: video,frame_idx,x1,y1,x2,y2,identity")
     ev.add_argument("--pred", required=True, help="a movie's output folder, OUT/<movie_id>")
     ev.add_argument("--iou", type=float, default=0.5, help="IoU to match a predicted face to a GT box")
@@ -248,10 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows.console import configure
+
     args = build_parser().parse_args(argv)
+    configure(args.verbose)
     try:
         return args.func(args)
     except VcnError as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"vcn: error: {exc}", file=sys.stderr)
         return 2
 

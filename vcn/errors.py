@@ -37,3 +37,12 @@ class StageError(VcnError):
 
 class CheckpointError(StageError):
     """A checkpoint file is damaged, foreign, or holds more than tensors and plain values."""
+
+
+class TruncatedVideoError(VideoOpenError):
+    """Decoding stops well before the frames the container declares: an incomplete copy or
+    download, or a file cut short. Re-download it, or re-mux what is there."""
+
+
+class CorruptVideoError(VideoOpenError):
+    """More packets of the video stream fail to decode than vcn skips with a warning."""

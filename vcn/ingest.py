@@ -18,7 +18,7 @@ from vcn.errors import ConfigError
 from vcn.quality import QualityConfig, measure, passes
 from vcn.shots import ShotConfig, ShotDetector
 from vcn.tracking import TrackerConfig, track_faces
-from vcn.video import Chunk, ChunkConfig, iter_frames
+from vcn.video import Chunk, ChunkConfig, DecodeStats, check_decoded, iter_frames
 
 # face_id = frame_idx * FACE_ID_BASE + index of the detection in its frame. Unique per movie and
 # identical for the same detection seen by two overlapping chunks.
@@ -69,7 +69,9 @@ class ChunkResult:
     float32, ``sharpness`` and ``yaw`` (N,) float32, ``embeddings`` (N, 512) float32 L2-normalised,
     ``local_track`` (N,) int64 (ids of this chunk's tracker; -1 = dropped), ``owned`` (N,) bool
     (frame in ``[chunk.start, chunk.end)``), ``crops`` (N, 112, 112, 3) uint8 BGR. ``cuts`` (C,)
-    int64 frames where a shot starts, within the decoded range.
+    int64 frames where a shot starts, within the decoded range. ``n_frames``: frames decoded,
+    overlap included; ``owned_frames``: those in ``[chunk.start, chunk.end)``; ``bad_packets``:
+    undecodable packets skipped in the owned range; ``decode_error``: the first decoder error met.
     """
 
     chunk: Chunk
@@ -87,6 +89,9 @@ class ChunkResult:
     cuts: np.ndarray
     n_frames: int
     timings: dict[str, float]
+    owned_frames: int = 0
+    bad_packets: int = 0
+    decode_error: str | None = None
 
 
 class _Accumulator:
@@ -135,17 +140,20 @@ def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig
 
     Decodes frames ``[chunk.read_start, chunk.end)``; every frame feeds the shot detector, frames
     on the stride grid feed the face detector. Returns a :class:`ChunkResult`; a chunk without
-    faces returns empty arrays, not an error.
+    faces returns empty arrays, not an error. Undecodable packets are skipped and counted; the
+    caller checks the counts (:func:`vcn.video.check_decoded`).
     """
     shots = ShotDetector(cfg.shots)
     acc = _Accumulator(models.embedder, cfg.embed_batch)
     t = {"decode": 0.0, "shots": 0.0, "detect": 0.0, "filter": 0.0}
-    n_frames = 0
+    n_frames = owned_frames = 0
+    stats = DecodeStats()
     t0 = time.perf_counter()
-    for frame_idx, frame in iter_frames(path, chunk.read_start, chunk.end):
+    for frame_idx, frame in iter_frames(path, chunk.read_start, chunk.end, stats):
         t1 = time.perf_counter()
         t["decode"] += t1 - t0
         n_frames += 1
+        owned_frames += frame_idx >= chunk.start
         shots.push(frame_idx, frame)
         t2 = time.perf_counter()
         t["shots"] += t2 - t1
@@ -187,6 +195,19 @@ def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig
         cuts=cuts,
         n_frames=n_frames,
         timings=t,
+        owned_frames=owned_frames,
+        bad_packets=stats.bad_packets(chunk.start),
+        decode_error=stats.error,
         **{k: cols[k] for k in ("face_id", "frame_idx", "boxes", "scores", "landmarks", "sharpness", "yaw",
                                 "embeddings", "crops")},
     )
+
+
+def check_chunk_decode(path: str, res: ChunkResult, fps: float) -> None:
+    """Raise :class:`~vcn.errors.TruncatedVideoError` when the chunk's own frames stopped decoding
+    early (a file cut or damaged in its range), or :class:`~vcn.errors.CorruptVideoError` when
+    it skipped more undecodable packets than a whole title may (see :func:`check_decoded`)."""
+    c = res.chunk
+    span = f"frames {c.start}-{c.end - 1}"
+    check_decoded(path, res.owned_frames, c.end - c.start, fps, bad_packets=res.bad_packets,
+                  error=res.decode_error, expected_is=f"in {span}", span=f" in {span}")

@@ -340,7 +340,7 @@ def track_faces(
     frames, starts = np.unique(frame_idx[order], return_index=True)
     # Shot number of each frame: faces in different shots must not share a track.
     shot = np.searchsorted(cuts, frames, side="right")
-    ends = np.append(starts[1:], len(order))
+    ends = np.append(starts[1:], len(order))[: len(starts)]  # no faces: no frames, no ends
     for i, (frame, lo, hi) in enumerate(zip(frames, starts, ends, strict=True)):
         if i > 0 and shot[i] != shot[i - 1]:
             tracker.reset()

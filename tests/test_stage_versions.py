@@ -1,0 +1,137 @@
+"""Per-stage invalidation: a stage re-runs for its own config section, its models and its
+algorithm version (``vcn.versions``), never for a source edit; and its output on a fixed clip
+changes only together with its version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vcn.versions
+from storage.layout import MovieLayout
+from storage.manifest import record_stage
+from tasks.context import MovieContext
+from tasks.stages import stage_plan, stage_record
+from vcn.assembly import ChunkFaces, assemble_movie
+from vcn.clustering import hac
+from vcn.config import PipelineConfig
+from vcn.detection import ModelFiles
+from vcn.ingest import IngestConfig, process_chunk
+from vcn.video import Chunk, VideoInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
+DIGESTS = Path(__file__).parent / "data" / "stage_digests.json"
+OUTPUTS = {"tracks": ["faces.parquet", "tracks.parquet"], "finetune": ["model/final.pt"],
+           "clusters": ["clusters.parquet"]}
+
+
+def movie(tmp_path: Path, config: PipelineConfig, code_hash: str = "source-1",
+          recognizer: str = "r-hash") -> MovieContext:
+    info = VideoInfo(path="x.mp4", fps=25.0, n_frames=250, width=640, height=360, duration_s=10.0,
+                     codec="h264")
+    return MovieContext(video_path="x.mp4", movie_id="m", out_root=str(tmp_path / "m"), info=info,
+                        config=config, models=ModelFiles("det.onnx", "rec.onnx"), code_hash=code_hash,
+                        model_hashes={"detector": "d-hash", "recognizer": recognizer})
+
+
+def finish_all(ctx: MovieContext) -> None:
+    """Record every stage completed by ``ctx``'s config, models and versions, outputs on disk."""
+    layout = MovieLayout(Path(ctx.out_root))
+    for stage in ctx.config.stages():
+        for name in OUTPUTS[stage]:
+            (layout.root / name).parent.mkdir(parents=True, exist_ok=True)
+            (layout.root / name).write_bytes(b"x")
+        record = {"status": "completed", "outputs": OUTPUTS[stage], **stage_record(ctx, stage)}
+        record_stage(layout, stage, record)
+
+
+def test_a_source_edit_invalidates_nothing(tmp_path):
+    ctx = movie(tmp_path, PipelineConfig())
+    finish_all(ctx)
+    assert stage_plan(ctx) == {"tracks": None, "finetune": None, "clusters": None}
+    # A docstring, a comment or a refactor changes the source hash: nothing is stale.
+    edited = dataclasses.replace(ctx, code_hash="source-2")
+    assert stage_plan(edited) == {"tracks": None, "finetune": None, "clusters": None}
+
+
+def test_each_stage_runs_for_its_own_reasons(tmp_path, monkeypatch):
+    ctx = movie(tmp_path, PipelineConfig())
+    finish_all(ctx)
+    later = PipelineConfig.from_dict({"method": {"faces_per_track": 9}})
+    assert stage_plan(dataclasses.replace(ctx, config=later)) == {
+        "tracks": None, "finetune": "config changed", "clusters": "finetune runs"}
+    stride = PipelineConfig.from_dict({"ingest": {"stride": 3}})
+    assert stage_plan(dataclasses.replace(ctx, config=stride)) == {
+        "tracks": "config changed", "finetune": "tracks runs", "clusters": "tracks runs"}
+    assert stage_plan(movie(tmp_path, PipelineConfig(), recognizer="new-r")) == {
+        "tracks": "models changed", "finetune": "tracks runs", "clusters": "tracks runs"}
+    monkeypatch.setitem(vcn.versions.STAGE_VERSIONS, "clusters", vcn.versions.STAGE_VERSIONS["clusters"] + 1)
+    v = vcn.versions.STAGE_VERSIONS["clusters"]
+    assert stage_plan(ctx) == {"tracks": None, "finetune": None,
+                               "clusters": f"stage version changed (clusters {v - 1} -> {v})"}
+    monkeypatch.undo()
+    (Path(ctx.out_root) / "clusters.parquet").unlink()
+    assert stage_plan(ctx)["clusters"] == "output missing (clusters.parquet)"
+    failure = {"status": "failed", "error": "OSError: disk full"}
+    record_stage(MovieLayout(Path(ctx.out_root)), "finetune", failure)
+    assert stage_plan(ctx) == {"tracks": None, "finetune": "previous failure (OSError: disk full)",
+                               "clusters": "finetune runs"}
+    assert stage_plan(ctx, rerun_from="clusters")["clusters"] == "forced (--from clusters)"
+
+
+def test_the_hac_baseline_skips_the_finetune_and_its_version(tmp_path, monkeypatch):
+    ctx = movie(tmp_path, PipelineConfig.from_dict({"cluster": {"method": "hac"}}))
+    finish_all(ctx)
+    monkeypatch.setitem(vcn.versions.STAGE_VERSIONS, "finetune", 99)
+    assert stage_plan(ctx) == {"tracks": None, "clusters": None}
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for key in sorted(arrays):
+        h.update(key.encode())
+        h.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def stage_outputs() -> dict[str, str]:
+    """Digests of the tracks stage and of the HAC clustering on the first 60 frames of the sample:
+    faces (ids, frames, boxes to the pixel), local tracks and cuts; tracks; cluster labels."""
+    from tasks.models import face_models
+    from vcn.detection import default_model_dir, find_models
+
+    cfg = IngestConfig()
+    files = find_models(default_model_dir())
+    models = face_models(files.detector, files.recognizer, cfg.detection, cfg.embedding)
+    chunk = Chunk(index=0, start=0, end=60, read_start=0)
+    res = process_chunk(str(SAMPLE), chunk, models, cfg)
+    x1, y1, x2, y2 = res.boxes.T
+    columns = {"face_id": res.face_id, "frame_idx": res.frame_idx, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
+               "embedding": res.embeddings,
+               "sharpness": res.sharpness, "local_track": res.local_track, "owned": res.owned}
+    faces = assemble_movie([ChunkFaces(chunk, res.cuts, columns)], "m", 60, 29.97, cfg)
+    tracks = {"face_id": faces.faces["face_id"], "frame_idx": faces.faces["frame_idx"],
+              "boxes": np.round(res.boxes).astype(np.int32), "local_track": res.local_track, "cuts": res.cuts,
+              "track_id": faces.tracks.track_id.astype(str), "n_faces": faces.tracks.n_faces}
+    labels = hac(faces.tracks.mean_embedding, threshold=PipelineConfig().cluster.hac_threshold)
+    assert len(faces.tracks.track_id) >= 2, "the digest must cover real tracks"
+    return {"tracks": _digest(tracks), "clusters": _digest({"labels": labels.astype(np.int64)})}
+
+
+@pytest.mark.parametrize("stage", ["tracks", "clusters"])
+def test_stage_output_changes_only_with_its_version(stage_outputs, stage):
+    recorded = json.loads(DIGESTS.read_text())[stage]
+    now = {"version": vcn.versions.STAGE_VERSIONS[stage], "digest": stage_outputs[stage]}
+    assert now["version"] == recorded["version"], (
+        f"the {stage} version is {now['version']}; record its output digest in {DIGESTS.name}: {now}")
+    assert now["digest"] == recorded["digest"], (
+        f"the {stage} stage's output changed without a version bump: bump vcn.versions.STAGE_VERSIONS"
+        f"[{stage!r}] and record the new digest in {DIGESTS.name}: {now['digest']}")
