@@ -189,8 +189,9 @@ def short_finetune() -> dict:
     """Config overrides for a vcn run with a tiny CPU budget (8 + 8 finetune steps, one round),
     so that the default method runs end to end within CI's time."""
     return {
-        "method": {"finetune": {"min_steps": 8, "max_steps": 8, "batch_pairs": 16, "faces_per_track": 3},
+        "method": {"finetune": {"min_steps": 8, "max_steps": 8, "batch_pairs": 16},
                    "matching": {"max_rounds": 1}, "serfiq": {"passes": 6}, "views": {"n_views": 2},
+                   "threshold_views": {"n_views": 4, "low_res_p": 0.5, "dark_p": 0.5, "noise_p": 0.5},
                    "faces_per_track": 4},
     }
 

@@ -27,7 +27,7 @@ from vcn.embedding import EmbeddingConfig, FaceEmbedder
 from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune, resolve_device
 from vcn.grouping import grow_matches, match_groups, voted_matches
-from vcn.linking import link_clusters
+from vcn.linking import link_fragments
 from vcn.matching import MatchingConfig
 from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
 from vcn.thresholds import (
@@ -229,7 +229,7 @@ class Clustering:
     the matched group each track started in, after the cross-shot floor (NaN for unknown
     tracks), the merge rounds, how many lone tracks that floor lifted (``lifted``), how many
     it would have lifted but for their quality (``held``) and how many clusters the linking of
-    first neighbours joined to another (``linked``, :func:`vcn.linking.link_clusters`)."""
+    fragments joined a larger cluster (``linked``, :func:`vcn.linking.link_fragments`)."""
 
     labels: np.ndarray
     quality: np.ndarray
@@ -261,9 +261,9 @@ def cluster(
     when its quality lies within that of the groups' tracks (``cfg.floor_in_quality_range``);
     a merge that only the floor allows also needs the other side within that range
     (``cfg.floor_pairs_in_range``). ``cfg.distance`` picks cosine (default) or the paper's loss.
-    The clusters then link to their mutual first neighbours nearer than the closest two
-    clusters seen on one frame (:func:`vcn.linking.link_clusters`). The returned thresholds are
-    the floored ones.
+    A cluster then joins its nearest cluster when that one is larger and their distance lies
+    within the extent of its tracks (:func:`vcn.linking.link_fragments`). The returned
+    thresholds are the floored ones.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(bank.quality, track_index)
@@ -316,12 +316,12 @@ def cluster(
     if lent:
         thresholds = lent["lent_thresholds"]
     merged = result.labels[group]  # (kept tracks,) cluster of each kept track
-    # Fragments of one person: mutual first neighbours nearer than any two people seen together.
-    sums = np.zeros((int(merged.max()) + 1, out.embeddings.shape[-1]))
-    np.add.at(sums, merged[remap[track_index[rows]]], out.embeddings[:, 0])
-    linked = link_clusters(sums, group_pairs(kept_pairs(cannot_link), merged))
-    labels[keep_tracks] = first_appearance(linked[merged])
+    # A person's fragments: clusters within the extent of their larger nearest cluster.
+    track_sums = np.zeros((len(keep_tracks), out.embeddings.shape[-1]))
+    np.add.at(track_sums, remap[track_index[rows]], out.embeddings[:, 0])
+    linked = link_fragments(track_sums, merged, kept_pairs(cannot_link))
+    labels[keep_tracks] = first_appearance(linked)
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]
     return Clustering(labels, quality, unknown, full_thr, result, lifted, held,
-                      linked=int(merged.max()) + 1 - int(linked.max()) - 1)
+                      linked=int(merged.max()) - int(linked.max()))
