@@ -98,8 +98,8 @@ def _process(video_path: str, out_dir: str, cfg: PipelineConfig, rerun_from: str
                         future = finetune_model.submit(ctx, threads)
                     summary.update(future.result())
                 elif stage == "clusters":
-                    # Stage 4 runs the finetuned model over 16 views of every sampled face: a
-                    # worker's job (a GPU one when there is one), not the flow process's.
+                    # Stage 4 reads the view bank and the finetuned model: a worker's job (a GPU
+                    # one when there is one), not the flow process's.
                     say(logger, "%s: clusters (%s) started", name, cfg.cluster.method)
                     with gpu_annotation(gpu and cfg.cluster.method == "vcn"):
                         future = cluster_tracks.submit(ctx, threads)

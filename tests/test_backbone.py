@@ -83,16 +83,11 @@ def test_weights_are_parameters_and_batchnorm_keeps_its_statistics(mbf) -> None:
 
 
 def test_split_at_cut_reproduces_the_full_forward(mbf) -> None:
-    cut = mbf.split_for_tail(6)
-    assert cut in mbf.cut_points()
-    tail = mbf.parameter_names_after(cut)
-    assert any("fc_weight" in n for n in tail) and 0 < len(tail) < len(list(mbf.parameters()))
+    cut = mbf.cut_points()[-3]
     x = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         mid = mbf.run(x, stop=cut)
         assert torch.allclose(mbf.run(mid, start=cut), mbf(x), atol=1e-5)
-    assert mbf.split_for_tail(0) == mbf.output_name
-    assert mbf.split_for_tail(10_000) == mbf.input_name
 
 
 def _const(name: str, arr: np.ndarray) -> onnx.TensorProto:

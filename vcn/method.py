@@ -28,7 +28,7 @@ from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune, resolve_device
 from vcn.grouping import grow_matches, match_groups, voted_matches
 from vcn.linking import link_fragments
-from vcn.matching import MatchingConfig
+from vcn.matching import MatchingConfig, index_sums
 from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
 from vcn.thresholds import (
     group_spread_floor,
@@ -166,8 +166,7 @@ def coarse_positives(
         emb = face_outputs(state, draw, cfg.finetune).embeddings.reshape(-1, draw.shape[-1])
         found.append(grow_matches(emb, v_index, cfg.matching, cannot_link))
         if means is None:  # the first draw's track means order the voted pairs
-            means = np.zeros((n_tracks, emb.shape[1]))
-            np.add.at(means, v_index, emb)
+            means = index_sums(emb, v_index, n_tracks)
             means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
     return voted_matches(found, n_tracks, cfg.quorum, means, cannot_link), found
 
@@ -317,8 +316,7 @@ def cluster(
         thresholds = lent["lent_thresholds"]
     merged = result.labels[group]  # (kept tracks,) cluster of each kept track
     # A person's fragments: clusters within the extent of their larger nearest cluster.
-    track_sums = np.zeros((len(keep_tracks), out.embeddings.shape[-1]))
-    np.add.at(track_sums, remap[track_index[rows]], out.embeddings[:, 0])
+    track_sums = index_sums(out.embeddings[:, 0], remap[track_index[rows]], len(keep_tracks))
     linked = link_fragments(track_sums, merged, kept_pairs(cannot_link))
     labels[keep_tracks] = first_appearance(linked)
     full_thr = np.full(n_tracks, np.nan)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vcn.matching import index_sums
+
 UNKNOWN = "unknown"
 
 
@@ -65,8 +67,7 @@ def summarize_tracks(
     last = np.full(t, -1, np.int64)
     np.minimum.at(first, inv, frame_idx)
     np.maximum.at(last, inv, frame_idx)
-    sums = np.zeros((t, embeddings.shape[1]), np.float64)
-    np.add.at(sums, inv, embeddings)
+    sums = index_sums(embeddings, inv, t)
     means = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     # Shot of a track = shot of its first face.
     order = np.lexsort((frame_idx, inv))
@@ -136,8 +137,7 @@ def summarize_clusters(
     first = np.full(c, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first, inv, tracks.first_frame)
     face_cluster = inv[face_track_row]
-    sums = np.zeros((c, embeddings.shape[1]), np.float64)
-    np.add.at(sums, face_cluster, embeddings)
+    sums = index_sums(embeddings, face_cluster, c)
     sims = np.einsum("nd,nd->n", embeddings, sums[face_cluster])
     rep_row = np.zeros(c, np.int64)
     # Per-cluster argmax of the similarity to the cluster sum.

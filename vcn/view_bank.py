@@ -24,7 +24,7 @@ from vcn.views import ViewConfig, strong_view_blocks
 
 Embed = Callable[[np.ndarray], np.ndarray]
 
-# Faces whose views are drawn and embedded at once (64 faces x 16 views: 38 MB of pixels).
+# Faces whose views are drawn and embedded at once (64 faces x 10 views: 24 MB of pixels).
 _BLOCK = 64
 
 
