@@ -166,7 +166,7 @@ def parameter_free(
             by a statistic of other tracks (:func:`vcn.thresholds.group_spread_floor`). A link
             that holds only on lent thresholds is kept only between clusters made entirely of
             ``lent_trusted`` tracks: a loan measured in one quality range says nothing about a
-            pair with a track outside it (docs/method.md, change 14).
+            pair with a track outside it (docs/method.md).
         lent_trusted: ``(T,)`` bool, required with ``lent_thresholds``.
 
     Returns:

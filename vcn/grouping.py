@@ -168,8 +168,8 @@ def grow_matches(
     join groups no farther apart (mean pairwise cosine of their items) than the widest track
     match of the first round: those are the paper's confident positives, so their widest pair is how far
     apart two tracks of one person are known to be in this video, and growth links no wider
-    (HARD seed 7: two wide-shot pairs of two people 0.776 apart, against 0.730 for the widest
-    track match, were joined, then a third person; docs/method.md, change 12). A group match
+    (measured: two wide-shot pairs of two people 0.776 apart, against 0.730 for the widest
+    track match, were otherwise joined, then a third person). A group match
     stands for its closest pair of tracks; matches that co-occur or would join a co-occurring
     pair are dropped (closest first, :func:`vcn.constraints.consistent_pairs`).
 

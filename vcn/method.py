@@ -58,28 +58,21 @@ class MethodConfig:
         multi-track groups (:func:`vcn.thresholds.group_spread_floor`); off only for the
         ablation.
     floor_in_quality_range: the floor is lent only to lone tracks whose quality is at least
-        that of every track in the multi-track groups it was measured on (the default since
-        stop 14: on HARD seeds 5 and 7 with seed 0 every wrong floor merge had a lone track
-        below that range; docs/method.md change 13 also gives the run it does not fix); off
-        only for the ablation.
+        that of every track in the multi-track groups it was measured on (below that range the
+        floor made every wrong merge it made; docs/method.md); off only for the ablation.
     floor_pairs_in_range: with ``floor_in_quality_range``, a link that holds only on the floor
         also needs its other side in that range (both clusters made of in-range tracks,
-        :func:`vcn.clustering.parameter_free`'s ``lent_trusted``). Off since stop 18: it was the
-        default with change 14 because on HARD seed 5 / seed 1 it kept two Katy Perry wide shots
-        (lent the floor) from a Jennifer Aniston shot below the range, WCP 0.977 -> 0.993; with
-        the voted matching (``match_draws``) that run is pure without it, and it only costs
-        right merges (HARD seeds 3, 5 and 7: 1-3 clusters more; docs/method.md changes 14 and 16).
+        :func:`vcn.clustering.parameter_free`'s ``lent_trusted``). Off: with the voted matching
+        it only costs right merges (1-3 clusters more on composed HARD episodes).
     match_draws: independent draws of the matching views; each draw runs the whole grown
         matching (:func:`vcn.grouping.grow_matches`) and the pairs that ``match_quorum`` of the
         draws make stand (:func:`vcn.grouping.voted_matches`). One draw of views decides by
         chance whether a wide pair of one person matches in the first round, and that pair
-        sets how wide a group match may be, so one draw's matches varied threefold (held-out
-        HARD seed 9: 11-43 pairs over four seeds); three draws with a majority vote: 27-47
-        (``benchmarks.matching_draws``; docs/method.md change 15). 1 is the single draw of
-        stops 8-16.
+        sets how wide a group match may be, so one draw's matches varied threefold (11-43 pairs
+        over four seeds on one episode); three draws with a majority vote: 27-47
+        (``benchmarks.matching_draws``). 1 is a single draw.
     match_quorum: ``majority`` (default: more than half of the draws) or ``all`` (the meet of
-        the draws' groups, measured as an option at stop 12: it drops up to half of a draw's
-        right matches, "Agreement over draws of views").
+        the draws' groups: it drops up to half of a draw's right matches).
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -304,7 +297,7 @@ def cluster(
             trusted = in_quality_range(thresholds, sizes, group_quality)
             floored = np.where(trusted, ungated, thresholds)
             if cfg.floor_pairs_in_range:
-                # The floor only links pairs that are both in range (change 14), so it is
+                # The floor only links pairs that are both in range, so it is
                 # passed beside the tracks' own thresholds rather than in place of them.
                 lent = {"lent_thresholds": floored, "lent_trusted": trusted}
         lifted = int(np.sum(floored > np.nan_to_num(thresholds, nan=-np.inf)))

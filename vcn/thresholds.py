@@ -12,8 +12,8 @@ finetune), cosine distance, B-cubed F over faces / clusters (precision 1.000 in 
     video (tracks, ids)            own thr  view thr  nearest same-id | paper       views       HAC 0.6
     hamilton clip (8, 6)             0.22     0.55        0.72       | 0.930 / 8   0.974 / 7   0.974 / 7
     pedestrians (25, 11)             0.38     0.54        0.54       | 0.899 / 19  0.984 / 14  0.977 / 15
-    composed HARD seed 1 (66, 18)    0.023    0.48        0.38       | 0.432 / 66  0.843 / 33  0.895 / 28
-    composed HARD seed 2 (66, 18)    0.034    0.47        0.43       | 0.444 / 66  0.804 / 33  0.879 / 26
+    composed HARD episode (66, 18)    0.023    0.48        0.38       | 0.432 / 66  0.843 / 33  0.895 / 28
+    another HARD episode (66, 18)    0.034    0.47        0.43       | 0.444 / 66  0.804 / 33  0.879 / 26
 
 (medians over tracks; "strong views": the face plus 7 views with random resized crop scale
 0.5-1, flip, brightness and contrast x0.6-1.4, saturation x0.8-1.2, grayscale p=0.2, blur p=0.5.)
@@ -28,9 +28,9 @@ tracks have no pairs; their threshold is the view threshold when given, else tha
 Across shots (:func:`group_spread_floor`). Views of one shot cannot show how a different take,
 pose or light moves a person's embedding; a group of tracks that coarse matching joined across
 shots holds exactly that spread in its threshold. Lone tracks are floored at the median
-threshold of the video's multi-track groups (docs/method.md, change 11: HARD episodes 25-29 to
-22-25 clusters), and only those within the quality range of the groups' tracks (change 13: on
-HARD seeds 5 and 7 with seed 0 every wrong merge the floor made had a lone track below it).
+threshold of the video's multi-track groups (composed HARD episodes: 25-29 to 22-25 clusters),
+and only those within the quality range of the groups' tracks (every wrong merge the floor made
+had a lone track below it; docs/method.md).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def group_spread_floor(
     a lone track whose quality is below that of every track in the multi-track groups keeps
     its own threshold. Such a track (a tiny, dark or blurred face) is one for which this video
     has shown no cross-shot distance at all, and it is where the recognizer confuses people
-    (docs/method.md, change 13: the wrong floor merges of HARD seeds 5 and 7 / seed 0).
+    (docs/method.md: every wrong floor merge measured had such a track).
 
     Args:
         thresholds: ``(G,)`` float threshold per matched group (NaN: a one-item group).
