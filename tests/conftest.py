@@ -29,6 +29,20 @@ import pytest
 
 DEV_DATA = Path(os.environ.get("VCN_DEV_DATA", "/work/shared/data/dev"))
 
+
+@pytest.fixture(autouse=True)
+def _console_environment():
+    """An in-process ``vcn`` command sets the console's variables (``VCN_VERBOSE``, Dask's log
+    level) in the test process; restore them so that later commands start as a user's do."""
+    names = ("VCN_VERBOSE", "DASK_LOGGING__DISTRIBUTED")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
 _CODE_BITS = 10
 _CODE_CELL = 16  # px per bit; large enough to survive compression
 

@@ -99,9 +99,10 @@ def test_console_shows_vcn_lines_not_library_logs(batch_run, bad_inputs):
 
 
 def test_verbose_restores_library_logs_and_tracebacks(prefect_server, bad_inputs, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("VCN_VERBOSE", "DASK_LOGGING__DISTRIBUTED")}
     proc = subprocess.run([sys.executable, "-m", "vcn.cli", "run", str(bad_inputs["zero"]), "--out",
                            str(tmp_path / "out"), "--workers", "1", "--verbose"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 1
     printed = proc.stdout + proc.stderr
     assert "Traceback" in printed and "VideoOpenError" in printed
