@@ -43,6 +43,7 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from vcn.boxes import box_iou
 from vcn.detection import DetectionConfig, FaceDetector, default_model_dir, find_models
 
 HEIGHT_BINS = ((0, 32, "<32"), (32, 64, "32-64"), (64, 256, "64-256"), (256, 1e9, ">256"))
@@ -62,23 +63,9 @@ def parse_setting(name: str, threshold: float) -> DetectionConfig:
     return cfg
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a (N, 4) against b (M, 4), x1 y1 x2 y2."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
 def match(gt: np.ndarray, det: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one greedy IoU matching; returns (gt index -> det index or -1, det matched mask)."""
-    iou = iou_matrix(gt, det)
+    iou = box_iou(gt, det)
     gt_to_det = np.full(len(gt), -1)
     used = np.zeros(len(det), bool)
     for flat in np.argsort(-iou, axis=None):

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vcn.boxes import box_iou
 from vcn.errors import ConfigError, InputError
 from vcn.metrics import (
     EvalReport,
     MatchConfig,
     ari,
     bcubed,
-    box_iou,
     cluster_ratio,
     evaluate,
     format_report,

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vcn.boxes import box_iou
 from vcn.errors import ConfigError, InputError
 from vcn.stitching import join_chunk_tracks, stitch_pairs
-from vcn.tracking import Tracker, TrackerConfig, box_iou, track_faces
+from vcn.tracking import Tracker, TrackerConfig, track_faces
 
 DIM = 512
 CFG = TrackerConfig()

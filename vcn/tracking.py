@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from vcn.boxes import box_iou
 from vcn.errors import ConfigError, InputError
 
 # Cost given to gated-out pairs; any assignment that costs this much is discarded.
@@ -174,22 +175,6 @@ def _to_cxcywh(boxes: np.ndarray) -> np.ndarray:
 def _to_xyxy(cxcywh: np.ndarray) -> np.ndarray:
     half = cxcywh[:, 2:] / 2
     return np.concatenate([cxcywh[:, :2] - half, cxcywh[:, :2] + half], axis=1)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` ``(N, 4)`` with every box of ``b`` ``(M, 4)``, both x1, y1, x2, y2.
-
-    Returns ``(N, M)`` float64; degenerate (zero-area) boxes have IoU 0 with everything.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _check_detections(boxes: np.ndarray, embeddings: np.ndarray, n: int | None = None) -> None:
