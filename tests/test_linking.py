@@ -1,11 +1,12 @@
-"""vcn.linking: a fragment joins its larger nearest cluster within that cluster's extent, a
-guest's cluster with too little extent joins nothing, and no join crosses a cannot-link."""
+"""vcn.linking: a fragment joins its nearest larger cluster when it lies nearer than anyone seen
+on screen beside that cluster; a cluster with too few co-occurrences takes nobody; no join
+crosses a cannot-link."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vcn.linking import link_fragments
+from vcn.linking import cooccurrence_bounds, link_fragments
 
 
 def _tracks(angles_deg: list[float]) -> np.ndarray:
@@ -13,24 +14,68 @@ def _tracks(angles_deg: list[float]) -> np.ndarray:
     return np.stack([np.cos(a), np.sin(a), np.zeros_like(a)], axis=1)
 
 
-def test_a_fragment_within_the_leads_extent_joins_it() -> None:
-    # The lead's tracks span -30..30 degrees around 0; its fragment sits at 25 degrees.
-    sums = _tracks([-30, -10, 0, 10, 30, 25, 120])
-    labels = link_fragments(sums, np.array([0, 0, 0, 0, 0, 1, 2]), np.zeros((0, 2), np.int64))
-    assert labels.tolist() == [0, 0, 0, 0, 0, 0, 1]
+def _pairs(*pairs: tuple[int, int]) -> np.ndarray:
+    return np.array(pairs, np.int64).reshape(-1, 2)
 
 
-def test_beyond_the_extent_or_into_a_smaller_cluster_nothing_joins() -> None:
-    # The lead spans +-10 degrees, the fragment lies at 40; a two-track guest at 100-102 has a
-    # one-track neighbour at 110, nearer than its own extent allows.
-    sums = _tracks([-10, 0, 10, 40, 100, 102, 110])
-    labels = link_fragments(sums, np.array([0, 0, 0, 1, 2, 2, 3]), np.zeros((0, 2), np.int64))
-    assert labels.tolist() == [0, 0, 0, 1, 2, 2, 3]
+# A lead of four tracks around 0 degrees, each seen on one frame with one of a co-star's four
+# tracks around 90 degrees; one more track at 130 degrees, and lone fragments after them.
+LEAD = [-10, -5, 5, 10]
+COSTAR = [80, 85, 95, 100]
+TOGETHER = _pairs((0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def test_a_fragment_nearer_than_the_co_star_joins_the_lead() -> None:
+    sums = _tracks(LEAD + COSTAR + [40])
+    labels = np.array([0] * 4 + [1] * 4 + [2])
+    assert link_fragments(sums, labels, TOGETHER).tolist() == [0] * 4 + [1] * 4 + [0]
+
+
+def test_a_fragment_as_far_as_the_co_star_stays_apart() -> None:
+    # At -85 degrees the fragment lies farther from the lead's mean (1 - cos 85 = 0.91) than
+    # the co-star's nearest track does (1 - cos 80 = 0.83).
+    sums = _tracks(LEAD + COSTAR + [-85])
+    labels = np.array([0] * 4 + [1] * 4 + [2])
+    assert link_fragments(sums, labels, TOGETHER).tolist() == [0] * 4 + [1] * 4 + [2]
+
+
+def test_a_cluster_with_thin_evidence_takes_nobody() -> None:
+    # Two-track clusters seen beside one one-track partner each: their evidence (one
+    # co-occurring track) is fewer than their candidates (three one-track clusters).
+    sums = _tracks([0, 2, 170, 90, 92, 260, 30, 120, 200])
+    labels = np.array([0, 0, 2, 1, 1, 3, 4, 5, 6])
+    together = _pairs((0, 2), (3, 5))
+    bounds = cooccurrence_bounds(sums, labels, _unit_means(sums, labels), _together(together, labels))
+    assert np.isneginf(bounds[:2]).all()
+    assert link_fragments(sums, labels, together).tolist() == labels.tolist()
+
+
+def test_a_fragment_looks_only_at_its_nearest_larger_cluster() -> None:
+    # The fragment's nearest larger cluster (B, at 40) has no trusted bound; the lead farther
+    # away would admit it, but a fragment never passes over its nearest candidate.
+    sums = _tracks(LEAD + COSTAR + [50, 52, 45])
+    labels = np.array([0] * 4 + [1] * 4 + [2, 2, 3])
+    out = link_fragments(sums, labels, TOGETHER)
+    assert out[10] != out[0]
 
 
 def test_no_join_crosses_a_cannot_link() -> None:
-    sums = _tracks([-30, 0, 30, 25])
-    labels = np.array([0, 0, 0, 1])
-    assert link_fragments(sums, labels, np.zeros((0, 2), np.int64)).tolist() == [0, 0, 0, 0]
-    # The fragment's track was seen on one frame with one of the lead's tracks.
-    assert link_fragments(sums, labels, np.array([[1, 3]])).tolist() == [0, 0, 0, 1]
+    sums = _tracks(LEAD + COSTAR + [40])
+    labels = np.array([0] * 4 + [1] * 4 + [2])
+    # The fragment was seen on one frame with one of the lead's tracks.
+    out = link_fragments(sums, labels, np.vstack([TOGETHER, _pairs((0, 8))]))
+    assert out[8] != out[0]
+
+
+def _unit_means(sums: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    m = np.zeros((labels.max() + 1, sums.shape[1]))
+    np.add.at(m, labels, sums / np.linalg.norm(sums, axis=1, keepdims=True))
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def _together(pairs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    n = labels.max() + 1
+    t = np.zeros((n, n), bool)
+    a, b = labels[pairs[:, 0]], labels[pairs[:, 1]]
+    t[a, b] = t[b, a] = True
+    return t

@@ -1,15 +1,22 @@
-"""Joining a person's fragments that stage 4 leaves apart: a cluster whose nearest cluster is a
-larger one, lying within the extent that cluster's own tracks span.
+"""Joining a person's fragments that stage 4 leaves apart: a cluster joins its nearest larger
+cluster when it lies nearer that cluster than anyone seen on screen with it.
 
 Stage 4 merges only what each cluster's own spread admits, so a lead whose looks vary widely
-(make-up, years, light) ends as one large cluster and a few small fragments. A fragment's
-nearest cluster is then the lead; for a guest it is somebody else. The video says which: a
-large cluster's own tracks show how far from its centre this person's looks reach (its
-*extent*, the largest distance of a member track's mean from the cluster's mean), while a
-guest's one or two tracks span almost nothing. A cluster joins its nearest cluster when that
-one has at least as many tracks and the distance between their means is within its extent;
-never across a cannot-link, closest first, in one pass (an extent grown by a join is not used
-to join more).
+(make-up, years, light) ends as one large cluster and a few small fragments. The video tells
+how near a different person comes to a cluster: every track of a cluster that shares a frame
+with it (a cannot-link) is somebody else. A cluster's *bound* is the distance from its mean to
+the nearest such track; a fragment whose mean is nearer than that is more like this person than
+anyone the video shows beside them.
+
+A bound drawn from few co-occurrences is loose (a guest seen beside one other person), so a
+cluster takes fragments only when its evidence outnumbers its candidates: counting each
+co-occurring cluster for at most as many tracks as the cluster has, there are at least as many
+such tracks as smaller clusters that might join it. Under that count, fewer than one different
+person among the candidates is expected to fall below the bound.
+
+Each cluster looks at its nearest strictly larger cluster that it never shares a frame with,
+and joins it when their means are nearer than that cluster's bound; closest first, in one pass,
+never across a cannot-link.
 """
 
 from __future__ import annotations
@@ -25,12 +32,29 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def cooccurrence_bounds(track_units: np.ndarray, labels: np.ndarray, means: np.ndarray,
+                        together: np.ndarray) -> np.ndarray:
+    """Each cluster's bound, (C,) float: the cosine distance from its mean to the nearest track of
+    a cluster it shares a frame with, or ``-inf`` where its evidence is too thin to trust.
+
+    ``track_units`` (T, D) unit track means; ``labels`` (T,) clusters 0..C-1; ``means`` (C, D)
+    unit cluster means; ``together`` (C, C) bool, symmetric: the clusters share a frame.
+    """
+    size = np.bincount(labels, minlength=len(means))
+    candidates = ((size[:, None] < size[None, :]) & ~together).sum(axis=0)  # smaller, never together
+    evidence = (together * np.minimum(size[:, None], size[None, :])).sum(axis=0)
+    to_mean = 1.0 - track_units @ means.T                                   # (T, C)
+    nearest_other = np.where(together[labels], to_mean, np.inf).min(axis=0)
+    trusted = together.any(axis=0) & (evidence >= candidates)
+    return np.where(trusted, nearest_other, -np.inf)
+
+
 def link_fragments(track_sums: np.ndarray, labels: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
     """Cluster of each track after joining fragments; (T,) int64 labels ``0..k-1``.
 
     ``track_sums`` (T, D) float: the sum of each track's unit face embeddings; ``labels`` (T,)
     int in 0..C-1: the cluster of each track; ``cannot_link`` (P, 2) int track pairs that are
-    two people. ``O(C^2 D + T D)`` time, ``O(C^2)`` memory.
+    two people. ``O(C^2 D + T C D)`` time, ``O(T C)`` memory.
     """
     track_sums = np.asarray(track_sums, np.float64)
     labels = np.asarray(labels, np.int64)
@@ -39,20 +63,19 @@ def link_fragments(track_sums: np.ndarray, labels: np.ndarray, cannot_link: np.n
     n = int(labels.max()) + 1 if len(labels) else 0
     if n < 2:
         return labels.copy()
-    sums = index_sums(track_sums, labels, n)
-    means = _unit(sums)
+    units = _unit(track_sums)
+    means = _unit(index_sums(units, labels, n))                              # each track weighs one
     size = np.bincount(labels, minlength=n)
-    spread = 1.0 - np.einsum("td,td->t", _unit(track_sums), means[labels])
-    extent = np.zeros(n)
-    np.maximum.at(extent, labels, spread)
     cannot = group_pairs(cannot_link, labels)
+    together = np.zeros((n, n), bool)
+    together[cannot[:, 0], cannot[:, 1]] = together[cannot[:, 1], cannot[:, 0]] = True
+    bound = cooccurrence_bounds(units, labels, means, together)
     d = 1.0 - means @ means.T
-    np.fill_diagonal(d, np.inf)
-    d[cannot[:, 0], cannot[:, 1]] = d[cannot[:, 1], cannot[:, 0]] = np.inf
-    nearest = d.argmin(axis=1)
-    dist = d[np.arange(n), nearest]
-    join = np.flatnonzero((size[nearest] >= size) & (dist <= extent[nearest]))
+    d[~((size[:, None] < size[None, :]) & ~together)] = np.inf               # [C, L]: L larger, apart
+    target = d.argmin(axis=1)
+    dist = d[np.arange(n), target]
+    join = np.flatnonzero(dist < bound[target])
     merger = ConstrainedMerger(n, cannot)
     for i in join[np.argsort(dist[join], kind="stable")]:
-        merger.union(int(i), int(nearest[i]))
+        merger.union(int(i), int(target[i]))
     return np.unique(merger.groups(), return_inverse=True)[1][labels].astype(np.int64)

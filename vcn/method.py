@@ -253,8 +253,8 @@ def cluster(
     when its quality lies within that of the groups' tracks (``cfg.floor_in_quality_range``);
     a merge that only the floor allows also needs the other side within that range
     (``cfg.floor_pairs_in_range``). ``cfg.distance`` picks cosine (default) or the paper's loss.
-    A cluster then joins its nearest cluster when that one is larger and their distance lies
-    within the extent of its tracks (:func:`vcn.linking.link_fragments`). The returned
+    A cluster then joins its nearest larger cluster when it lies nearer that cluster than any
+    track seen on one frame with it (:func:`vcn.linking.link_fragments`). The returned
     thresholds are the floored ones.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
@@ -308,7 +308,7 @@ def cluster(
     if lent:
         thresholds = lent["lent_thresholds"]
     merged = result.labels[group]  # (kept tracks,) cluster of each kept track
-    # A person's fragments: clusters within the extent of their larger nearest cluster.
+    # A person's fragments: clusters nearer their larger nearest cluster than its co-stars are.
     track_sums = index_sums(out.embeddings[:, 0], remap[track_index[rows]], len(keep_tracks))
     linked = link_fragments(track_sums, merged, kept_pairs(cannot_link))
     labels[keep_tracks] = first_appearance(linked)

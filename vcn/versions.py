@@ -14,11 +14,9 @@ digest of small stage outputs and fails until the version is bumped and the dige
   (``vcn.view_bank``, ``vcn.method.bank_for``, ``vcn.method.adapt``, ``vcn.finetune``,
   ``vcn.matching``, ``vcn.grouping``, ``vcn.views``, ``vcn.augment``).
 - ``clusters``: stage 4 (``vcn.method.cluster``, ``vcn.clustering``, ``vcn.quality``'s SER-FIQ,
-  ``vcn.constraints``) and the HAC baseline.
+  ``vcn.constraints``, ``vcn.linking``) and the HAC baseline.
 """
 
 from __future__ import annotations
 
-# finetune 2, clusters 2: views embedded once per title (the view bank), a linear adapter on the
-# frozen embedding in place of the finetuned backbone.
-STAGE_VERSIONS: dict[str, int] = {"tracks": 1, "finetune": 2, "clusters": 2}
+STAGE_VERSIONS: dict[str, int] = {"tracks": 1, "finetune": 2, "clusters": 3}
