@@ -27,7 +27,7 @@ from storage.manifest import (
     update_manifest,
 )
 from tasks.context import MovieContext
-from tasks.models import face_models
+from tasks.models import face_models, worker_threads
 from tasks.policies import is_transient
 from tasks.progress import say
 from tasks.stages import stage_record
@@ -137,7 +137,7 @@ def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[s
     cfg = ctx.config.ingest
     models = face_models(ctx.models.detector, ctx.models.recognizer, cfg.detection, cfg.embedding)
     t0 = time.perf_counter()
-    res = process_chunk(ctx.video_path, chunk, models, cfg)
+    res = process_chunk(ctx.video_path, chunk, models, cfg, threads=worker_threads())
     check_chunk_decode(ctx.video_path, res, ctx.info.fps)
     _write_chunk(ctx, res)
     return {

@@ -18,7 +18,7 @@ from vcn.errors import ConfigError
 from vcn.quality import QualityConfig, measure, passes
 from vcn.shots import ShotConfig, ShotDetector
 from vcn.tracking import TrackerConfig, track_faces
-from vcn.video import Chunk, ChunkConfig, DecodeStats, check_decoded, iter_frames
+from vcn.video import Chunk, ChunkConfig, DecodeStats, check_decoded, iter_decoded
 
 # face_id = frame_idx * FACE_ID_BASE + index of the detection in its frame. Unique per movie and
 # identical for the same detection seen by two overlapping chunks.
@@ -155,26 +155,31 @@ class _Accumulator:
         return out
 
 
-def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig) -> ChunkResult:
+def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig,
+                  threads: int = 1) -> ChunkResult:
     """Run stage 1 on one chunk of the video at ``path``.
 
-    Decodes frames ``[chunk.read_start, chunk.end)``; every frame feeds the shot detector, frames
-    on the stride grid feed the face detector. Returns a :class:`ChunkResult`; a chunk without
-    faces returns empty arrays, not an error. Undecodable packets are skipped and counted; the
-    caller checks the counts (:func:`vcn.video.check_decoded`).
+    Decodes frames ``[chunk.read_start, chunk.end)`` on ``threads`` decoder threads (the
+    caller's share of the cores); every frame feeds the shot detector at its small analysis size,
+    scaled by the decoder, and only frames on the stride grid are converted to full-size BGR for
+    the face detector. Returns a :class:`ChunkResult`; a chunk without faces returns empty
+    arrays, not an error. Undecodable packets are skipped and counted; the caller checks the
+    counts (:func:`vcn.video.check_decoded`).
     """
     shots = ShotDetector(cfg.shots)
     clock = _Clock(("decode", "shots", "detect", "filter", "embed", "track"))
     acc = _Accumulator(models.embedder, cfg.embed_batch, clock)
     n_frames = owned_frames = 0
     stats = DecodeStats()
-    for frame_idx, frame in iter_frames(path, chunk.read_start, chunk.end, stats):
+    for frame_idx, decoded in iter_decoded(path, chunk.read_start, chunk.end, stats, threads):
         clock.lap("decode")
         n_frames += 1
         owned_frames += frame_idx >= chunk.start
-        shots.push(frame_idx, frame)
+        shots.push(frame_idx, decoded.small(*shots.analysis_size(decoded.width, decoded.height)))
         clock.lap("shots")
         if frame_idx % cfg.stride == 0:
+            frame = decoded.bgr()
+            clock.lap("decode")
             dets = models.detector.detect(frame)
             clock.lap("detect")
             if len(dets.scores):
