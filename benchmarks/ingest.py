@@ -2,7 +2,9 @@
 
 Runs the real per-movie flow (Prefect + Dask LocalCluster) on a 720p 25 fps video composed from
 the dev clips, with 1 and 2 worker processes, and prints one row per run. Peak memory is the
-largest summed RSS of the flow process and its Dask workers, sampled every 0.2 s.
+largest summed RSS of the flow process and its Dask workers, sampled every 0.2 s. Stage seconds
+are summed over the chunks: wall seconds, which grow when other programs share the cores, and
+CPU seconds of the worker process (every thread), which do not.
 
     .venv/bin/python -m benchmarks.ingest [--seconds 120] [--workers 1 2]
 """
@@ -64,10 +66,11 @@ def run_once(video: Path, workers: int, method: str) -> dict:
             wall = time.perf_counter() - t0
         manifest = json.loads((Path(summary["output"]) / "manifest.json").read_text())
         stages = manifest["stages"]["tracks"].get("chunk_seconds", {})
+        cpu = manifest["stages"]["tracks"].get("chunk_cpu_seconds", {})
         n_frames = manifest["input"]["n_frames"]
         return {"workers": workers, "wall_s": wall, "fps": n_frames / wall,
                 "rt": manifest["input"]["duration_s"] / wall, "peak_gib": mem.peak / 2**30,
-                "stages": stages, "faces": summary["faces"], "tracks": summary["tracks"]}
+                "stages": stages, "cpu": cpu, "faces": summary["faces"], "tracks": summary["tracks"]}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -86,11 +89,12 @@ def main() -> None:
         rows = [run_once(video, w, args.method) for w in args.workers]
     print(f"\n{video.name}: 1280x720, 25 fps, {args.seconds:.0f} s, {os.cpu_count()} cores")
     print(f"{'workers':>7} {'wall s':>8} {'frames/s':>9} {'x real time':>11} {'peak GiB':>9} {'faces':>7} "
-          f"{'tracks':>7}  stage seconds (summed over workers)")
+          f"{'tracks':>7}  stage seconds, wall | CPU (summed over chunks)")
     for r in rows:
         st = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["stages"].items(), key=lambda kv: -kv[1]))
+        cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(r["cpu"].items(), key=lambda kv: -kv[1]))
         print(f"{r['workers']:>7} {r['wall_s']:>8.1f} {r['fps']:>9.1f} {r['rt']:>11.2f} "
-              f"{r['peak_gib']:>9.2f} {r['faces']:>7} {r['tracks']:>7}  {st}")
+              f"{r['peak_gib']:>9.2f} {r['faces']:>7} {r['tracks']:>7}  {st} | {cpu}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from storage.manifest import (
     update_manifest,
 )
 from tasks.context import MovieContext
-from tasks.models import face_models
+from tasks.models import face_models, worker_threads
 from tasks.policies import is_transient
 from tasks.progress import say
 from tasks.stages import stage_record
@@ -112,7 +112,8 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
             "chunk": vars(res.chunk), "cuts": res.cuts.tolist(), "n_frames": res.n_frames,
             "owned_frames": res.owned_frames, "bad_packets": res.bad_packets,
             "decode_error": res.decode_error,
-            "timings": res.timings, "stage_hash": ctx.stage_hash("tracks"), "code_hash": ctx.code_hash,
+            "timings": res.timings, "cpu_seconds": res.cpu, "stage_hash": ctx.stage_hash("tracks"),
+            "code_hash": ctx.code_hash,
             "flow_run_id": str(flow_run.id), "written_at": now_iso(),
         },
     )
@@ -136,12 +137,12 @@ def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[s
     cfg = ctx.config.ingest
     models = face_models(ctx.models.detector, ctx.models.recognizer, cfg.detection, cfg.embedding)
     t0 = time.perf_counter()
-    res = process_chunk(ctx.video_path, chunk, models, cfg)
+    res = process_chunk(ctx.video_path, chunk, models, cfg, threads=worker_threads())
     check_chunk_decode(ctx.video_path, res, ctx.info.fps)
     _write_chunk(ctx, res)
     return {
         "index": chunk.index, "computed": True, "n_frames": res.n_frames, "n_faces": int(res.owned.sum()),
-        "seconds": time.perf_counter() - t0, "timings": res.timings,
+        "seconds": time.perf_counter() - t0, "timings": res.timings, "cpu_seconds": res.cpu,
     }
 
 
@@ -187,15 +188,18 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
     rows = {"faces": len(faces["face_id"]), "tracks": len(tr.track_id), "shots": len(shots),
             "chunks": len(chunks), "chunks_computed": computed}
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for c in chunks:
         for k, v in c.meta.get("timings", {}).items():
             timings[k] = timings.get(k, 0.0) + v
+        for k, v in c.meta.get("cpu_seconds", {}).items():
+            cpu[k] = cpu.get(k, 0.0) + v
     record_stage(layout, "tracks", {
         "status": "completed", "started": started, "ended": now_iso(),
         "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
         **stage_record(ctx, "tracks"), "rows": rows,
         "outputs": ["faces.parquet", "tracks.parquet", "shots.parquet", "crops"],
-        "chunk_seconds": timings, "decode": decode.to_dict(),
+        "chunk_seconds": timings, "chunk_cpu_seconds": cpu, "decode": decode.to_dict(),
     })
     logger.info("movie %s: %s", ctx.movie_id, rows)  # the UI's line; the flow prints the stage's end
     return rows

@@ -11,6 +11,8 @@ import functools
 import os
 from collections.abc import Iterator
 
+import cv2
+
 from vcn.detection import DetectionConfig, FaceDetector
 from vcn.embedding import EmbeddingConfig, FaceEmbedder
 from vcn.ingest import FaceModels
@@ -59,8 +61,14 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 def face_models(
     detector: str, recognizer: str, det_cfg: DetectionConfig, emb_cfg: EmbeddingConfig
 ) -> FaceModels:
-    """Return the detector and recognizer for these files and configs, loading them once."""
+    """Return the detector and recognizer for these files and configs, loading them once.
+
+    Every engine of the worker process gets the worker's share of the cores: the ONNX sessions
+    here, the video decoder (``process_chunk``'s ``threads``) and OpenCV, whose own pool
+    otherwise takes every core of the machine for each resize and warp, in every worker.
+    """
     threads = worker_threads()
+    cv2.setNumThreads(threads)
     return FaceModels(
         detector=FaceDetector(detector, det_cfg, threads=threads),
         embedder=FaceEmbedder(recognizer, emb_cfg, threads=threads),

@@ -7,7 +7,7 @@ import pytest
 
 from vcn.errors import ConfigError, InputError
 from vcn.shots import ShotConfig, ShotDetector, merge_cuts, shot_index, shots_from_cuts
-from vcn.video import ChunkConfig, iter_frames, plan_chunks, probe
+from vcn.video import ChunkConfig, iter_decoded, iter_frames, plan_chunks, probe
 
 
 def detect(path: str, start: int, end: int, cfg: ShotConfig | None = None) -> np.ndarray:
@@ -30,6 +30,27 @@ def test_downscaling_keeps_the_cuts(synthetic_video):
     for width in (160, 640):
         assert np.array_equal(detect(synthetic_video.path, 0, synthetic_video.n_frames,
                                      ShotConfig(analysis_width=width)), default)
+
+
+def detect_decoder_scaled(path: str, start: int, end: int) -> np.ndarray:
+    """Cuts as ``process_chunk`` finds them: frames scaled to the analysis size by the decoder."""
+    detector = ShotDetector(ShotConfig())
+    for idx, frame in iter_decoded(path, start, end, threads=1):
+        detector.push(idx, frame.small(*detector.analysis_size(frame.width, frame.height)))
+    return detector.cuts()
+
+
+def test_decoder_scaled_frames_give_the_same_cuts(synthetic_video, dev_data):
+    for path in (synthetic_video.path, str(dev_data / "short_hamilton_clip.mp4")):
+        n = probe(path).n_frames
+        assert np.array_equal(detect_decoder_scaled(path, 0, n), detect(path, 0, n))
+
+
+def test_analysis_size_keeps_the_aspect_and_never_enlarges():
+    detector = ShotDetector(ShotConfig(analysis_width=320))
+    assert detector.analysis_size(1280, 720) == (320, 180)
+    assert detector.analysis_size(1920, 800) == (320, 133)
+    assert detector.analysis_size(200, 100) == (200, 100)
 
 
 def test_a_single_moving_shot_has_no_cut(frame_maker):

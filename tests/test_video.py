@@ -30,6 +30,7 @@ from vcn.video import (
     check_decoded,
     content_id,
     decode_warning,
+    iter_decoded,
     iter_frames,
     missing_allowance,
     plan_chunks,
@@ -296,6 +297,27 @@ def test_iter_frames_yields_bgr_uint8(synthetic_video, frame_maker):
     # frame 40 lies in shot 1; its colour field was drawn in BGR, so channels must not be swapped
     expected = frame_maker.frame(40, 1)
     assert np.abs(frame[200:300, 200:400].astype(int) - expected[200:300, 200:400]).mean() < 4
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_iter_decoded_gives_the_frames_of_iter_frames(synthetic_video, threads):
+    expected = list(iter_frames(synthetic_video.path, 35, 60))
+    decoded = iter_decoded(synthetic_video.path, 35, 60, threads=threads)
+    got = [(i, f.bgr(), f.small(320, 180)) for i, f in decoded]
+    assert [i for i, _, _ in got] == [i for i, _ in expected]
+    for (_, full, small), (_, frame) in zip(got, expected, strict=True):
+        assert np.array_equal(full, frame)
+        # the decoder's area scaling is OpenCV's INTER_AREA to within a grey level or two
+        area = cv2.resize(frame, (320, 180), interpolation=cv2.INTER_AREA)
+        assert small.dtype == np.uint8 and small.shape == (180, 320, 3)
+        assert np.abs(small.astype(int) - area).mean() < 2.5
+
+
+def test_iter_decoded_small_at_full_size_is_the_frame(synthetic_video):
+    (_, frame), = iter_decoded(synthetic_video.path, 40, 41)
+    assert frame.small(frame.width, frame.height) is frame.bgr()
+    with pytest.raises(InputError, match="threads"):
+        iter_decoded(synthetic_video.path, 0, 5, threads=-1)
 
 
 def test_iter_frames_stops_quietly_at_end_of_stream(synthetic_video):

@@ -18,7 +18,7 @@ from vcn.errors import ConfigError
 from vcn.quality import QualityConfig, measure, passes
 from vcn.shots import ShotConfig, ShotDetector
 from vcn.tracking import TrackerConfig, track_faces
-from vcn.video import Chunk, ChunkConfig, DecodeStats, check_decoded, iter_frames
+from vcn.video import Chunk, ChunkConfig, DecodeStats, check_decoded, iter_decoded
 
 # face_id = frame_idx * FACE_ID_BASE + index of the detection in its frame. Unique per movie and
 # identical for the same detection seen by two overlapping chunks.
@@ -72,6 +72,9 @@ class ChunkResult:
     int64 frames where a shot starts, within the decoded range. ``n_frames``: frames decoded,
     overlap included; ``owned_frames``: those in ``[chunk.start, chunk.end)``; ``bad_packets``:
     undecodable packets skipped in the owned range; ``decode_error``: the first decoder error met.
+    ``timings``: wall seconds per phase; ``cpu``: CPU seconds of the process per phase
+    (``time.process_time``: every thread, decoder threads included), the cost that does not
+    depend on what else the machine runs.
     """
 
     chunk: Chunk
@@ -92,18 +95,35 @@ class ChunkResult:
     owned_frames: int = 0
     bad_packets: int = 0
     decode_error: str | None = None
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+class _Clock:
+    """Wall and CPU seconds per phase: :meth:`lap` charges the time since the previous lap."""
+
+    def __init__(self, phases: tuple[str, ...]) -> None:
+        self.wall = dict.fromkeys(phases, 0.0)
+        self.cpu = dict.fromkeys(phases, 0.0)
+        self._w, self._c = time.perf_counter(), time.process_time()
+
+    def lap(self, phase: str | None) -> None:
+        w, c = time.perf_counter(), time.process_time()
+        if phase is not None:
+            self.wall[phase] += w - self._w
+            self.cpu[phase] += c - self._c
+        self._w, self._c = w, c
 
 
 class _Accumulator:
-    """Collects kept detections and embeds their crops in batches to bound memory."""
+    """Collects kept detections and embeds their crops in batches to bound memory; the
+    embedding time is charged to ``clock``'s "embed" phase, the time before it to "filter"."""
 
-    def __init__(self, embedder: FaceEmbedder, batch: int) -> None:
-        self.embedder, self.batch = embedder, batch
+    def __init__(self, embedder: FaceEmbedder, batch: int, clock: _Clock) -> None:
+        self.embedder, self.batch, self.clock = embedder, batch, clock
         keys = ("face_id", "frame_idx", "boxes", "scores", "landmarks", "sharpness", "yaw", "crops")
         self.rows: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         self.embeddings: list[np.ndarray] = []
         self._pending: list[np.ndarray] = []
-        self.embed_s = 0.0
 
     def add(self, **cols: np.ndarray) -> None:
         for k, v in cols.items():
@@ -115,9 +135,9 @@ class _Accumulator:
     def flush(self) -> None:
         if not self._pending:
             return
-        t0 = time.perf_counter()
+        self.clock.lap("filter")
         self.embeddings.append(self.embedder.embed(np.concatenate(self._pending)))
-        self.embed_s += time.perf_counter() - t0
+        self.clock.lap("embed")
         self._pending = []
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -135,32 +155,33 @@ class _Accumulator:
         return out
 
 
-def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig) -> ChunkResult:
+def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig,
+                  threads: int = 1) -> ChunkResult:
     """Run stage 1 on one chunk of the video at ``path``.
 
-    Decodes frames ``[chunk.read_start, chunk.end)``; every frame feeds the shot detector, frames
-    on the stride grid feed the face detector. Returns a :class:`ChunkResult`; a chunk without
-    faces returns empty arrays, not an error. Undecodable packets are skipped and counted; the
-    caller checks the counts (:func:`vcn.video.check_decoded`).
+    Decodes frames ``[chunk.read_start, chunk.end)`` on ``threads`` decoder threads (the
+    caller's share of the cores); every frame feeds the shot detector at its small analysis size,
+    scaled by the decoder, and only frames on the stride grid are converted to full-size BGR for
+    the face detector. Returns a :class:`ChunkResult`; a chunk without faces returns empty
+    arrays, not an error. Undecodable packets are skipped and counted; the caller checks the
+    counts (:func:`vcn.video.check_decoded`).
     """
     shots = ShotDetector(cfg.shots)
-    acc = _Accumulator(models.embedder, cfg.embed_batch)
-    t = {"decode": 0.0, "shots": 0.0, "detect": 0.0, "filter": 0.0}
+    clock = _Clock(("decode", "shots", "detect", "filter", "embed", "track"))
+    acc = _Accumulator(models.embedder, cfg.embed_batch, clock)
     n_frames = owned_frames = 0
     stats = DecodeStats()
-    t0 = time.perf_counter()
-    for frame_idx, frame in iter_frames(path, chunk.read_start, chunk.end, stats):
-        t1 = time.perf_counter()
-        t["decode"] += t1 - t0
+    for frame_idx, decoded in iter_decoded(path, chunk.read_start, chunk.end, stats, threads):
+        clock.lap("decode")
         n_frames += 1
         owned_frames += frame_idx >= chunk.start
-        shots.push(frame_idx, frame)
-        t2 = time.perf_counter()
-        t["shots"] += t2 - t1
+        shots.push(frame_idx, decoded.small(*shots.analysis_size(decoded.width, decoded.height)))
+        clock.lap("shots")
         if frame_idx % cfg.stride == 0:
+            frame = decoded.bgr()
+            clock.lap("decode")
             dets = models.detector.detect(frame)
-            t3 = time.perf_counter()
-            t["detect"] += t3 - t2
+            clock.lap("detect")
             if len(dets.scores):
                 crops = align_faces(frame, dets.landmarks)
                 q = measure(dets, crops)
@@ -176,25 +197,22 @@ def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig
                         yaw=q.yaw[idx].astype(np.float32),
                         crops=crops[idx],
                     )
-            t["filter"] += time.perf_counter() - t3
-        t0 = time.perf_counter()
-    t_cuts = time.perf_counter()
+            clock.lap("filter")
+    clock.lap("decode")  # the decoder's last call, which ends the loop
     cuts = np.asarray(shots.cuts(), dtype=np.int64)
-    t["shots"] += time.perf_counter() - t_cuts
-    in_loop_embed = acc.embed_s  # embedding batches that ran inside the filter timer's span
+    clock.lap("shots")
     cols = acc.arrays()
-    t["embed"] = acc.embed_s
-    t["filter"] -= in_loop_embed
-    t4 = time.perf_counter()
+    clock.lap("embed")
     local = track_faces(cols["frame_idx"], cols["boxes"], cols["embeddings"], cuts, cfg.tracker)
-    t["track"] = time.perf_counter() - t4
+    clock.lap("track")
     return ChunkResult(
         chunk=chunk,
         local_track=np.asarray(local, np.int64),
         owned=cols["frame_idx"] >= chunk.start,
         cuts=cuts,
         n_frames=n_frames,
-        timings=t,
+        timings=clock.wall,
+        cpu=clock.cpu,
         owned_frames=owned_frames,
         bad_packets=stats.bad_packets(chunk.start),
         decode_error=stats.error,

@@ -98,14 +98,20 @@ class ShotDetector:
         cuts = np.unique(np.asarray(self._cuts, dtype=np.int64))
         return cuts[cuts > self._first_idx] if self._first_idx is not None else cuts
 
+    def analysis_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) a ``width`` x ``height`` frame is scored at. A caller that can
+        downscale more cheaply than :meth:`push` (the decoder's scaler,
+        :meth:`vcn.video.DecodedFrame.small`) pushes frames of this size, which are scored as
+        they are."""
+        if width > self._cfg.analysis_width:
+            scale = self._cfg.analysis_width / width
+            return self._cfg.analysis_width, max(1, round(height * scale))
+        return width, height
+
     def _analysis_frame(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
         if self._analysis_size is None:
-            if width > self._cfg.analysis_width:
-                scale = self._cfg.analysis_width / width
-                self._analysis_size = (self._cfg.analysis_width, max(1, round(height * scale)))
-            else:
-                self._analysis_size = (width, height)
+            self._analysis_size = self.analysis_size(width, height)
         if (width, height) == self._analysis_size:
             return frame
         # INTER_AREA averages whole pixel blocks: no aliasing of fine texture into the HSV score.

@@ -164,8 +164,10 @@ def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction:
 
 
 @contextmanager
-def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    """Open ``path`` and yield (container, its first real video stream), closing on exit."""
+def _open_video(path: str, threads: int = 0) -> Iterator[tuple[av.container.InputContainer,
+                                                              av.video.stream.VideoStream]]:
+    """Open ``path`` and yield (container, its first real video stream), closing on exit.
+    ``threads``: decoder threads; 0 lets FFmpeg choose (one more than the machine's cores)."""
     if not os.path.exists(path):
         raise VideoOpenError(f"{path}: no such file; check the path")
     if os.path.isdir(path):
@@ -195,8 +197,9 @@ def _open_video(path: str) -> Iterator[tuple[av.container.InputContainer, av.vid
                 f"{', '.join(s.type for s in container.streams) or 'none'}); pass a file with video"
             )
         stream = streams[0]
-        # Frame threading decodes several frames at once; it is what makes 720p decode keep up.
+        # Frame threading decodes several frames at once, on the threads the caller grants.
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
         yield container, stream
 
 
@@ -470,6 +473,43 @@ def plan_chunks(n_frames: int, fps: float, cfg: ChunkConfig) -> list[Chunk]:
     ]
 
 
+class DecodedFrame:
+    """One decoded frame, converted to pixels on demand.
+
+    :meth:`bgr` is the full-size ``uint8 (H, W, 3)`` BGR frame (converted once, then kept);
+    :meth:`small` a downscaled BGR copy made by FFmpeg's scaler straight from the decoder's
+    pixel format, which costs less than converting the full frame and resizing it. Both convert
+    on ``threads`` threads (0: FFmpeg's choice, one per core).
+    """
+
+    __slots__ = ("_bgr", "_frame", "_threads")
+
+    def __init__(self, frame: av.VideoFrame, threads: int = 0) -> None:
+        self._frame, self._threads = frame, threads
+        self._bgr: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        return self._frame.width
+
+    @property
+    def height(self) -> int:
+        return self._frame.height
+
+    def bgr(self) -> np.ndarray:
+        """The frame, ``uint8 (H, W, 3)`` BGR."""
+        if self._bgr is None:
+            self._bgr = self._frame.to_ndarray(format="bgr24", threads=self._threads)
+        return self._bgr
+
+    def small(self, width: int, height: int) -> np.ndarray:
+        """The frame scaled to ``width`` x ``height`` (area averaging), ``uint8`` BGR."""
+        if (width, height) == (self.width, self.height):
+            return self.bgr()
+        return self._frame.reformat(width=width, height=height, format="bgr24", interpolation="AREA",
+                                    threads=self._threads).to_ndarray()
+
+
 def iter_frames(path: str, start: int, end: int,
                 stats: DecodeStats | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_idx, frame)`` for every frame with ``start <= frame_idx < end``.
@@ -483,18 +523,29 @@ def iter_frames(path: str, start: int, end: int,
     opened on the first ``next()`` and closed when the iterator is exhausted, closed or
     garbage-collected.
     """
+    return ((idx, frame.bgr()) for idx, frame in iter_decoded(path, start, end, stats))
+
+
+def iter_decoded(path: str, start: int, end: int, stats: DecodeStats | None = None,
+                 threads: int = 0) -> Iterator[tuple[int, DecodedFrame]]:
+    """:func:`iter_frames` yielding :class:`DecodedFrame` objects, for callers that need only
+    some frames at full size. ``threads``: decoder and scaler threads (0: FFmpeg's choice, about
+    one per core; a worker that owns one core of a shared machine passes 1)."""
     path = os.fspath(path)
     if start < 0 or end < start:
         raise InputError(f"iter_frames({path!r}): need 0 <= start <= end, got start={start}, end={end}")
+    if threads < 0:
+        raise InputError(f"iter_frames({path!r}): threads={threads} must be >= 0")
     if not os.path.isfile(path):
         raise VideoOpenError(f"{path}: no such file; check the path")
-    return _iter_frames(path, start, end, DecodeStats() if stats is None else stats)
+    return _iter_frames(path, start, end, DecodeStats() if stats is None else stats, threads)
 
 
-def _iter_frames(path: str, start: int, end: int, stats: DecodeStats) -> Iterator[tuple[int, np.ndarray]]:
+def _iter_frames(path: str, start: int, end: int, stats: DecodeStats,
+                 threads: int) -> Iterator[tuple[int, DecodedFrame]]:
     if start == end:
         return
-    with _open_video(path) as (container, stream):
+    with _open_video(path, threads) as (container, stream):
         timeline = None
         if start > 0:
             first, _ = _first_frame(container, stream, path, DecodeStats())
@@ -508,7 +559,7 @@ def _iter_frames(path: str, start: int, end: int, stats: DecodeStats) -> Iterato
                 break
             if idx >= start:
                 stats.frames += 1
-                yield idx, frame.to_ndarray(format="bgr24")
+                yield idx, DecodedFrame(frame, threads)
 
 
 def content_id(path: str) -> str:
