@@ -20,6 +20,7 @@ examples:
   vcn run a.mp4 b.mkv --out out/ --workers 2   # several videos, 2 Dask workers
   vcn eval --gt movie.faces.csv --pred out/<movie_id>
   vcn ingest /media/library --out out/ --dry-run   # what a library run would redo, and why
+  vcn identities out/                          # link the titles' clusters into library identities
 
 outputs (per video, under OUT/<movie_id>/): faces.parquet, tracks.parquet, shots.parquet,
 clusters.parquet, crops/, manifest.json. See README.md, "Output contract".
@@ -146,6 +147,13 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_identities(args: argparse.Namespace) -> int:
+    from tasks.identities import format_identities, update_identities
+
+    print(format_identities(update_identities(str(Path(args.library_out).resolve()), rebuild=args.rebuild)))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from tasks.report import build_report
 
@@ -260,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
     rr.add_argument("--dask-address", help="use a running distributed scheduler")
     rr.set_defaults(func=cmd_rerun)
+
+    idn = sub.add_parser(
+        "identities", parents=[common],
+        help="link the clusters of a library's titles into identities (OUT/library/identities.parquet)")
+    idn.add_argument("library_out", help="the --out folder of `vcn ingest` (holds catalogue/)")
+    idn.add_argument("--rebuild", action="store_true",
+                     help="link every title again, in path order, instead of only the new or changed ones")
+    idn.set_defaults(func=cmd_identities)
 
     rp = sub.add_parser(
         "report", parents=[common], help="write a self-contained HTML report of a processed movie")
