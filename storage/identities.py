@@ -6,9 +6,12 @@ Layout, beside the catalogue (``OUT/catalogue``), under ``OUT/library``::
         cluster_id, n_tracks, n_faces, screen_time_s, first_sec, last_sec, reach,
         mean (FLOAT[512], the generic recognizer's); metadata: the catalogue stamp it was made from
     OUT/library/members.parquet      one row per linked cluster: rank (the order the titles
-        joined), movie_id, cluster_id, identity_id, linked_movie_id / linked_cluster_id (the
-        member it linked to; null when it started the identity), distance, threshold;
-        metadata: next identity number, the linked titles and their stamps
+        joined), movie_id, cluster_id, identity_id and name (the linking's result with the
+        corrections log applied; identity_id null for a cluster whose tracks were all
+        rejected), linked_identity_id (the linking's own), linked_movie_id / linked_cluster_id
+        (the member it linked to; null when it started the identity), distance, threshold;
+        metadata: next identity number, the linked titles and their stamps, the log's digest
+    OUT/library/corrections/*.json   the corrections log (storage.corrections)
     OUT/library/identities.parquet   one row per identity (see IDENTITIES_SCHEMA)
     OUT/library/.lock                held while the library step runs
 
@@ -52,6 +55,8 @@ MEMBERS_SCHEMA = pa.schema([
     ("movie_id", pa.string()),
     ("cluster_id", pa.string()),
     ("identity_id", pa.string()),
+    ("name", pa.string()),
+    ("linked_identity_id", pa.string()),
     ("linked_movie_id", pa.string()),
     ("linked_cluster_id", pa.string()),
     ("distance", pa.float32()),
@@ -195,6 +200,7 @@ class LinkedLibrary:
     links: Links
     titles: dict[str, str]
     next_identity: int = 0
+    log_digest: str = ""
 
 
 def read_members(layout: LibraryLayout) -> LinkedLibrary:
@@ -224,27 +230,33 @@ def read_members(layout: LibraryLayout) -> LinkedLibrary:
     dist = np.full(len(summaries), np.nan, np.float32)
     thr = np.zeros(len(summaries), np.float32)
     for r, row in zip(rows, m.itertuples(index=False), strict=True):
-        identity[r] = identity_number(row.identity_id)
+        identity[r] = identity_number(row.linked_identity_id)
         if row.linked_movie_id is not None and isinstance(row.linked_movie_id, str):
             linked[r] = key[(row.linked_movie_id, row.linked_cluster_id)]
         dist[r], thr[r] = row.distance, row.threshold
     return LinkedLibrary(summaries, Links(identity, linked, dist, thr), titles,
-                         int(meta.get("next_identity", identity.max() + 1 if len(identity) else 0)))
+                         int(meta.get("next_identity", identity.max() + 1 if len(identity) else 0)),
+                         meta.get("log_digest", ""))
 
 
-def write_members(layout: LibraryLayout, lib: LinkedLibrary) -> None:
+def write_members(layout: LibraryLayout, lib: LinkedLibrary, identity_ids: list[str | None],
+                  names: list[str | None]) -> None:
+    """``members.parquet``: the linking's result and, per cluster, its identity and name with the
+    corrections applied (``identity_ids``, ``names``, in the rows' order)."""
     s, links = lib.summaries, lib.links
     has = links.linked_to >= 0
     ref = np.where(has, links.linked_to, 0)
     table = pa.Table.from_pydict({
         "rank": np.arange(len(s), dtype=np.int64),
         "movie_id": s.movie_id.tolist(), "cluster_id": s.cluster_id.tolist(),
-        "identity_id": [identity_name(int(i)) for i in links.identity],
+        "identity_id": identity_ids, "name": names,
+        "linked_identity_id": [identity_name(int(i)) for i in links.identity],
         "linked_movie_id": [s.movie_id[r] if h else None for r, h in zip(ref, has, strict=True)],
         "linked_cluster_id": [s.cluster_id[r] if h else None for r, h in zip(ref, has, strict=True)],
         "distance": links.distance.astype(np.float32), "threshold": links.threshold.astype(np.float32),
     }, schema=MEMBERS_SCHEMA)
-    meta = {"next_identity": lib.next_identity, "titles": list(lib.titles.items())}
+    meta = {"next_identity": lib.next_identity, "titles": list(lib.titles.items()),
+            "log_digest": lib.log_digest}
     write_parquet(layout.members, table.replace_schema_metadata({"vcn": json.dumps(meta)}))
 
 

@@ -3,18 +3,23 @@
 Reads the catalogue (``storage.catalogue``), summarises each title's clusters once
 (``vcn.identities.summarize_title``, stored under ``OUT/library/summaries``), links each title
 not linked yet against the identities already there (``vcn.identities.link_title``), and writes
-``members.parquet`` and ``identities.parquet`` (``storage.identities``). A title whose catalogue
-stamp changed (re-clustered) is taken out and linked again as a new one; the other titles'
-links are kept as they are.
+``members.parquet`` and ``identities.parquet`` (``storage.identities``) with the library's
+corrections log applied. A title re-clustered since (``vcn rerun``) is published to the
+catalogue again, taken out and linked again as a new one; the other titles' links are kept as
+they are.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
 from prefect import get_run_logger, task
 
+from storage.catalogue import CatalogueLayout, is_current, publish_movie
+from storage.corrections import read_log
 from storage.identities import (
     EMBED_DIM,
     LibraryLayout,
@@ -29,9 +34,11 @@ from storage.identities import (
     write_members,
     write_summaries,
 )
+from storage.layout import MovieLayout
 from storage.manifest import file_lock
 from tasks.policies import is_transient
 from tasks.progress import say
+from vcn.corrections import Correction, TrackRef, track_names
 from vcn.identities import (
     ClusterSummaries,
     IdentityConfig,
@@ -73,16 +80,70 @@ def _drop_titles(lib: LinkedLibrary, gone: set[str]) -> LinkedLibrary:
     return LinkedLibrary(lib.summaries.take(np.flatnonzero(keep)), links, titles, lib.next_identity)
 
 
-def identity_rows(lib: LinkedLibrary, titles: list[PublishedTitle]) -> list[dict[str, Any]]:
+def corrected_identities(out_dir: str, lib: LinkedLibrary,
+                         log: list[Correction]) -> tuple[list[str | None], list[str | None]]:
+    """Per linked cluster (row of ``lib``): its identity with the corrections applied in order
+    (a merge joins the identities holding its tracks, a split gives the clusters holding a later
+    group's tracks an identity apart from an earlier group's, a cluster whose tracks are all
+    rejected has none) and its identity's name (the latest label naming one of its tracks)."""
+    s = lib.summaries
+    ids: list[str | None] = [identity_name(int(i)) for i in lib.links.identity]
+    names: list[str | None] = [None] * len(ids)
+    if not log:
+        return ids, names
+    row_of = {(m, c): r for r, (m, c) in enumerate(zip(s.movie_id, s.cluster_id, strict=True))}
+    cluster_of: dict[TrackRef, int] = {}
+    tracks_of: dict[int, set[TrackRef]] = {}
+    for movie_id in sorted({m for c in log for m, _ in c.tracks()} & set(lib.titles)):
+        t = title_tracks(out_dir, movie_id)
+        for track, cl in zip(t["track_id"], t["cluster_id"], strict=True):
+            r = row_of.get((movie_id, cl))
+            if r is not None:
+                cluster_of[(movie_id, track)] = r
+                tracks_of.setdefault(r, set()).add((movie_id, track))
+    rejected: set[TrackRef] = set()
+    for c in log:
+        groups = [sorted({cluster_of[t] for t in g if t in cluster_of}) for g in c.groups]
+        if c.kind == "merge":
+            touched = sorted({ids[r] for g in groups for r in g if ids[r] is not None})
+            if touched:
+                ids = [touched[0] if i in touched else i for i in ids]
+            rejected -= c.tracks()
+        elif c.kind == "split":
+            for k, g in enumerate(groups[1:], start=1):
+                earlier = {ids[r] for e in groups[:k] for r in e}
+                for r in g:
+                    if ids[r] in earlier:
+                        ids[r] = f"{ids[r]}-{c.id.rsplit('-', 1)[-1]}-{k}"
+        elif c.kind == "reject":
+            rejected |= c.tracks()
+        elif c.kind == "label":
+            rejected -= c.tracks()
+    for r, tracks in tracks_of.items():
+        if tracks <= rejected:
+            ids[r] = None
+    named = track_names(log)
+    latest: dict[str, tuple[str, str]] = {}
+    for t, (name, when) in named.items():
+        r = cluster_of.get(t)
+        if r is not None and ids[r] is not None and when >= latest.get(ids[r], ("", ""))[1]:
+            latest[ids[r]] = (name, when)
+    names = [latest[i][0] if i in latest else None for i in ids]
+    return ids, names
+
+
+def identity_rows(lib: LinkedLibrary, titles: list[PublishedTitle], ids: list[str | None],
+                  names: list[str | None]) -> list[dict[str, Any]]:
     """One ``identities.parquet`` row per identity: its members, first and last appearance (titles
     in path order) and screen time per title."""
     order = {t.movie_id: i for i, t in enumerate(titles)}
     name_of = {t.movie_id: t.name for t in titles}
     s = lib.summaries
     rows = []
-    by_identity: dict[int, list[int]] = {}
-    for r, i in enumerate(lib.links.identity):
-        by_identity.setdefault(int(i), []).append(r)
+    by_identity: dict[str, list[int]] = {}
+    for r, i in enumerate(ids):
+        if i is not None:
+            by_identity.setdefault(i, []).append(r)
     for ident, members in sorted(by_identity.items()):
         members.sort(key=lambda r: (order.get(s.movie_id[r], len(order)), s.first_sec[r]))
         first = members[0]
@@ -91,7 +152,7 @@ def identity_rows(lib: LinkedLibrary, titles: list[PublishedTitle]) -> list[dict
         for r in members:
             per_title[s.movie_id[r]] = per_title.get(s.movie_id[r], 0.0) + float(s.screen_time_s[r])
         rows.append({
-            "identity_id": identity_name(ident), "name": None, "n_titles": len(per_title),
+            "identity_id": ident, "name": names[first], "n_titles": len(per_title),
             "n_clusters": len(members),
             "members": [{"movie_id": s.movie_id[r], "cluster_id": s.cluster_id[r]} for r in members],
             "first_movie_id": s.movie_id[first], "first_title": name_of.get(s.movie_id[first], ""),
@@ -111,6 +172,14 @@ def update_identities(out_dir: str, rebuild: bool = False, cfg: IdentityConfig |
     rewrite ``OUT/library``; returns counts (titles linked now, titles, clusters, identities,
     identities seen in two or more titles)."""
     titles = published_titles(out_dir)
+    # A title re-run since it was published (`vcn rerun`) is published again first.
+    catalogue = CatalogueLayout.of(out_dir)
+    stale_titles = [t for t in titles if not is_current(catalogue, MovieLayout.of(out_dir, t.movie_id))
+                    and MovieLayout.of(out_dir, t.movie_id).manifest.exists()]
+    for t in stale_titles:
+        publish_movie(out_dir, t.movie_id)
+    if stale_titles:
+        titles = published_titles(out_dir)
     layout = LibraryLayout.of(out_dir)
     cfg = cfg or IdentityConfig()
     with file_lock(layout.lock, timeout_s=lock_timeout_s):
@@ -128,12 +197,17 @@ def update_identities(out_dir: str, rebuild: bool = False, cfg: IdentityConfig |
             nxt = max(lib.next_identity, int(new.identity.max()) + 1 if len(new.identity) else 0)
             lib = LinkedLibrary(ClusterSummaries.concat([lib.summaries, s], EMBED_DIM), links,
                                 {**lib.titles, title.movie_id: title.stamp}, nxt)
-        if todo or stale or not layout.identities.exists():
-            write_members(layout, lib)
-            write_identities(layout, identity_rows(lib, titles))
-    n_titles = {}
-    for m, i in zip(lib.summaries.movie_id, lib.links.identity, strict=True):
-        n_titles.setdefault(int(i), set()).add(m)
+        log = read_log(out_dir)
+        digest = hashlib.blake2b(json.dumps([c.to_dict() for c in log]).encode(), digest_size=16).hexdigest()
+        ids, names = corrected_identities(out_dir, lib, log)
+        if todo or stale or digest != lib.log_digest or not layout.identities.exists():
+            lib.log_digest = digest
+            write_members(layout, lib, ids, names)
+            write_identities(layout, identity_rows(lib, titles, ids, names))
+    n_titles: dict[str, set[str]] = {}
+    for m, i in zip(lib.summaries.movie_id, ids, strict=True):
+        if i is not None:
+            n_titles.setdefault(i, set()).add(m)
     return {"titles_linked": len(todo), "titles": len(lib.titles), "clusters": len(lib.summaries),
             "identities": len(n_titles), "across_titles": sum(len(v) > 1 for v in n_titles.values()),
             "output": str(layout.identities)}
