@@ -264,26 +264,30 @@ def write_identities(layout: LibraryLayout, rows: list[dict[str, Any]]) -> None:
     write_parquet(layout.identities, pa.Table.from_pylist(rows, schema=IDENTITIES_SCHEMA))
 
 
+HIVE = "hive_partitioning = true, hive_types = {'movie_id': VARCHAR}"
+
+
 def members_query(out_dir: str | Path, identity_id: str) -> str:
     """DuckDB SQL listing one identity's member clusters with their title and screen time."""
     lib = LibraryLayout.of(out_dir)
     cat = CatalogueLayout.of(out_dir)
     return (
-        "SELECT m.identity_id, m.movie_id, t.name AS title, m.cluster_id, c.n_tracks, c.screen_time_s\n"
+        "SELECT m.identity_id, m.name, m.movie_id, t.name AS title, m.cluster_id, c.n_tracks,\n"
+        "  c.screen_time_s\n"
         f"FROM read_parquet('{lib.members}') m\n"
-        f"JOIN read_parquet('{cat.glob('clusters')}', hive_partitioning=true) c\n"
-        "  USING (movie_id, cluster_id)\n"
-        f"JOIN read_parquet('{cat.glob(MOVIES)}', hive_partitioning=true) t USING (movie_id)\n"
+        f"JOIN read_parquet('{cat.glob('clusters')}', {HIVE}) c USING (movie_id, cluster_id)\n"
+        f"JOIN read_parquet('{cat.glob(MOVIES)}', {HIVE}) t USING (movie_id)\n"
         f"WHERE m.identity_id = '{identity_id}' ORDER BY t.path, c.first_sec"
     )
 
 
 def clusters_query(out_dir: str | Path) -> str:
-    """DuckDB SQL of every title's clusters with their ``identity_id`` (null: not linked yet)."""
+    """DuckDB SQL of every title's clusters with their ``identity_id`` and ``name`` (null: not
+    linked yet, or rejected)."""
     lib = LibraryLayout.of(out_dir)
     cat = CatalogueLayout.of(out_dir)
     return (
-        "SELECT c.*, m.identity_id\n"
-        f"FROM read_parquet('{cat.glob('clusters')}', hive_partitioning=true) c\n"
+        "SELECT c.*, m.identity_id, m.name\n"
+        f"FROM read_parquet('{cat.glob('clusters')}', {HIVE}) c\n"
         f"LEFT JOIN read_parquet('{lib.members}') m USING (movie_id, cluster_id)"
     )

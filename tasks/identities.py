@@ -38,7 +38,7 @@ from storage.layout import MovieLayout
 from storage.manifest import file_lock
 from tasks.policies import is_transient
 from tasks.progress import say
-from vcn.corrections import Correction, TrackRef, track_names
+from vcn.corrections import Correction, TrackRef
 from vcn.identities import (
     ClusterSummaries,
     IdentityConfig,
@@ -122,12 +122,16 @@ def corrected_identities(out_dir: str, lib: LinkedLibrary,
     for r, tracks in tracks_of.items():
         if tracks <= rejected:
             ids[r] = None
-    named = track_names(log)
+    # A label names the identity holding most of its tracks now (a track split off since does
+    # not take the name along); the latest label of an identity wins.
     latest: dict[str, tuple[str, str]] = {}
-    for t, (name, when) in named.items():
-        r = cluster_of.get(t)
-        if r is not None and ids[r] is not None and when >= latest.get(ids[r], ("", ""))[1]:
-            latest[ids[r]] = (name, when)
+    for c in log:
+        if c.kind != "label":
+            continue
+        held = [ids[cluster_of[t]] for t in sorted(c.tracks()) if t in cluster_of and ids[cluster_of[t]]]
+        if held:
+            top = max(set(held), key=lambda i: (held.count(i), -held.index(i)))
+            latest[top] = (c.name or "", c.time)
     names = [latest[i][0] if i in latest else None for i in ids]
     return ids, names
 
