@@ -63,9 +63,12 @@ def read_log(out_dir: str | Path) -> list[Correction]:
 def _title_tracks(out_dir: Path, movie_id: str) -> tuple[list[str], list[str]]:
     import pyarrow.parquet as pq
 
+    from storage.catalogue import CatalogueLayout
     from storage.layout import MovieLayout
 
     path = MovieLayout.of(out_dir, movie_id).tracks
+    if not path.exists():  # a title whose folder is elsewhere: its catalogue copy
+        path = CatalogueLayout.of(out_dir).partition("tracks", movie_id)
     if not path.exists():
         raise InputError(f"{path}: no such title output; name a title by the movie id the report shows "
                          f"(a folder of {out_dir})")

@@ -220,3 +220,37 @@ def test_an_identity_nearest_to_a_cluster_that_chose_another_leaves_that_link_al
     new = link_title(lib, links, title)
     assert new.identity[0] == 0, "x links to a whatever b prefers"
     assert new.identity[1] == 2, "y is not b's nearest: a new identity"
+
+
+def test_corrections_across_titles_show_in_the_identities_at_once(tmp_path):
+    import pyarrow.parquet as pq
+
+    from storage.identities import LibraryLayout
+    from tasks import review
+    from tasks.identities import update_identities
+
+    centres = _people(11, 4)
+    publish_synthetic(tmp_path, "aaaa", "ep1.mp4", *_title_of(centres, [0, 1], 1), stamp="run1")
+    publish_synthetic(tmp_path, "bbbb", "ep2.mp4", *_title_of(centres, [1, 2], 2), stamp="run1")
+    update_identities(str(tmp_path))
+
+    def members() -> dict:
+        rows = pq.read_table(LibraryLayout.of(tmp_path).members).to_pylist()
+        return {(r["movie_id"], r["cluster_id"]): r for r in rows}
+
+    m = members()
+    shared = m[("aaaa", "person_001")]["identity_id"]
+    assert m[("bbbb", "person_000")]["identity_id"] == shared
+    review.label(str(tmp_path), shared, "Grace", user="ana")
+    review.merge(str(tmp_path), "aaaa:person_000", "bbbb:person_001")
+    m = members()
+    assert m[("aaaa", "person_001")]["name"] == m[("bbbb", "person_000")]["name"] == "Grace"
+    assert m[("aaaa", "person_000")]["identity_id"] == m[("bbbb", "person_001")]["identity_id"]
+    review.split(str(tmp_path), "aaaa:person_001", "bbbb:person_000")
+    m = members()
+    assert m[("aaaa", "person_001")]["identity_id"] != m[("bbbb", "person_000")]["identity_id"]
+    assert [r["name"] for r in m.values()].count("Grace") == 1
+    ids = pq.read_table(LibraryLayout.of(tmp_path).identities).to_pandas()
+    assert len(ids) == 3 and ids["n_clusters"].sum() == 4
+    with pytest.raises(InputError, match="no such identity"):
+        review.label(str(tmp_path), "id_09999", "Nobody")
