@@ -3,9 +3,9 @@
 Each call resolves its ids to tracks (``storage.corrections.resolve``), appends one correction to
 the library's log (``OUT/library/corrections``) and refreshes the library's identities, which
 show it at once (names, identities joined or split across titles). A title's own clusters show a
-merge, a split or a reject from its next clusters run on (``vcn rerun OUT/<movie_id> --from
-clusters``), which re-clusters with the whole log applied; the returned correction names the
-titles concerned.
+merge, a split or a reject from its next clusters run on: the correction makes that stage stale,
+so the next ``vcn ingest`` re-clusters the title with the whole log applied (``vcn rerun
+OUT/<movie_id> --from clusters`` does it now); the result names the titles concerned.
 
     from tasks.review import label, merge, split, reject
     label("out", "id_00003", "Ada Lovelace")
@@ -92,6 +92,7 @@ def format_review(result: dict[str, Any]) -> str:
     if result["identities"]:
         lines.append(f"  identities updated: {result['identities']['output']}")
     for folder in result["rerun"]:
-        lines.append(f"  the title's clusters show it after: vcn rerun {folder} --from clusters")
+        lines.append(f"  the title's clusters show it after its next clustering (next `vcn ingest`, or now: "
+                     f"vcn rerun {folder} --from clusters)")
     return "\n".join(lines)
 

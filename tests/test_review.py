@@ -84,7 +84,7 @@ def ingested(prefect_server, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     assert vcn_main(["ingest", str(lib), "--out", str(out), "--method", "hac", "--workers", "1"]) == 0
     (movie,) = [p for p in out.iterdir() if (p / "manifest.json").exists()]
-    return out, movie
+    return out, movie, lib
 
 
 def _tracks(movie: Path) -> dict[str, str]:
@@ -97,10 +97,11 @@ def _members(out: Path) -> dict[str, dict]:
     return {r["cluster_id"]: r for r in rows}
 
 
-def test_corrections_survive_a_rerun_of_the_clustering(ingested):
+def test_corrections_survive_a_rerun_of_the_clustering(ingested, capsys):
     from vcn.cli import main as vcn_main
 
-    out, movie = ingested
+    out, movie, lib = ingested
+    dry_run = ["ingest", str(lib), "--out", str(out), "--method", "hac", "--dry-run"]
     mid = movie.name
     before = _tracks(movie)
     # The method's clusters on the sample: t3, t5, t6, t7 are one cluster; t2 and t4 two others.
@@ -125,6 +126,11 @@ def test_corrections_survive_a_rerun_of_the_clustering(ingested):
     assert m[before["t00002"]]["identity_id"] == m[before["t00004"]]["identity_id"], "merged"
     assert m[before["t00014"]]["identity_id"] is None, "rejected: in no identity"
 
+    # The corrections make the title's clustering stale: the next ingestion re-clusters it.
+    capsys.readouterr()
+    assert vcn_main(dry_run) == 0
+    assert "clusters (corrections changed)" in capsys.readouterr().out
+
     # A real re-run of the clustering: the method's result with the log applied.
     assert vcn_main(["rerun", str(movie), "--from", "clusters", "--workers", "1"]) == 0
     after = _tracks(movie)
@@ -134,6 +140,8 @@ def test_corrections_survive_a_rerun_of_the_clustering(ingested):
     assert after["t00014"] == "unknown", "a rejected track stays unknown"
     manifest = (movie / "manifest.json").read_text()
     assert all(c.id in manifest for c in log), "the clusters record lists the corrections applied"
+    assert vcn_main(dry_run) == 0
+    assert "skip" in capsys.readouterr().out, "nothing is stale after the re-run"
 
     # The library follows the re-run title; the name stays on the cluster holding its tracks.
     assert vcn_main(["identities", str(out)]) == 0
