@@ -131,12 +131,3 @@ def apply_to_labels(labels: np.ndarray, track_ids: np.ndarray, movie_id: str,
             out[rows] = -1
     return out
 
-
-def track_names(corrections: Iterable[Correction]) -> dict[TrackRef, tuple[str, str]]:
-    """Per track, the name the latest label naming it gave, with that label's time."""
-    names: dict[TrackRef, tuple[str, str]] = {}
-    for c in corrections:
-        if c.kind == "label":
-            for t in c.tracks():
-                names[t] = (c.name or "", c.time)
-    return names
