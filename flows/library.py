@@ -3,7 +3,8 @@
 ``ingest-library`` finds the titles (a folder scan or a catalogue file), skips those whose outputs
 are complete for the current config and code, runs ``process-movie`` as a subflow for each of the
 others, ``concurrency`` titles at a time, all fanning their chunks out on one Dask cluster, and
-publishes each finished movie to the ``OUT/catalogue`` dataset. A failed title never stops the
+publishes each finished movie to the ``OUT/catalogue`` dataset, then links the titles' clusters
+into library identities (``link-identities``, ``OUT/library``). A failed title never stops the
 others; the run ends ``Failed`` (with the summary as its result) when any title failed, so that
 the UI and notifications flag it. The summary is also a table artifact on the run.
 
@@ -29,6 +30,7 @@ from prefect.states import Failed, State
 from flows.console import verbose
 from flows.movie import movie_flow
 from flows.runtime import dask_cluster, gpu_workers, model_threads
+from tasks.identities import link_identities
 from tasks.library import (
     LibrarySummary,
     Title,
@@ -142,13 +144,21 @@ def ingest_library(
                                                "reason": reason})
     summary.processed.sort(key=lambda e: e["video"])
     summary.failed.sort(key=lambda e: e["video"])
-    text = format_summary(summary)
-    logger.info(text)
+    if summary.processed or summary.skipped:
+        # People across titles: the new titles' clusters join the library's identities.
+        try:
+            summary.identities = link_identities(out)
+        except Exception as exc:
+            if verbose():
+                raise
+            return Failed(message=f"linking identities across titles failed: {exc}", data=exc)
     create_table_artifact(
         key=ARTIFACT_KEY, table=summary_rows(summary),
         description=f"ingest-library {md_text(plan.source)}: {len(summary.processed)} processed, "
                     f"{len(summary.skipped)} skipped, {len(summary.failed)} failed",
     )
+    text = format_summary(summary)
+    logger.info(text)
     result = summary.to_dict()
     if summary.failed:
         return Failed(message=f"{len(summary.failed)} of {len(plan.titles)} titles failed; see the "

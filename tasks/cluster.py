@@ -1,4 +1,9 @@
-"""Stage 4 task: tracks → clusters; writes cluster ids into faces, tracks and clusters.parquet."""
+"""Stage 4 task: tracks → clusters; writes cluster ids into faces, tracks and clusters.parquet.
+
+The clusters written are the method's with the library's corrections applied
+(``vcn.corrections``): a reviewer's splits also enter the ``vcn`` clustering as cannot-links,
+merges are unions after it, rejected tracks are unknown.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from prefect.runtime import flow_run, task_run
 from storage import schemas
 from storage.atomic import write_parquet
 from storage.checkpoints import load_checkpoint
+from storage.corrections import read_log
 from storage.manifest import now_iso, record_stage
 from tasks.context import MovieContext
 from tasks.finetune import method_inputs, view_bank
@@ -21,6 +27,7 @@ from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from tasks.stages import stage_record
 from vcn.clustering import hac
+from vcn.corrections import apply_to_labels, cannot_link_rows, for_movie
 from vcn.errors import StageError
 from vcn.finetune import resolve_device
 from vcn.method import cluster
@@ -42,9 +49,11 @@ def read_tracks(path: str) -> TrackSummary:
     )
 
 
-def _cluster_vcn(ctx: MovieContext, threads: int | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _cluster_vcn(ctx: MovieContext, threads: int | None,
+                 said_apart: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Labels (T,) (-1 = unknown) and SER-FIQ quality (T,) of the parameter-free clustering,
-    with ``threads`` PyTorch threads (``tasks.models.torch_threads``)."""
+    with ``threads`` PyTorch threads (``tasks.models.torch_threads``); ``said_apart`` (P, 2)
+    track rows a reviewer split, cannot-linked beside the tracks seen on one frame."""
     ck = load_checkpoint(ctx.layout.model_dir / "final.pt")
     if ck is None:
         raise StageError(f"{ctx.layout.model_dir / 'final.pt'}: no finetuned model; run `vcn rerun "
@@ -53,10 +62,13 @@ def _cluster_vcn(ctx: MovieContext, threads: int | None) -> tuple[np.ndarray, np
     state = ck.state
     if state is None:  # a single-track movie: nothing was finetuned
         raise StageError(f"{ctx.layout.root}: finetune produced no model; re-run with --from finetune")
+    cannot = inputs.cannot_link
+    if said_apart is not None and len(said_apart):
+        cannot = np.unique(np.concatenate([cannot.reshape(-1, 2), said_apart]), axis=0)
     with torch_threads(threads):
         used = torch.get_num_threads()
         res = cluster(view_bank(ctx, inputs), state, inputs.track_index, ctx.config.method,
-                      cannot_link=inputs.cannot_link, matches=ck.matches)
+                      cannot_link=cannot, matches=ck.matches)
     rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
     return res.labels, res.quality, {
         "merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
@@ -82,13 +94,19 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     faces_table = pq.read_table(layout.faces)
     faces = schemas.columns_from_table(faces_table.select(["face_id", "track_id", "embedding"]))
     extra: dict[str, Any] = {}
+    # The library's corrections that name this title's tracks (storage.corrections).
+    said = for_movie(read_log(layout.root.parent), ctx.movie_id)
     if len(tracks.track_id) == 0:
         labels = np.zeros(0, np.int64)
     elif cfg.method == "hac" or len(tracks.track_id) == 1:
         labels = hac(tracks.mean_embedding, threshold=cfg.hac_threshold)
     else:
-        labels, quality, extra = _cluster_vcn(ctx, threads)
+        apart = cannot_link_rows(said, ctx.movie_id, tracks.track_id)
+        labels, quality, extra = _cluster_vcn(ctx, threads, apart)
         tracks.quality = quality.astype(np.float32)
+    if said:
+        labels = apply_to_labels(labels, tracks.track_id, ctx.movie_id, said)
+        extra["corrections"] = [c.id for c in said]
     track_cluster = cluster_names(labels, tracks.n_faces)
     row_of = tracks.index_of(faces["track_id"].astype(object))
     face_cluster = track_cluster[row_of] if len(row_of) else np.zeros(0, object)

@@ -79,10 +79,12 @@ class LibrarySummary:
     failed: list[dict[str, Any]] = field(default_factory=list)
     ignored_files: int = 0
     flow_run_id: str = ""
+    identities: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"processed": self.processed, "skipped": self.skipped, "failed": self.failed,
-                "ignored_files": self.ignored_files, "flow_run_id": self.flow_run_id}
+                "ignored_files": self.ignored_files, "flow_run_id": self.flow_run_id,
+                "identities": self.identities}
 
 
 def find_videos(root: str | os.PathLike[str]) -> tuple[list[str], int]:
@@ -317,4 +319,8 @@ def format_summary(summary: LibrarySummary) -> str:
         lines.append(f"  skipped {Path(e['video']).name} ({e['movie_id']}): {e['reason']}")
     for e in summary.failed:
         lines.append(f"  FAILED  {Path(e['video']).name}: {e['reason']}")
+    if summary.identities:
+        i = summary.identities
+        lines.append(f"  identities: {i['clusters']} clusters of {i['titles']} titles -> {i['identities']} "
+                     f"identities ({i['across_titles']} in two or more titles): {i['output']}")
     return "\n".join(lines)

@@ -41,6 +41,8 @@ def stale_reason(ctx: MovieContext, stage: str, record: dict[str, Any] | None) -
         why.append("config changed")
     if record.get("models_hash") != stamp["models_hash"]:
         why.append("models changed")
+    if record.get("corrections") != stamp.get("corrections"):
+        why.append("corrections changed")
     if not why and record.get("stage_hash") != ctx.stage_hash(stage):
         why.append("stage hash changed")
     missing = missing_outputs(ctx.layout, record)

@@ -20,6 +20,8 @@ examples:
   vcn run a.mp4 b.mkv --out out/ --workers 2   # several videos, 2 Dask workers
   vcn eval --gt movie.faces.csv --pred out/<movie_id>
   vcn ingest /media/library --out out/ --dry-run   # what a library run would redo, and why
+  vcn identities out/                          # link the titles' clusters into library identities
+  vcn label out/ id_00003 "Ada Lovelace"       # review: label, merge, split, reject (README)
 
 outputs (per video, under OUT/<movie_id>/): faces.parquet, tracks.parquet, shots.parquet,
 clusters.parquet, crops/, manifest.json. See README.md, "Output contract".
@@ -146,6 +148,29 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_identities(args: argparse.Namespace) -> int:
+    from tasks.identities import format_identities, update_identities
+
+    print(format_identities(update_identities(str(Path(args.library_out).resolve()), rebuild=args.rebuild)))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from tasks import review
+
+    out, user = args.library_out, args.user
+    if args.command == "label":
+        result = review.label(out, args.targets, args.name, user=user)
+    elif args.command == "merge":
+        result = review.merge(out, *args.targets, user=user)
+    elif args.command == "split":
+        result = review.split(out, *args.targets, off=args.off, user=user)
+    else:
+        result = review.reject(out, *args.targets, user=user)
+    print(review.format_review(result))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from tasks.report import build_report
 
@@ -260,6 +285,29 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
     rr.add_argument("--dask-address", help="use a running distributed scheduler")
     rr.set_defaults(func=cmd_rerun)
+
+    idn = sub.add_parser(
+        "identities", parents=[common],
+        help="link the clusters of a library's titles into identities (OUT/library/identities.parquet)")
+    idn.add_argument("library_out", help="the --out folder of `vcn ingest` (holds catalogue/)")
+    idn.add_argument("--rebuild", action="store_true",
+                     help="link every title again, in path order, instead of only the new or changed ones")
+    idn.set_defaults(func=cmd_identities)
+
+    ids = ("ids as the report and identities.parquet show them: id_NNNNN (an identity), "
+           "MOVIE_ID:person_NNN (a cluster), MOVIE_ID:TRACK_ID (a track)")
+    for name, helptext in (("label", "name a person"), ("merge", "say two or more ids are one person"),
+                           ("split", "say ids are different people, or split tracks off a cluster"),
+                           ("reject", "say ids are nobody (no face): they become unknown")):
+        rv = sub.add_parser(name, parents=[common], help=helptext + "; logged in OUT/library/corrections")
+        rv.add_argument("library_out", help="the --out folder (of `vcn ingest` or `vcn run`)")
+        rv.add_argument("targets", nargs="+" if name != "label" else 1, help=ids)
+        if name == "label":
+            rv.add_argument("name", help="the person's name")
+        if name == "split":
+            rv.add_argument("--off", nargs="+", help="ids of the tracks to split off the one target")
+        rv.add_argument("--user", help="who says it (default: $VCN_USER, else the login name)")
+        rv.set_defaults(func=cmd_review)
 
     rp = sub.add_parser(
         "report", parents=[common], help="write a self-contained HTML report of a processed movie")
