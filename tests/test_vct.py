@@ -108,3 +108,14 @@ def test_config_rejects_bad_shapes():
         VctConfig(width=130, heads=4)
     with pytest.raises(ConfigError):
         VctConfig(threshold_views=1)
+
+
+def test_vct_is_a_method_whose_config_keys_only_its_own_clusters_stage():
+    from vcn.config import PipelineConfig
+
+    cfg = PipelineConfig.from_dict({"cluster": {"method": "vct", "vct": {"min_steps": 10, "max_steps": 10}}})
+    assert cfg.stages() == ("tracks", "clusters")
+    assert cfg.cluster.vct.steps(500) == 10
+    assert cfg.stage_config("clusters")["cluster"]["vct"]["max_steps"] == 10
+    hac = PipelineConfig.from_dict({"cluster": {"method": "hac"}})
+    assert "vct" not in hac.stage_config("clusters")["cluster"]
