@@ -47,7 +47,7 @@ def nearest_identity_rate(z: np.ndarray, label: np.ndarray) -> float:
 
 def test_transformer_beats_average_pooling_on_drifting_identities():
     emb, index, frames, label = drifting_tracks(0)
-    cfg = VctConfig(min_steps=150, max_steps=150)
+    cfg = VctConfig(min_steps=150, max_steps=150, batch_tracks=64)
     seqs = track_sequences(emb, index, frames, len(label), cfg.pool_faces)
     cannot = np.arange(len(label)).reshape(-1, 2)  # the two tracks of a scene
     before = torch.get_num_threads()

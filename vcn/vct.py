@@ -77,10 +77,10 @@ class VctConfig:
     dropout: float = 0.0
     temperature: float = 0.1
     variance_weight: float = 1.0
-    batch_tracks: int = 64
-    steps_per_track: float = 2.0
-    min_steps: int = 200
-    max_steps: int = 600
+    batch_tracks: int = 32
+    steps_per_track: float = 1.0
+    min_steps: int = 100
+    max_steps: int = 300
     lr: float = 1e-3
     weight_decay: float = 0.05
     crop_min: float = 0.5
