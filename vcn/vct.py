@@ -12,7 +12,9 @@ step costs matrix products on short sequences and the stage is linear in tracks:
   so an untrained model *is* average pooling and training only adds what the sequence shows;
 - training: two augmented views of each track (temporal crop, frame dropping, embedding noise)
   through a projection head; the loss (:func:`vct_loss`) pulls the two views together, pushes a
-  track away from the tracks it shares a frame with (cannot-links) and keeps the batch spread.
+  track away from the tracks it shares a frame with (cannot-links) and keeps the batch spread,
+  and the track embeddings keep at least the spread over the batch that average pooling gives
+  them (without it, training on near-duplicate sequences drew different people together).
 
 Clustering (:func:`cluster_track_embeddings`) is vcn's parameter-free clustering on the track
 embeddings, each track's threshold measured between embeddings of augmented views of itself,
@@ -54,7 +56,8 @@ class VctConfig:
     proj_dim: output size of the training projection head.
     dropout: transformer dropout while training.
     temperature: softmax temperature of the cannot-link contrast.
-    variance_weight: weight of the batch-spread term that keeps outputs from collapsing.
+    variance_weight: weight of the batch-spread terms that keep the projections from collapsing
+        and the track embeddings at least as spread as average pooling leaves them.
     batch_tracks: tracks drawn per step (their cannot-link partners are added to the batch).
     steps_per_track, min_steps, max_steps: steps = clip(steps_per_track * T, min, max).
     lr, weight_decay: AdamW, linear warm-up over a tenth of the steps then cosine decay.
@@ -318,7 +321,10 @@ def train_vct(
     ``cannot_link`` (P, 2) int64 co-occurring track pairs (negatives); ``matches`` (M, 2) int64
     track pairs of one person (extra positives, used with ``cfg.matched_positives``). Each step
     draws ``batch_tracks`` tracks and a cannot-link partner of each, two augmented views of every
-    one, and minimises :func:`vct_loss`. Runs on the CPU with torch's thread setting.
+    one, and minimises :func:`vct_loss` plus ``variance_weight * mean relu(1 - std / std_avg)``,
+    with ``std`` each dimension's standard deviation of the batch's track embeddings and
+    ``std_avg`` that of their average pooling: the sequence may move a track, not draw the
+    title's tracks together. Runs on the CPU with torch's thread setting.
     """
     n = len(seqs.length)
     if n < 2:
@@ -327,7 +333,7 @@ def train_vct(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     dim = seqs.embeddings.shape[2]
-    encoder, head = TrackEncoder(cfg, dim), ProjectionHead(cfg, dim)
+    encoder, head, pool = TrackEncoder(cfg, dim), ProjectionHead(cfg, dim), MeanPool()
     params = [*encoder.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.steps(n)
@@ -349,8 +355,15 @@ def train_vct(
         if same_codes is not None:
             posm |= np.isin(codes, same_codes) & ~neg
         views = [draw_views(seqs, batch, cfg, rng) for _ in range(2)]
-        p = [head(encoder(*map(torch.from_numpy, v))) for v in views]
+        tensors = [tuple(map(torch.from_numpy, v)) for v in views]
+        e = [encoder(*t) for t in tensors]
+        p = [head(x) for x in e]
         loss, _ = vct_loss(p[0], p[1], torch.from_numpy(posm), torch.from_numpy(neg), cfg)
+        with torch.no_grad():
+            pooled = torch.cat([pool(*t) for t in tensors]).std(dim=0)
+        # The track embeddings keep at least the spread average pooling gives the batch.
+        kept = F.relu(1.0 - torch.cat(e).std(dim=0) / pooled.clamp_min(1e-6)).mean()
+        loss = loss + cfg.variance_weight * kept
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 3.0)
