@@ -23,9 +23,18 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
                             change 14: the default until stop 17, an option since)
     vcn (+ quality range)   ``--method vcn``: the floor lent only to lone tracks within that
                             quality range (``MethodConfig.floor_in_quality_range``)
+    avg pooling + PF        (``--vct``) the VCT paper's Temp Avg: the unit mean of each track's
+                            sequence, clustered as ``vct`` clusters (view thresholds, linking,
+                            unknowns on the detector score)
+    vct                     ``--method vct``: the sequence transformer trained on the title
+                            (``vcn.vct``), the same clustering
+    vct + matched positives the same with coarse matches on the frozen embeddings as positives
 
     .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S]
-        [--quick | --default-only] [--reuse] [--match-draws N]
+        [--quick | --default-only] [--reuse] [--match-draws N] [--vct] [--skip-vcn]
+
+``--vct`` adds the VCT rows (their ``sec`` is the whole vct stage: sequences, training,
+embedding, clustering); ``--skip-vcn`` leaves out the finetuned rows (the anchors stay).
 
 The seed draws the views, the finetune's augmentations and its head; run two or more to see
 how much a row moves with them.
@@ -57,7 +66,7 @@ DEV = SHARED / "data" / "dev"
 STILLS = [DEV / "stills/deepface/identities.csv", DEV / "stills/dlib_johns",
           DEV / "stills/face_recognition_knn/train"]
 ANCHORS = ("generic + HAC", "generic + DBSCAN", "generic + FINCH 1", "generic + FINCH")
-HEADER = (f"{'row':<22} {'WCP':>6} {'NMI':>6} {'B3-F':>6} {'ratio':>6} {'unk':>6} {'pred':>5} "
+HEADER = (f"{'row':<23} {'WCP':>6} {'NMI':>6} {'B3-F':>6} {'ratio':>6} {'unk':>6} {'pred':>5} "
           f"{'true':>5} {'sec':>7}")
 
 
@@ -97,10 +106,11 @@ def stage1(video: Path, out: Path) -> Path:
 
 def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
                   quick: bool = False, match_draws: int | None = None,
-                  default_only: bool = False, anchors_only: bool = False) -> list[dict]:
+                  default_only: bool = False, anchors_only: bool = False, vct: bool = False) -> list[dict]:
     """Every row's scores on one set; ``quick``: the baselines (``ANCHORS``), the default (vcn)
     and the change-14 option (``+ pairs in range``) only; ``default_only``: the baselines and the
-    default; ``anchors_only``: the baselines; ``match_draws``: ``MethodConfig.match_draws`` of the
+    default; ``anchors_only``: the baselines; ``vct``: also the VCT rows (:func:`vct_rows`);
+    ``match_draws``: ``MethodConfig.match_draws`` of the
     seeded rows."""
     from storage.crops import read_crops
     from vcn import baselines, clustering, metrics, thresholds
@@ -138,10 +148,13 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     for level, name in ((1, "generic + FINCH 1"), (2, "generic + FINCH")):
         t0 = time.perf_counter()
         score(name, baselines.finch(means, level=level), time.perf_counter() - t0)
+    from vcn.constraints import cooccurring_pairs
+
+    if vct:
+        vct_rows(faces, face_track, emb, cooccurring_pairs(faces["frame_idx"].to_numpy(), face_track),
+                 seed, score)
     if anchors_only:
         return rows_out
-
-    from vcn.constraints import cooccurring_pairs
 
     cannot = cooccurring_pairs(faces["frame_idx"].to_numpy(), face_track)
     sample = sample_rows(face_track, cfg.faces_per_track)
@@ -207,6 +220,22 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     return run_variants(variants)
 
 
+def vct_rows(faces: pd.DataFrame, face_track: np.ndarray, emb: np.ndarray, cannot: np.ndarray,
+             seed: int, score) -> None:
+    """Score average pooling, ``vct`` and ``vct`` with matched positives, each through
+    :func:`vcn.vct.run_vct` (one clustering for all three)."""
+    from vcn.vct import VctConfig, run_vct
+
+    frames = faces["frame_idx"].to_numpy()
+    quality = faces["det_score"].to_numpy()
+    for name, cfg, train in (("avg pooling + PF", VctConfig(), False), ("vct", VctConfig(), True),
+                             ("vct + matched positives", VctConfig(matched_positives=True), True)):
+        res = run_vct(emb, face_track, frames, quality, cannot, cfg, seed, train=train)
+        print(f"  {name}: {res.seconds:.1f} s ({res.train_seconds:.1f} s training, {res.steps} steps, "
+              f"{len(res.matches)} matched pairs, final loss {res.final_loss:.3f})", file=sys.stderr)
+        score(name, res.clustering.labels, res.seconds)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="+", default=["hamilton", "pedestrians", "hard1", "easy2"])
@@ -218,6 +247,8 @@ def main() -> None:
     ap.add_argument("--default-only", action="store_true", help="baselines and the default row")
     ap.add_argument("--match-draws", type=int, default=None,
                     help="MethodConfig.match_draws (default: the MethodConfig default, 3)")
+    ap.add_argument("--vct", action="store_true", help="add the VCT rows")
+    ap.add_argument("--skip-vcn", action="store_true", help="leave out the finetuned (vcn) rows")
     args = ap.parse_args()
     for name in args.sets:
         video, csv = dataset(name, Path(args.cache))
@@ -225,8 +256,8 @@ def main() -> None:
         print(f"\n== {name}: {video.name}")
         print(HEADER)
         for r in evaluate_rows(movie, csv, args.seed, args.reuse, args.quick, args.match_draws,
-                               args.default_only):
-            print(f"{r['row']:<22} {r['wcp']:>6.3f} {r['nmi']:>6.3f} {r['bcubed_f']:>6.3f} "
+                               args.default_only, anchors_only=args.skip_vcn, vct=args.vct):
+            print(f"{r['row']:<23} {r['wcp']:>6.3f} {r['nmi']:>6.3f} {r['bcubed_f']:>6.3f} "
                   f"{r['ratio']:>6.2f} {r['unknown']:>6.3f} {r['clusters']:>5} {r['true']:>5} "
                   f"{r['seconds']:>7.1f}")
         sys.stdout.flush()

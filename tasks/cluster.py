@@ -27,11 +27,13 @@ from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from tasks.stages import stage_record
 from vcn.clustering import hac
+from vcn.constraints import cooccurring_pairs
 from vcn.corrections import apply_to_labels, cannot_link_rows, for_movie
 from vcn.errors import StageError
 from vcn.finetune import resolve_device
 from vcn.method import cluster
 from vcn.summary import TrackSummary, cluster_names, summarize_clusters
+from vcn.vct import run_vct
 
 
 def _set_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
@@ -79,11 +81,37 @@ def _cluster_vcn(ctx: MovieContext, threads: int | None,
     }
 
 
+def _cluster_vct(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
+                 said_apart: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Labels (T,) (-1 = unknown) and quality (T,) of the ``vct`` method (:func:`vcn.vct.run_vct`)
+    on the faces' frozen embeddings; the unknowns rule reads the detector score (median per
+    track), which faces.parquet already holds, in place of SER-FIQ (it needs the crops and the
+    recognizer); ``said_apart`` (P, 2) track pairs a reviewer split, kept apart like co-occurring
+    ones."""
+    c = schemas.columns_from_table(faces_table.select(["track_id", "frame_idx", "det_score", "embedding"]))
+    index = tracks.index_of(c["track_id"].astype(object))
+    cannot = cooccurring_pairs(c["frame_idx"], index)
+    if said_apart is not None and len(said_apart):
+        cannot = np.unique(np.concatenate([cannot.reshape(-1, 2), said_apart]), axis=0)
+    cfg = ctx.config.cluster.vct
+    with torch_threads(threads):
+        used = torch.get_num_threads()
+        res = run_vct(c["embedding"], index, c["frame_idx"], c["det_score"], cannot, cfg, ctx.config.seed)
+    cl = res.clustering
+    return cl.labels, cl.quality, {
+        "unknown_tracks": int(cl.unknown.sum()), "cannot_link_pairs": len(cannot),
+        "vct_steps": res.steps, "vct_final_loss": res.final_loss, "vct_seconds": round(res.seconds, 2),
+        "vct_train_seconds": round(res.train_seconds, 2), "matched_positives": len(res.matches),
+        "merge_rounds": cl.rounds, "clusters_linked": cl.linked, "quality": "det_score",
+        "torch_threads": used, "device": "cpu",
+    }
+
+
 @task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, Any]:
     """Cluster the movie's tracks with the configured method and write the results.
 
-    ``threads``: PyTorch threads for the vcn method (``None``: the worker's ``VCN_THREADS``
+    ``threads``: PyTorch threads for the vcn and vct methods (``None``: the worker's ``VCN_THREADS``
     where set).
     """
     logger = get_run_logger()
@@ -100,6 +128,10 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
         labels = np.zeros(0, np.int64)
     elif cfg.method == "hac" or len(tracks.track_id) == 1:
         labels = hac(tracks.mean_embedding, threshold=cfg.hac_threshold)
+    elif cfg.method == "vct":
+        apart = cannot_link_rows(said, ctx.movie_id, tracks.track_id)
+        labels, quality, extra = _cluster_vct(ctx, tracks, faces_table, threads, apart)
+        tracks.quality = quality.astype(np.float32)
     else:
         apart = cannot_link_rows(said, ctx.movie_id, tracks.track_id)
         labels, quality, extra = _cluster_vcn(ctx, threads, apart)

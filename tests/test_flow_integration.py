@@ -220,3 +220,31 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
     assert result["clusters"] <= stage4["start_groups"] <= len(tracks)
     assert 0 <= stage4["lone_tracks_lifted"] <= stage4["start_groups"]
     assert 0 <= stage4["lone_tracks_held"] <= stage4["start_groups"] - stage4["lone_tracks_lifted"]
+
+
+def test_vct_method_trains_on_the_title_and_clusters(prefect_server, tmp_path):
+    """``vcn run --method vct`` with a short CPU training: the clusters stage trains the sequence
+    transformer on the clip's own tracks, records it, and keeps co-occurring tracks apart."""
+    out = tmp_path / "out"
+    summary = tmp_path / "s.json"
+    config = {"cluster": {"vct": {"min_steps": 30, "max_steps": 30}}}
+    proc = subprocess.run([sys.executable, "-m", "vcn.cli", "run", str(SAMPLE), "--out", str(out),
+                           "--workers", "1", "--method", "vct", "--config", json.dumps(config),
+                           "--json", str(summary)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(summary.read_text())["ok"][0]
+    layout = MovieLayout(Path(result["output"]))
+    manifest = json.loads(layout.manifest.read_text())
+    assert "finetune" not in manifest["stages"]
+    clusters = manifest["stages"]["clusters"]
+    assert clusters["method"] == "vct" and clusters["vct_steps"] == 30
+    assert np.isfinite(clusters["vct_final_loss"]) and clusters["vct_seconds"] < 60
+    assert clusters["torch_threads"] == os.cpu_count()
+    tracks = pq.read_table(layout.tracks).to_pandas()
+    assert (tracks["cluster_id"] != "").all() and tracks["quality"].notna().all()
+    assert result["clusters"] >= 2
+    faces = pq.read_table(layout.faces).to_pandas()
+    on_frame = faces[faces["cluster_id"] != "unknown"].groupby("frame_idx")
+    together = on_frame.agg(tracks=("track_id", "nunique"), clusters=("cluster_id", "nunique"))
+    assert (together["tracks"] == together["clusters"]).all()

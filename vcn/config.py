@@ -17,8 +17,9 @@ from typing import Any
 from vcn.errors import ConfigError
 from vcn.ingest import IngestConfig
 from vcn.method import MethodConfig
+from vcn.vct import VctConfig
 
-METHODS = ("vcn", "hac")
+METHODS = ("vcn", "hac", "vct")
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,17 @@ class ClusterConfig:
     """How tracks become clusters.
 
     ``method``: ``vcn`` (the default: self-supervised finetune, coarse track matching and
-    parameter-free clustering, docs/method.md) or ``hac`` (the baseline: average-linkage HAC on
+    parameter-free clustering, docs/method.md), ``hac`` (the baseline: average-linkage HAC on
     the cosine distance of track means, cut at ``hac_threshold``; several times faster, and
-    behind ``vcn`` on degraded footage).
+    behind ``vcn`` on degraded footage) or ``vct`` (a sequence transformer over each track's
+    face embeddings, trained on the title, then parameter-free clustering; ``vcn.vct``).
     ``hac_threshold``: cosine-distance cut of the HAC baseline.
+    ``vct``: the ``vct`` method's config (part of the clusters stage's config only under it).
     """
 
     method: str = "vcn"
     hac_threshold: float = 0.6
+    vct: VctConfig = field(default_factory=VctConfig)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -77,7 +81,10 @@ class PipelineConfig:
                     "upstream": self.stage_config("tracks")}
         if stage == "clusters":
             upstream = "finetune" if self.cluster.method == "vcn" else "tracks"
-            return {"cluster": dataclasses.asdict(self.cluster), "seed": self.seed,
+            cluster = dataclasses.asdict(self.cluster)
+            if self.cluster.method != "vct":
+                cluster.pop("vct")
+            return {"cluster": cluster, "seed": self.seed,
                     "upstream": self.stage_config(upstream)}
         raise ConfigError(f"unknown stage {stage!r}")
 

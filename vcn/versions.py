@@ -14,7 +14,7 @@ digest of small stage outputs and fails until the version is bumped and the dige
   (``vcn.view_bank``, ``vcn.method.bank_for``, ``vcn.method.adapt``, ``vcn.finetune``,
   ``vcn.matching``, ``vcn.grouping``, ``vcn.views``, ``vcn.augment``).
 - ``clusters``: stage 4 (``vcn.method.cluster``, ``vcn.clustering``, ``vcn.quality``'s SER-FIQ,
-  ``vcn.constraints``, ``vcn.linking``) and the HAC baseline.
+  ``vcn.constraints``, ``vcn.linking``), the HAC baseline and the ``vct`` method (``vcn.vct``).
 """
 
 from __future__ import annotations
