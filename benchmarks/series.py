@@ -97,7 +97,7 @@ def compose_series(plan: list[list[tuple[str, str]]], seed: int, hard: bool, lib
 def ingest(lib: Path, out: Path, method: str, workers: int) -> float:
     """``vcn ingest LIB --out OUT --method M`` (the real CLI, in a subprocess); its wall seconds."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "vcn.cli", "ingest", str(lib), "--out", str(out), "--method",
+    subprocess.run([sys.executable, "-m", "flows.cli", "ingest", str(lib), "--out", str(out), "--method",
                     method, "--workers", str(workers), "--concurrency", "1"], check=True, cwd=ROOT)
     return time.perf_counter() - t0
 

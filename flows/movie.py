@@ -28,6 +28,7 @@ from tasks.report import write_report
 from tasks.stages import previous_rows, record_failure, stages_to_run
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
+from vcn.methods import get_method
 
 
 # No result of this flow or its tasks is persisted: the manifest and the chunk files record what
@@ -101,7 +102,7 @@ def _process(video_path: str, out_dir: str, cfg: PipelineConfig, rerun_from: str
                     # Stage 4 reads the view bank and the finetuned model: a worker's job (a GPU
                     # one when there is one), not the flow process's.
                     say(logger, "%s: clusters (%s) started", name, cfg.cluster.method)
-                    with gpu_annotation(gpu and cfg.cluster.method == "vcn"):
+                    with gpu_annotation(gpu and get_method(cfg.cluster.method).gpu):
                         future = cluster_tracks.submit(ctx, threads)
                     summary.update(future.result())
             except Exception as exc:

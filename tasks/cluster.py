@@ -7,6 +7,7 @@ merges are unions after it, rejected tracks are unknown.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -51,8 +52,18 @@ def read_tracks(path: str) -> TrackSummary:
     )
 
 
-def _cluster_vcn(ctx: MovieContext, threads: int | None,
-                 said_apart: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+Clustered = tuple[np.ndarray, np.ndarray | None, dict[str, Any]]
+
+
+def _cluster_hac(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
+                 said_apart: np.ndarray) -> Clustered:
+    """Labels (T,) of the HAC baseline on the tracks' mean embeddings (no quality, no unknowns);
+    a reviewer's splits apply afterwards, with the rest of the log."""
+    return hac(tracks.mean_embedding, threshold=ctx.config.cluster.hac_threshold), None, {}
+
+
+def _cluster_vcn(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
+                 said_apart: np.ndarray) -> Clustered:
     """Labels (T,) (-1 = unknown) and SER-FIQ quality (T,) of the parameter-free clustering,
     with ``threads`` PyTorch threads (``tasks.models.torch_threads``); ``said_apart`` (P, 2)
     track rows a reviewer split, cannot-linked beside the tracks seen on one frame."""
@@ -65,7 +76,7 @@ def _cluster_vcn(ctx: MovieContext, threads: int | None,
     if state is None:  # a single-track movie: nothing was finetuned
         raise StageError(f"{ctx.layout.root}: finetune produced no model; re-run with --from finetune")
     cannot = inputs.cannot_link
-    if said_apart is not None and len(said_apart):
+    if len(said_apart):
         cannot = np.unique(np.concatenate([cannot.reshape(-1, 2), said_apart]), axis=0)
     with torch_threads(threads):
         used = torch.get_num_threads()
@@ -82,7 +93,7 @@ def _cluster_vcn(ctx: MovieContext, threads: int | None,
 
 
 def _cluster_vct(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
-                 said_apart: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 said_apart: np.ndarray) -> Clustered:
     """Labels (T,) (-1 = unknown) and quality (T,) of the ``vct`` method (:func:`vcn.vct.run_vct`)
     on the faces' frozen embeddings; the unknowns rule reads the detector score (median per
     track), which faces.parquet already holds, in place of SER-FIQ (it needs the crops and the
@@ -91,7 +102,7 @@ def _cluster_vct(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table,
     c = schemas.columns_from_table(faces_table.select(["track_id", "frame_idx", "det_score", "embedding"]))
     index = tracks.index_of(c["track_id"].astype(object))
     cannot = cooccurring_pairs(c["frame_idx"], index)
-    if said_apart is not None and len(said_apart):
+    if len(said_apart):
         cannot = np.unique(np.concatenate([cannot.reshape(-1, 2), said_apart]), axis=0)
     cfg = ctx.config.cluster.vct
     with torch_threads(threads):
@@ -105,6 +116,12 @@ def _cluster_vct(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table,
         "merge_rounds": cl.rounds, "clusters_linked": cl.linked, "quality": "det_score",
         "torch_threads": used, "device": "cpu",
     }
+
+
+# Each method's clustering, by its name in vcn.methods.METHODS (tests check they agree).
+CLUSTERERS: dict[str, Callable[..., Clustered]] = {
+    "vcn": _cluster_vcn, "hac": _cluster_hac, "vct": _cluster_vct,
+}
 
 
 @task(name="cluster-tracks", retries=1, retry_condition_fn=is_transient, persist_result=False)
@@ -126,16 +143,13 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     said = for_movie(read_log(layout.root.parent), ctx.movie_id)
     if len(tracks.track_id) == 0:
         labels = np.zeros(0, np.int64)
-    elif cfg.method == "hac" or len(tracks.track_id) == 1:
-        labels = hac(tracks.mean_embedding, threshold=cfg.hac_threshold)
-    elif cfg.method == "vct":
-        apart = cannot_link_rows(said, ctx.movie_id, tracks.track_id)
-        labels, quality, extra = _cluster_vct(ctx, tracks, faces_table, threads, apart)
-        tracks.quality = quality.astype(np.float32)
+    elif len(tracks.track_id) == 1:  # one track is one cluster, whatever the method
+        labels = np.zeros(1, np.int64)
     else:
         apart = cannot_link_rows(said, ctx.movie_id, tracks.track_id)
-        labels, quality, extra = _cluster_vcn(ctx, threads, apart)
-        tracks.quality = quality.astype(np.float32)
+        labels, quality, extra = CLUSTERERS[cfg.method](ctx, tracks, faces_table, threads, apart)
+        if quality is not None:
+            tracks.quality = quality.astype(np.float32)
     if said:
         labels = apply_to_labels(labels, tracks.track_id, ctx.movie_id, said)
         extra["corrections"] = [c.id for c in said]

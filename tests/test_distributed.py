@@ -19,8 +19,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from flows.cli import main as vcn_main
 from storage.layout import MovieLayout
-from vcn.cli import main as vcn_main
 from vcn.video import iter_frames
 
 pytestmark = pytest.mark.integration

@@ -22,10 +22,10 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from flows.cli import main as vcn_main
 from storage import schemas
 from storage.layout import MovieLayout
 from storage.manifest import read_manifest
-from vcn.cli import main as vcn_main
 from vcn.video import ChunkConfig, content_id, iter_frames, plan_chunks, probe
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def test_flow_process_killed_mid_movie_then_rerun(prefect_server, tmp_path):
     args = ["run", str(SAMPLE), "--out", str(out), "--workers", "1", "--chunk-seconds", "1",
             "--method", "hac"]
     movie_dir = out / content_id(str(SAMPLE))
-    proc = subprocess.Popen([sys.executable, "-m", "vcn.cli", *args], cwd=ROOT, env=dict(os.environ),
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=dict(os.environ),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300

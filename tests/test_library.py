@@ -19,10 +19,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from flows.cli import main as vcn_main
 from storage.catalogue import CatalogueLayout
 from storage.layout import MovieLayout
 from tasks.library import find_videos, read_catalogue_file
-from vcn.cli import main as vcn_main
 from vcn.errors import InputError
 from vcn.video import content_id, iter_frames
 

@@ -377,7 +377,7 @@ def test_build_report_without_crops_names_the_crops_folder(tmp_path: Path, tiny:
 
 @pytest.fixture(scope="module")
 def real_run(prefect_server, tmp_path_factory) -> Path:
-    from vcn.cli import main as vcn_main
+    from flows.cli import main as vcn_main
 
     out = tmp_path_factory.mktemp("out")
     assert vcn_main(["run", str(SAMPLE), "--out", str(out), "--method", "hac"]) == 0

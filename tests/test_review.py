@@ -77,7 +77,7 @@ def test_concurrent_appends_lose_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def ingested(prefect_server, tmp_path_factory):
-    from vcn.cli import main as vcn_main
+    from flows.cli import main as vcn_main
 
     lib = tmp_path_factory.mktemp("lib")
     shutil.copy(SAMPLE, lib / SAMPLE.name)
@@ -98,7 +98,7 @@ def _members(out: Path) -> dict[str, dict]:
 
 
 def test_corrections_survive_a_rerun_of_the_clustering(ingested, capsys):
-    from vcn.cli import main as vcn_main
+    from flows.cli import main as vcn_main
 
     out, movie, lib = ingested
     dry_run = ["ingest", str(lib), "--out", str(out), "--method", "hac", "--dry-run"]

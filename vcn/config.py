@@ -17,9 +17,8 @@ from typing import Any
 from vcn.errors import ConfigError
 from vcn.ingest import IngestConfig
 from vcn.method import MethodConfig
+from vcn.methods import DEFAULT_METHOD, METHODS, get_method
 from vcn.vct import VctConfig
-
-METHODS = ("vcn", "hac", "vct")
 
 
 @dataclass(frozen=True)
@@ -35,15 +34,12 @@ class ClusterConfig:
     ``vct``: the ``vct`` method's config (part of the clusters stage's config only under it).
     """
 
-    method: str = "vcn"
+    method: str = DEFAULT_METHOD
     hac_threshold: float = 0.6
     vct: VctConfig = field(default_factory=VctConfig)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(
-                f"unknown clustering method {self.method!r}; choose one of {', '.join(METHODS)}"
-            )
+        get_method(self.method)
         if not 0.0 < self.hac_threshold < 2.0:
             raise ConfigError(f"hac_threshold must be in (0, 2), got {self.hac_threshold}")
 
@@ -70,7 +66,9 @@ class PipelineConfig:
 
     def stages(self) -> tuple[str, ...]:
         """The stages this config runs, in order."""
-        return ("tracks", "finetune", "clusters") if self.cluster.method == "vcn" else ("tracks", "clusters")
+        if get_method(self.cluster.method).finetune:
+            return ("tracks", "finetune", "clusters")
+        return ("tracks", "clusters")
 
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config a stage's output depends on."""
@@ -80,10 +78,12 @@ class PipelineConfig:
             return {"method": dataclasses.asdict(self.method), "seed": self.seed,
                     "upstream": self.stage_config("tracks")}
         if stage == "clusters":
-            upstream = "finetune" if self.cluster.method == "vcn" else "tracks"
+            method = get_method(self.cluster.method)
+            upstream = "finetune" if method.finetune else "tracks"
             cluster = dataclasses.asdict(self.cluster)
-            if self.cluster.method != "vct":
-                cluster.pop("vct")
+            for other in METHODS.values():  # other methods' settings shape nothing here
+                if other.settings and other.settings != method.settings:
+                    cluster.pop(other.settings)
             return {"cluster": cluster, "seed": self.seed,
                     "upstream": self.stage_config(upstream)}
         raise ConfigError(f"unknown stage {stage!r}")

@@ -13,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from vcn.errors import VcnError
+from vcn.methods import METHODS, cli_help
 
 EPILOG = """\
 examples:
@@ -246,9 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("videos", nargs="+", help="video files")
     run.add_argument("--out", required=True, help="output folder; each video goes to OUT/<movie_id>/")
-    run.add_argument("--method", choices=["vcn", "hac", "vct"],
-                     help="clustering method (default: vcn = VideoClusterNet, see docs/method.md; "
-                          "hac = the faster HAC baseline; vct = a track-sequence transformer)")
+    run.add_argument("--method", choices=list(METHODS), help=cli_help())
     run.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
     run.add_argument("--dask-address", help="use a running distributed scheduler, e.g. tcp://host:8786")
     run.add_argument("--model-dir", help="insightface model folder (e.g. buffalo_l) to use instead")
@@ -267,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--concurrency", type=int, default=2, help="titles processed at once (default 2)")
     ing.add_argument("--workers", type=int, help="local Dask worker processes (default: one per core)")
     ing.add_argument("--dask-address", help="use a running distributed scheduler, e.g. tcp://host:8786")
-    ing.add_argument("--method", choices=["vcn", "hac", "vct"], help="clustering method")
+    ing.add_argument("--method", choices=list(METHODS), help=cli_help())
     ing.add_argument("--model-dir", help="insightface model folder (e.g. buffalo_l) to use instead")
     ing.add_argument("--stride", type=int, help="detect faces on every N-th frame (default from config)")
     ing.add_argument("--chunk-seconds", type=float, help="length of the chunks fanned out to workers")
