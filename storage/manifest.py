@@ -163,3 +163,18 @@ def stage_is_complete(layout: MovieLayout, stage: str, stage_hash: str) -> bool:
     if not rec or rec.get("status") != "completed" or rec.get("stage_hash") != stage_hash:
         return False
     return not missing_outputs(layout, rec)
+
+
+def known_paths(out_dir: str) -> dict[str, str]:
+    """The content id each input path had when last run into ``out_dir`` (from the manifests)."""
+    known: dict[str, str] = {}
+    for manifest_path in sorted(Path(out_dir).glob("*/manifest.json")):
+        try:
+            manifest = read_json(manifest_path)
+        except (OSError, ValueError):
+            continue
+        for key in ("input", "input_error"):
+            entry = manifest.get(key) or {}
+            if entry.get("path"):
+                known[entry["path"]] = manifest_path.parent.name
+    return known

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -24,6 +23,7 @@ from prefect.runtime import flow_run, task_run
 from storage.checkpoints import load_checkpoint, save_checkpoint
 from storage.crops import read_crops
 from storage.manifest import now_iso, record_stage
+from storage.tables import read_face_columns, read_track_ids
 from storage.view_bank import load_view_bank, save_view_bank
 from tasks.context import MovieContext
 from tasks.models import torch_threads, worker_address
@@ -57,15 +57,14 @@ class MethodInputs:
 def method_inputs(ctx: MovieContext) -> MethodInputs:
     """Sample each track's faces, load their crops, and list the co-occurring tracks."""
     layout = ctx.layout
-    faces = pq.read_table(layout.faces, columns=["face_id", "track_id", "frame_idx"]).to_pandas()
-    track_ids = pq.read_table(layout.tracks, columns=["track_id"]).column(0).to_pylist()
-    row_of = {t: i for i, t in enumerate(track_ids)}
-    index = faces["track_id"].map(row_of).to_numpy(np.int64)
+    faces = read_face_columns(layout, ["face_id", "track_id", "frame_idx"])
+    row_of = {t: i for i, t in enumerate(read_track_ids(layout))}
+    index = np.fromiter((row_of[t] for t in faces["track_id"]), np.int64, len(faces["track_id"]))
     rows = sample_rows(index, ctx.config.method.faces_per_track)
-    face_ids = faces["face_id"].to_numpy()[rows]
+    face_ids = faces["face_id"][rows]
     crops = read_crops(layout.crops_dir, face_ids)
     digest = hashlib.blake2b("\n".join(map(str, face_ids)).encode(), digest_size=16).hexdigest()
-    return MethodInputs(index[rows], crops, cooccurring_pairs(faces["frame_idx"].to_numpy(), index), digest)
+    return MethodInputs(index[rows], crops, cooccurring_pairs(faces["frame_idx"], index), digest)
 
 
 def view_bank(ctx: MovieContext, inputs: MethodInputs) -> ViewBank:

@@ -7,13 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run, task_run
 
-from storage import schemas
-from storage.atomic import write_parquet
 from storage.crops import write_crops
 from storage.layout import MovieLayout
 from storage.manifest import (
@@ -26,12 +22,18 @@ from storage.manifest import (
     record_stage,
     update_manifest,
 )
+from storage.tables import (
+    chunk_metadata,
+    read_chunk_faces,
+    write_chunk_faces,
+    write_title_tables,
+)
 from tasks.context import MovieContext
 from tasks.models import face_models, worker_threads
 from tasks.policies import is_transient
 from tasks.progress import say
 from tasks.stages import stage_record
-from vcn.assembly import ChunkFaces, assemble_movie, check_title_decode
+from vcn.assembly import assemble_movie, check_title_decode
 from vcn.config import PipelineConfig
 from vcn.detection import default_model_dir, find_models
 from vcn.errors import InputError
@@ -88,11 +90,8 @@ def chunk_plan(ctx: MovieContext) -> list[Chunk]:
 
 
 def _chunk_is_done(ctx: MovieContext, chunk: Chunk) -> bool:
-    path, crops = ctx.layout.chunk_faces(chunk.index), ctx.layout.chunk_crops(chunk.index)
-    if not (path.exists() and crops.exists()):
-        return False
-    meta = schemas.table_metadata(str(path))
-    return meta.get("stage_hash") == ctx.stage_hash("tracks")
+    meta = chunk_metadata(ctx.layout, chunk.index)
+    return meta is not None and meta.get("stage_hash") == ctx.stage_hash("tracks")
 
 
 def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
@@ -100,8 +99,8 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
     owned = res.owned
     # Crops first, faces last: the faces file is the chunk's completion marker.
     write_crops(layout.chunk_crops(res.chunk.index), res.face_id[owned], res.crops[owned])
-    table = schemas.table_from_columns(
-        schemas.CHUNK_FACES_SCHEMA,
+    write_chunk_faces(
+        layout, res.chunk.index,
         {
             "face_id": res.face_id, "frame_idx": res.frame_idx, "t_sec": res.frame_idx / ctx.info.fps,
             "x1": res.boxes[:, 0], "y1": res.boxes[:, 1], "x2": res.boxes[:, 2], "y2": res.boxes[:, 3],
@@ -117,7 +116,6 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
             "flow_run_id": str(flow_run.id), "written_at": now_iso(),
         },
     )
-    write_parquet(layout.chunk_faces(res.chunk.index), table)
 
 
 @task(
@@ -132,7 +130,7 @@ def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[s
     """Run stage 1 on one chunk and write its faces and crops; skip when already done
     (unless ``force``)."""
     if not force and _chunk_is_done(ctx, chunk):
-        meta = schemas.table_metadata(str(ctx.layout.chunk_faces(chunk.index)))
+        meta = chunk_metadata(ctx.layout, chunk.index) or {}
         return {"index": chunk.index, "computed": False, "n_frames": meta["n_frames"], "timings": {}}
     cfg = ctx.config.ingest
     models = face_models(ctx.models.detector, ctx.models.recognizer, cfg.detection, cfg.embedding)
@@ -146,43 +144,19 @@ def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[s
     }
 
 
-def read_chunk(path: Path) -> ChunkFaces:
-    """Load one chunk's faces file into the arrays stitching needs."""
-    table = pq.read_table(path)
-    meta = schemas.table_metadata(table)
-    cols = schemas.columns_from_table(table)
-    return ChunkFaces(chunk=Chunk(**meta["chunk"]), cuts=np.asarray(meta["cuts"], np.int64), columns=cols,
-                      meta=meta)
-
-
 @task(name="assemble-tracks", retries=1, retry_condition_fn=is_transient, persist_result=False)
 def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Stitch the chunks into movie-level faces, tracks and shots and write them."""
     logger = get_run_logger()
     started = now_iso()
     layout = ctx.layout
-    chunks = [read_chunk(layout.chunk_faces(c.index)) for c in chunk_plan(ctx)]
+    chunks = [read_chunk_faces(layout, c.index) for c in chunk_plan(ctx)]
     decode = check_title_decode(chunks, ctx.info)
     if decode.warning:
         say(logger, "%s", decode.warning, level=logging.WARNING)
     movie = assemble_movie(chunks, ctx.movie_id, ctx.info.n_frames, ctx.info.fps, ctx.config.ingest)
-    faces = movie.faces
-    write_parquet(layout.faces, schemas.table_from_columns(schemas.FACES_SCHEMA, {
-        **faces, "landmarks": faces["landmarks"].reshape(-1, 10),
-        "cluster_id": np.full(len(faces["face_id"]), schemas.UNKNOWN, object),
-    }))
-    tr = movie.tracks
-    write_parquet(layout.tracks, schemas.table_from_columns(schemas.TRACKS_SCHEMA, {
-        "track_id": tr.track_id, "shot_id": tr.shot_id, "first_frame": tr.first_frame,
-        "last_frame": tr.last_frame, "n_faces": tr.n_faces, "mean_embedding": tr.mean_embedding,
-        "quality": tr.quality, "cluster_id": np.full(len(tr.track_id), schemas.UNKNOWN, object),
-    }))
-    shots = movie.shots
-    write_parquet(layout.shots, schemas.table_from_columns(schemas.SHOTS_SCHEMA, {
-        "shot_id": np.arange(len(shots), dtype=np.int32),
-        "start_frame": shots[:, 0], "end_frame": shots[:, 1],
-        "start_sec": shots[:, 0] / ctx.info.fps, "end_sec": shots[:, 1] / ctx.info.fps,
-    }))
+    write_title_tables(layout, movie, ctx.info.fps)
+    faces, tr, shots = movie.faces, movie.tracks, movie.shots
     # A chunk was computed by this run when its file says so: the file is the chunk's record.
     computed = sum(c.meta.get("flow_run_id") == str(flow_run.id) for c in chunks)
     rows = {"faces": len(faces["face_id"]), "tracks": len(tr.track_id), "shots": len(shots),

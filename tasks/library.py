@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import get_run_logger, task
 
-from storage.atomic import read_json
 from storage.catalogue import CatalogueLayout, is_current, publish_movie
 from storage.layout import MovieLayout
-from storage.manifest import file_hash, read_manifest
+from storage.manifest import file_hash, known_paths, read_manifest
+from storage.media import find_videos, read_catalogue_file
 from tasks.context import MovieContext
 from tasks.policies import is_transient
 from tasks.progress import say
@@ -31,12 +30,6 @@ from vcn.config import PipelineConfig
 from vcn.detection import ModelFiles, default_model_dir, find_models
 from vcn.errors import InputError
 from vcn.video import VideoInfo, content_id
-
-# Container suffixes FFmpeg reads that hold film and TV footage; matched case-insensitively.
-VIDEO_EXTENSIONS = frozenset({
-    ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg",
-    ".mpe", ".vob", ".wmv", ".flv", ".ogv", ".3gp", ".mxf", ".divx",
-})
 
 
 @dataclass(frozen=True)
@@ -87,55 +80,6 @@ class LibrarySummary:
                 "identities": self.identities}
 
 
-def find_videos(root: str | os.PathLike[str]) -> tuple[list[str], int]:
-    """Video files under ``root`` (recursive, sorted, absolute) and the count of other files.
-
-    Hidden files and folders (``.name``) are passed over: they hold partial downloads, OS
-    metadata and vcn's own temporary files. Raises :class:`InputError` when ``root`` is not a folder.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{root}: the library root is not a folder; pass the folder that holds the videos")
-    videos, others = [], 0
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if name.startswith("."):
-                continue
-            if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
-                videos.append(os.path.abspath(Path(folder) / name))
-            else:
-                others += 1
-    return sorted(videos), others
-
-
-def read_catalogue_file(
-    path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None
-) -> list[str]:
-    """Video paths listed in the ``path`` column of a CSV or Parquet file, in file order.
-
-    Relative paths are taken relative to ``root`` when given, else to the catalogue's folder;
-    symbolic links are kept as written (the manifest records the path the user knows).
-    Raises :class:`InputError` naming the file when it is unreadable or has no ``path`` column.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        elif suffix in (".parquet", ".pq"):
-            table = pd.read_parquet(path)
-        else:
-            raise InputError(f"{path}: a title catalogue must be a .csv or .parquet file with a path column")
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{path}: cannot read the title catalogue ({exc})") from exc
-    if "path" not in table.columns:
-        raise InputError(f"{path}: the title catalogue has no 'path' column (columns: {list(table.columns)})")
-    base = Path(root) if root else path.parent
-    entries = [str(p).strip() for p in table["path"].tolist() if str(p).strip()]
-    return [os.path.abspath(base / p) for p in entries]
-
-
 def model_fingerprints(config: PipelineConfig) -> tuple[ModelFiles, dict[str, str]]:
     """The model files ``config`` selects and their hashes, as ``prepare-movie`` computes them."""
     models = find_models(config.model_dir or default_model_dir())
@@ -166,21 +110,6 @@ def title_is_done(
     """True when ``process-movie`` would run no stage for this title (see module docstring)."""
     plan = title_stage_plan(path, movie_id, out_dir, config, models, model_hashes)
     return plan is not None and not any(plan.values())
-
-
-def known_paths(out_dir: str) -> dict[str, str]:
-    """The content id each input path had when last run into ``out_dir`` (from the manifests)."""
-    known: dict[str, str] = {}
-    for manifest_path in sorted(Path(out_dir).glob("*/manifest.json")):
-        try:
-            manifest = read_json(manifest_path)
-        except (OSError, ValueError):
-            continue
-        for key in ("input", "input_error"):
-            entry = manifest.get(key) or {}
-            if entry.get("path"):
-                known[entry["path"]] = manifest_path.parent.name
-    return known
 
 
 def previous_input_error(out_dir: str, movie_id: str) -> dict[str, str] | None:

@@ -22,7 +22,7 @@ import pytest
 from flows.cli import main as vcn_main
 from storage.catalogue import CatalogueLayout
 from storage.layout import MovieLayout
-from tasks.library import find_videos, read_catalogue_file
+from storage.media import find_videos, read_catalogue_file
 from vcn.errors import InputError
 from vcn.video import content_id, iter_frames
 
