@@ -260,6 +260,19 @@ def write_members(layout: LibraryLayout, lib: LinkedLibrary, identity_ids: list[
     write_parquet(layout.members, table.replace_schema_metadata({"vcn": json.dumps(meta)}))
 
 
+def title_identities(out_dir: str | Path, movie_id: str) -> dict[str, tuple[str | None, str | None]] | None:
+    """One title's clusters in the library: cluster_id -> (identity_id, name), from
+    ``members.parquet``. None when the library has no members file (``out_dir`` is no library, or
+    nothing is linked yet); an empty dict when the title is not linked. ``identity_id`` is None for a
+    cluster whose tracks are all rejected, ``name`` None for a person nobody named."""
+    path = LibraryLayout.of(out_dir).members
+    if not path.exists():
+        return None
+    table = pq.read_table(path, columns=["movie_id", "cluster_id", "identity_id", "name"],
+                          filters=[("movie_id", "=", movie_id)])
+    return {r["cluster_id"]: (r["identity_id"], r["name"]) for r in table.to_pylist()}
+
+
 def write_identities(layout: LibraryLayout, rows: list[dict[str, Any]]) -> None:
     write_parquet(layout.identities, pa.Table.from_pylist(rows, schema=IDENTITIES_SCHEMA))
 

@@ -1,5 +1,9 @@
 """Report task: read a movie's outputs, render the cluster report, write ``report.html``.
 
+A title whose ``--out`` folder (the parent of its own folder) holds a library gets its clusters'
+identity ids and names from ``library/members.parquet``, and the report's review commands name that
+folder.
+
 ``build_report`` and ``publish_markdown_artifact`` are plain functions (the CLI calls them without
 a flow); ``write_report`` wraps both as a Prefect task for the per-movie flow.
 """
@@ -14,11 +18,13 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from storage.atomic import write_bytes
+from storage.identities import title_identities
 from storage.layout import MovieLayout
 from storage.results import MovieResults, load_crops, load_results
 from tasks.context import MovieContext
 from tasks.policies import is_transient
 from vcn.report import (
+    Identity,
     ReportConfig,
     encode_thumbnails,
     md_text,
@@ -39,6 +45,14 @@ def load_thumbnails(
     return dict(zip(ids.tolist(), encode_thumbnails(load_crops(movie_dir, ids), cfg), strict=True))
 
 
+def library_identities(movie_dir: str, movie_id: str) -> tuple[dict[str, Identity] | None, str | None]:
+    """The title's identities (cluster id -> (identity_id, name)) and the library folder they come
+    from, the parent of ``movie_dir``; (None, None) when that folder holds no linked library."""
+    out_dir = str(Path(movie_dir).resolve().parent)
+    identities = title_identities(out_dir, movie_id)
+    return (identities, out_dir) if identities is not None else (None, None)
+
+
 def build_report(movie_dir: str, cfg: ReportConfig | None = None) -> str:
     """Write ``movie_dir/report.html`` (atomically) and return its path.
 
@@ -46,7 +60,8 @@ def build_report(movie_dir: str, cfg: ReportConfig | None = None) -> str:
     """
     cfg = cfg or ReportConfig()
     results = load_results(movie_dir)
-    page = render_html(results, load_thumbnails(movie_dir, results, cfg), cfg)
+    identities, out_dir = library_identities(movie_dir, results.movie_id)
+    page = render_html(results, load_thumbnails(movie_dir, results, cfg), cfg, identities, out_dir)
     dest = MovieLayout(Path(movie_dir)).report
     write_bytes(dest, page.encode("utf-8"))
     return str(dest)
@@ -64,7 +79,8 @@ def publish_markdown_artifact(movie_dir: str, cfg: ReportConfig | None = None) -
     # Only the representative faces appear in the table.
     reps = ordered_clusters(results)["rep_face_id"].head(cfg.markdown_max_clusters).to_numpy(np.int64)
     thumbs = dict(zip(reps.tolist(), encode_thumbnails(load_crops(movie_dir, reps), cfg), strict=True))
-    markdown = render_markdown(results, thumbs, cfg, report_path=str(layout.report))
+    identities, _ = library_identities(movie_dir, results.movie_id)
+    markdown = render_markdown(results, thumbs, cfg, report_path=str(layout.report), identities=identities)
     name = Path(str(results.manifest.get("input", {}).get("path", ""))).name
     return create_markdown_artifact(
         markdown=markdown, key=f"vcn-{results.movie_id}", description=f"Face clusters of {md_text(name)}",

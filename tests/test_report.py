@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 import shutil
 import subprocess
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 
 from storage.crops import write_crops
 from storage.results import load_results
-from tasks.report import build_report
+from tasks.report import build_report, load_thumbnails
 from vcn.errors import StageError
 from vcn.report import (
     MovieResults,
@@ -369,6 +371,106 @@ def test_build_report_without_crops_names_the_crops_folder(tmp_path: Path, tiny:
     with pytest.raises(StageError, match="crops"):
         build_report(str(root))
     assert not (root / "report.html").exists()
+
+
+# --------------------------------------------------------------------------- library identities
+
+REVIEWER_NAME = "<script>alert(1)</script>"
+OTHER_TITLE = "ffeeddccbbaa9988"
+
+
+def write_library(out: Path, movie_id: str) -> None:
+    """``out/library/members.parquet`` as the library step writes it: person_000 is id_00003, named
+    by a reviewer; person_001 is id_00001 with no name; person_002 was rejected (no identity); a
+    cluster of another title shares id_00003."""
+    from storage.identities import LibraryLayout, LinkedLibrary, write_members
+    from vcn.identities import ClusterSummaries, Links
+
+    movies = np.array([OTHER_TITLE, movie_id, movie_id, movie_id], object)
+    n = len(movies)
+    summaries = ClusterSummaries(
+        movie_id=movies,
+        cluster_id=np.array(["person_000", "person_000", "person_001", "person_002"], object),
+        mean=np.zeros((n, 512), np.float32), reach=np.full(n, np.nan, np.float32),
+        n_tracks=np.ones(n, np.int64), n_faces=np.ones(n, np.int64), screen_time_s=np.ones(n),
+        first_sec=np.zeros(n), last_sec=np.ones(n))
+    links = Links(identity=np.array([3, 3, 1, 2]), linked_to=np.array([-1, 0, -1, -1]),
+                  distance=np.array([np.nan, 0.2, np.nan, np.nan], np.float32),
+                  threshold=np.full(n, 0.5, np.float32))
+    lib = LinkedLibrary(summaries, links, {OTHER_TITLE: "s0", movie_id: "s1"}, next_identity=4)
+    write_members(LibraryLayout.of(out), lib, ["id_00003", "id_00003", "id_00001", None],
+                  [REVIEWER_NAME, REVIEWER_NAME, None, None])
+
+
+def test_title_identities_reads_one_title_of_the_library(tmp_path: Path, tiny: MovieResults):
+    from storage.identities import title_identities
+
+    assert title_identities(tmp_path, tiny.movie_id) is None, "no library: None"
+    write_library(tmp_path, tiny.movie_id)
+    assert title_identities(tmp_path, tiny.movie_id) == {
+        "person_000": ("id_00003", REVIEWER_NAME), "person_001": ("id_00001", None),
+        "person_002": (None, None)}
+    assert title_identities(tmp_path, "0000000000000000") == {}, "a title not linked: empty"
+
+
+def test_report_shows_identities_names_and_correction_commands(tmp_path: Path, tiny: MovieResults):
+    from vcn.cli import main as vcn_main
+
+    out = tmp_path / "out"
+    root = write_folder(out / tiny.movie_id, tiny)
+    write_library(out, tiny.movie_id)
+    page = Path(build_report(str(root))).read_text()
+    dom = assert_inert(page, scripts=1, svgs=1)  # the reviewer's name is text, not a script
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    galleries = {g["data-cluster-id"]: g for g in dom.find("section", "cluster")}
+    assert galleries["person_000"]["data-identity-id"] == "id_00003"
+    assert galleries["person_001"]["data-identity-id"] == "id_00001"
+    assert "data-identity-id" not in galleries["person_002"], "rejected: no identity"
+    text = "".join(dom.text)
+    assert REVIEWER_NAME in text and "id_00003" in text and "rejected: no identity" in text
+    # One "correct it" block per gallery, naming this title's cluster and the real --out folder.
+    cmds = [c for c in re.findall(r'<code class="cmd" data-kind="(\w+)">([^<]*)</code>', page)]
+    assert [k for k, _ in cmds] == ["label", "merge", "split", "reject"] * 3
+    target = f"{out.resolve()} {tiny.movie_id}:person_000"
+    label = html_unescape(cmds[0][1])
+    assert label == f"vcn label {target} NAME"
+    assert html_unescape(cmds[2][1]) == f"vcn split {target} --off TRACK_ID..."
+    assert html_unescape(cmds[3][1]) == f"vcn reject {target}"
+    # The line runs as shown: the name lands in the log on person_000's tracks.
+    argv = shlex.split(label.replace("NAME", "'Ada Lovelace'"))
+    assert argv[0] == "vcn" and vcn_main(argv[1:]) == 0
+    (logged,) = [json.loads(p.read_text()) for p in (out / "library" / "corrections").glob("*.json")]
+    assert logged["kind"] == "label" and logged["name"] == "Ada Lovelace"
+    assert logged["groups"] == [[[tiny.movie_id, t] for t in ("a1", "a2", "a3")]]
+    # The Markdown artifact names the person too, escaped.
+    from tasks.report import library_identities
+
+    identities, _ = library_identities(str(root), tiny.movie_id)
+    md = render_markdown(tiny, {}, identities=identities)
+    assert "| person |" in md and "&lt;script&gt;" in md and "<script>" not in md
+    assert "id\\_00003" in md
+
+
+def test_report_without_a_library_renders_as_before(tmp_path: Path, tiny: MovieResults):
+    root = write_folder(tmp_path / "out" / tiny.movie_id, tiny)
+    page = Path(build_report(str(root))).read_text()
+    results = load_results(root)
+    assert page == render_html(results, load_thumbnails(str(root), results))
+    assert "vcn label" not in page and "data-identity-id" not in page and 'class="who"' not in page
+    assert "| person |" not in render_markdown(results, {})
+
+
+def test_correction_commands_quote_ids_and_use_the_placeholder():
+    from vcn.report import correction_commands
+
+    cmds = correction_commands("00112233aabbccdd", HOSTILE_IDS["person_002"])
+    assert cmds["reject"] == "vcn reject OUT '00112233aabbccdd:<script>alert(2)</script>'"
+    assert shlex.split(cmds["merge"])[3:] == ["00112233aabbccdd:<script>alert(2)</script>", "OTHER_ID"]
+    assert shlex.split(correction_commands("m", "person_000", "/data/my out")["label"])[1:3] == [
+        "label", "/data/my out"]
+    page = render_html(hostile_results(), {}, identities={HOSTILE_IDS["person_002"]: ("id_00001", None)})
+    assert_inert(page, scripts=1, svgs=1)
+    assert "OUT &#x27;00112233aabbccdd:&lt;script&gt;alert(2)&lt;/script&gt;&#x27;" in page
 
 
 # --------------------------------------------------------------------------- the real pipeline

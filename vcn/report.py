@@ -9,9 +9,15 @@ URIs, the timeline is inline SVG. Its size stays bounded on a 2-hour movie becau
 capped (``ReportConfig``), thumbnails are small re-encoded JPEGs and timeline bars of one cluster
 closer than one SVG unit are merged.
 
+Given the title's library identities (cluster id -> identity id and name, see
+:func:`storage.identities.title_identities`), each gallery shows the person's name and identity id
+and the review commands that correct the cluster (:func:`correction_commands`).
+
 Every string that comes from a file name or from metadata (the video's name, cluster and track
-ids, config values) is escaped where it lands: ``html.escape`` in the page, :func:`md_text` or
-:func:`md_code` in the Markdown, so neither renders a tag, a link or an image from it.
+ids, config values, reviewers' names) is escaped where it lands: ``html.escape`` in the page,
+:func:`md_text` or :func:`md_code` in the Markdown, so neither renders a tag, a link or an image
+from it. Command lines are shell-quoted (``shlex.quote``) before they are escaped, so a copied
+line passes each id to ``vcn`` as one argument.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import base64
 import html
 import json
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,10 @@ import numpy as np
 import pandas as pd
 
 UNKNOWN = "unknown"
+OUT_PLACEHOLDER = "OUT"
+
+Identity = tuple[str | None, str | None]
+"""A cluster's place in the library: (identity_id, name); None where it has none."""
 
 
 @dataclass(frozen=True)
@@ -297,32 +308,96 @@ def _header(results: MovieResults, clusters: pd.DataFrame) -> str:
             "</header>")
 
 
+def correction_commands(movie_id: str, cluster_id: str, out_dir: str | None = None) -> dict[str, str]:
+    """The ``vcn`` command lines that correct one cluster, by kind (label, merge, split, reject).
+
+    The cluster is named ``MOVIE_ID:CLUSTER_ID``, the form ``vcn label`` and the others resolve
+    to the cluster's tracks. ``out_dir`` is the folder the commands act on (the ``--out`` folder
+    holding the title's folder and ``library/``); without it the placeholder ``OUT`` stands
+    there. The other placeholders are what only the reviewer knows: ``NAME`` (the person's name),
+    ``OTHER_ID`` (another cluster or identity of the same person) and ``TRACK_ID`` (the tracks to
+    split off; each face's caption names its track). Every argument is shell-quoted.
+    """
+    out = shlex.quote(out_dir) if out_dir else OUT_PLACEHOLDER
+    target = shlex.quote(f"{movie_id}:{cluster_id}")
+    return {
+        "label": f"vcn label {out} {target} NAME",
+        "merge": f"vcn merge {out} {target} OTHER_ID",
+        "split": f"vcn split {out} {target} --off TRACK_ID...",
+        "reject": f"vcn reject {out} {target}",
+    }
+
+
+def _who_text(identity: Identity | None) -> str:
+    """``name · id_00003``, the id alone, or "" (not linked)."""
+    identity_id, name = identity or (None, None)
+    return " · ".join(x for x in (name, identity_id) if x)
+
+
+def _who_html(identity: Identity | None) -> str:
+    identity_id, name = identity or (None, None)
+    parts = []
+    if name:
+        parts.append(f'<b class="name">{html.escape(name)}</b>')
+    if identity_id:
+        parts.append(f'identity <code class="identity">{html.escape(identity_id)}</code>')
+    elif identity is not None:
+        parts.append('<span class="identity none">rejected: no identity</span>')
+    else:
+        parts.append('<span class="identity none">not linked to the library yet</span>')
+    return f'<p class="who">{" · ".join(parts)}</p>'
+
+
+def _fix_html(movie_id: str, cluster_id: str, identity: Identity | None, out_dir: str | None) -> str:
+    cmds = correction_commands(movie_id, cluster_id, out_dir)
+    lines = "".join(f'<code class="cmd" data-kind="{k}">{html.escape(c)}</code>' for k, c in cmds.items())
+    identity_id = identity[0] if identity else None
+    hint = (f"; {html.escape(identity_id)} in place of the cluster acts on the person in every title"
+            if identity_id else "")
+    return (f'<details class="fix"><summary>correct it</summary>{lines}'
+            f'<p class="meta">NAME, OTHER_ID (another cluster or identity), TRACK_ID (from a face\'s '
+            f"caption) are yours to fill in{hint}</p></details>")
+
+
 def _gallery(row: Any, rank: int, faces: np.ndarray, thumbnails: Mapping[int, bytes],
-             captions: Mapping[int, str]) -> str:
+             captions: Mapping[int, str], movie_id: str,
+             identities: Mapping[str, Identity] | None, out_dir: str | None) -> str:
     cid = html.escape(row.cluster_id)
     thumbs = "".join(_thumb_html(f, thumbnails, captions.get(int(f), ""), i == 0)
                      for i, f in enumerate(faces))
-    return (f'<section class="cluster" id="cluster-{cid}" data-cluster-id="{cid}" '
+    who = fix = ident_attr = ""
+    if identities is not None:
+        identity = identities.get(row.cluster_id)
+        who = _who_html(identity)
+        fix = _fix_html(movie_id, row.cluster_id, identity, out_dir)
+        if identity and identity[0]:
+            ident_attr = f' data-identity-id="{html.escape(identity[0])}"'
+    return (f'<section class="cluster" id="cluster-{cid}" data-cluster-id="{cid}"{ident_attr} '
             f'data-tracks="{int(row.n_tracks)}" data-faces="{int(row.n_faces)}" '
             f'data-screen-time="{float(row.screen_time_s):.3f}">'
-            f'<h3><i style="background:{cluster_color(rank)}"></i>{cid}</h3>'
+            f'<h3><i style="background:{cluster_color(rank)}"></i>{cid}</h3>{who}'
             f'<p class="meta"><span class="tracks">{_count(row.n_tracks, "track")}</span> · '
             f'<span class="faces">{_count(row.n_faces, "face")}</span> · '
             f'<span class="screen">{format_duration(float(row.screen_time_s))}</span> on screen · '
             f'first at <span class="first">{format_clock(float(row.first_sec))}</span></p>'
-            f'<div class="thumbs">{thumbs}</div></section>')
+            f'<div class="thumbs">{thumbs}</div>{fix}</section>')
 
 
-def _rest_table(rest: pd.DataFrame) -> str:
+def _rest_table(rest: pd.DataFrame, identities: Mapping[str, Identity] | None) -> str:
     if not len(rest):
         return ""
+
+    def who(cluster_id: str) -> str:
+        return "" if identities is None else f"<td>{html.escape(_who_text(identities.get(cluster_id)))}</td>"
+
     rows = "".join(f'<tr data-cluster-id="{html.escape(r.cluster_id)}"><td>{html.escape(r.cluster_id)}</td>'
-                   f"<td>{int(r.n_tracks)}</td><td>{int(r.n_faces)}</td>"
+                   f"{who(r.cluster_id)}<td>{int(r.n_tracks)}</td><td>{int(r.n_faces)}</td>"
                    f"<td>{format_duration(float(r.screen_time_s))}</td><td>{format_clock(float(r.first_sec))}</td></tr>"
                    for r in rest.itertuples(index=False))
+    person = "" if identities is None else "<th>person</th>"
     return (f'<details class="rest"><summary>{len(rest)} smaller clusters without gallery</summary>'
-            "<table><tr><th>cluster</th><th>tracks</th><th>faces</th><th>screen time</th><th>first</th></tr>"
-            f"{rows}</table></details>")
+            f"<table><tr><th>cluster</th>{person}<th>tracks</th><th>faces</th><th>screen time</th>"
+            f"<th>first</th></tr>{rows}</table></details>")
 
 
 _CSS = """
@@ -348,6 +423,10 @@ h1{margin:0;font-size:22px}h2{margin:28px 0 10px;font-size:18px}h3{margin:0 0 2p
 .timeline .label{font-size:11px;fill:#202124;text-anchor:end}
 table{border-collapse:collapse}.rest table td,.rest table th{padding:2px 10px;text-align:left}
 .unknown{background:#fff;border-radius:8px;padding:10px 12px;box-shadow:0 1px 2px #0002}
+.who{margin:2px 0}.who .none{color:#5f6368}.who code,.fix code{font:12px ui-monospace,monospace}
+.fix{margin-top:6px;font-size:12px}.fix summary{color:#1a73e8;cursor:pointer}
+.fix .cmd{display:block;background:#f1f3f4;border-radius:4px;padding:2px 6px;margin:3px 0;
+overflow-x:auto;white-space:pre;user-select:all}
 """
 
 # Marks the page once every thumbnail has decoded, so a headless browser (or a reader's devtools)
@@ -360,12 +439,21 @@ document.body.setAttribute('data-images-total',im.length);document.body.setAttri
 
 
 def render_html(
-    results: MovieResults, thumbnails: Mapping[int, bytes], cfg: ReportConfig | None = None
+    results: MovieResults, thumbnails: Mapping[int, bytes], cfg: ReportConfig | None = None,
+    identities: Mapping[str, Identity] | None = None, out_dir: str | None = None,
 ) -> str:
     """The movie's cluster report as one self-contained HTML page.
 
     ``thumbnails`` maps face id to JPEG bytes (see :func:`encode_thumbnails`) for at least the faces
     of :func:`select_thumbnail_faces`; a face without one is drawn as a "?" placeholder.
+
+    ``identities`` (cluster id -> (identity_id, name)) is the title's place in a library: each
+    gallery then shows the name and identity id (or that the cluster is not linked yet) and a
+    "correct it" block with the ``vcn label / merge / split / reject`` lines for that cluster.
+    Pass an empty mapping for a library title not linked yet; None (no library) leaves both out.
+    The lines name ``out_dir``, which must be the folder the identities were read from (the
+    title's ``--out`` folder, where the corrections log lives), so that a copied line corrects
+    this library from any working directory; without it they read ``OUT``, a placeholder.
     """
     cfg = cfg or ReportConfig()
     clusters = ordered_clusters(results)
@@ -373,7 +461,8 @@ def render_html(
     selection = select_thumbnail_faces(results, cfg)
     captions = _captions(results)
     none = np.zeros(0, np.int64)
-    galleries = "".join(_gallery(r, i, selection.get(r.cluster_id, none), thumbnails, captions)
+    galleries = "".join(_gallery(r, i, selection.get(r.cluster_id, none), thumbnails, captions,
+                                 results.movie_id, identities, out_dir)
                         for i, r in enumerate(shown.itertuples(index=False)))
     unknown_tracks = int((results.tracks["cluster_id"] == UNKNOWN).sum())
     unknown_faces = int((results.faces["cluster_id"] == UNKNOWN).sum())
@@ -383,13 +472,15 @@ def render_html(
     n_thumbs = len(selection.get(UNKNOWN, []))
     shown_unknown = f"; one face of each of the first {n_thumbs} tracks" if n_thumbs < unknown_tracks else ""
     title = html.escape(Path(str(results.manifest.get("input", {}).get("path", results.movie_id))).name)
+    review = ("; names and identity ids come from the library, and <i>correct it</i> gives the "
+              "review commands (README, Reviewing)" if identities is not None else "")
     body = (
         f"<main>{_header(results, clusters)}"
         f'<h2>Timeline</h2><p class="meta">one row per cluster{more}; thin lines are shot boundaries</p>'
         f"{render_timeline(results, list(shown['cluster_id']), cfg)}"
         f'<h2>Clusters</h2><p class="meta">{len(clusters)} clusters by screen time{more}; per cluster the '
-        "representative face (outlined), then the best face of each track</p>"
-        f'<div class="galleries">{galleries}</div>{_rest_table(rest)}'
+        f"representative face (outlined), then the best face of each track{review}</p>"
+        f'<div class="galleries">{galleries}</div>{_rest_table(rest, identities)}'
         f'<h2>Unknown</h2><section class="unknown" data-tracks="{unknown_tracks}" '
         f'data-faces="{unknown_faces}"><p class="meta">{_count(unknown_tracks, "track")}, '
         f'{_count(unknown_faces, "face")} '
@@ -421,10 +512,11 @@ def md_code(text: Any) -> str:
 
 
 def render_markdown(results: MovieResults, thumbnails: Mapping[int, bytes], cfg: ReportConfig | None = None,
-                    report_path: str | None = None) -> str:
+                    report_path: str | None = None, identities: Mapping[str, Identity] | None = None) -> str:
     """A compact Markdown summary (a Prefect artifact): counts, then one table row per cluster with
     its representative face as an inline ``data:`` image (the Prefect 3 UI renders
-    ``data:image/*`` sources; elsewhere the alt text shows).
+    ``data:image/*`` sources; elsewhere the alt text shows). With ``identities`` (see
+    :func:`render_html`) a "person" column gives each cluster's name and identity id.
     """
     cfg = cfg or ReportConfig()
     clusters = ordered_clusters(results)
@@ -436,13 +528,15 @@ def render_markdown(results: MovieResults, thumbnails: Mapping[int, bytes], cfg:
         f"{format_clock(results.duration_s)} · {len(results.faces)} faces · {len(results.tracks)} tracks · "
         f"{len(results.shots)} shots · **{len(clusters)} clusters** · {unknown_tracks} unknown tracks",
         "",
-        "| face | cluster | tracks | faces | screen time | first seen |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| face | cluster |{' person |' if identities is not None else ''} tracks | faces | screen time "
+        "| first seen |",
+        f"|---|---|{'---|' if identities is not None else ''}---:|---:|---:|---:|",
     ]
     for r in clusters.head(cfg.markdown_max_clusters).itertuples(index=False):
         jpeg = thumbnails.get(int(r.rep_face_id))
         img = f"![{md_text(r.cluster_id)}]({_data_uri(jpeg)})" if jpeg is not None else ""
-        lines.append(f"| {img} | {md_text(r.cluster_id)} | {int(r.n_tracks)} | {int(r.n_faces)} | "
+        who = f" {md_text(_who_text(identities.get(r.cluster_id)))} |" if identities is not None else ""
+        lines.append(f"| {img} | {md_text(r.cluster_id)} |{who} {int(r.n_tracks)} | {int(r.n_faces)} | "
                      f"{format_duration(float(r.screen_time_s))} | {format_clock(float(r.first_sec))} |")
     if len(clusters) > cfg.markdown_max_clusters:
         lines += ["", f"… and {len(clusters) - cfg.markdown_max_clusters} smaller clusters."]
