@@ -414,7 +414,7 @@ def test_title_identities_reads_one_title_of_the_library(tmp_path: Path, tiny: M
 
 
 def test_report_shows_identities_names_and_correction_commands(tmp_path: Path, tiny: MovieResults):
-    from vcn.cli import main as vcn_main
+    from flows.cli import main as vcn_main
 
     out = tmp_path / "out"
     root = write_folder(out / tiny.movie_id, tiny)
