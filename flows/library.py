@@ -41,6 +41,7 @@ from tasks.library import (
     summary_rows,
 )
 from tasks.progress import say
+from tasks.report import write_report
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
 from vcn.report import md_text
@@ -152,6 +153,13 @@ def ingest_library(
             if verbose():
                 raise
             return Failed(message=f"linking identities across titles failed: {exc}", data=exc)
+        # Each new title's report was written before the linking: write it again with its people.
+        for entry in summary.processed:
+            try:
+                write_report(str(Path(out) / entry["movie_id"]), publish=False)
+            except Exception as exc:
+                say(logger, "%s: report not refreshed with identities (%s)", entry["video"], exc,
+                    level=logging.WARNING)
     create_table_artifact(
         key=ARTIFACT_KEY, table=summary_rows(summary),
         description=f"ingest-library {md_text(plan.source)}: {len(summary.processed)} processed, "

@@ -103,6 +103,10 @@ def test_first_run_processes_every_title_once(first_run, library):
         assert e["chunks"] == 3 and e["chunks_computed"] == 3
         layout = MovieLayout.of(out, e["movie_id"])
         assert pq.read_table(layout.faces).num_rows == e["faces"] > 10
+        # The report is written again after the linking, so it shows the title's people.
+        members = pq.read_table(out / "library" / "members.parquet").to_pandas()
+        ids = members.loc[members["movie_id"] == e["movie_id"], "identity_id"].dropna()
+        assert len(ids) and all(f'data-identity-id="{i}"' in layout.report.read_text() for i in ids)
 
 
 def test_catalogue_reads_with_pandas(first_run):
