@@ -1,6 +1,7 @@
 """Per-stage invalidation: a stage re-runs for its own config section, its models and its
-algorithm version (``vcn.versions``), never for a source edit; and its output on a fixed clip
-changes only together with its version.
+algorithm version (``vcn.versions``), never for a source edit; and its output on a fixed input
+changes only together with its version: the tracks stage and the HAC clustering on the sample
+clip, the finetune and the vcn clustering on a fixed view bank.
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ from vcn.assembly import ChunkFaces, assemble_movie
 from vcn.clustering import hac
 from vcn.config import PipelineConfig
 from vcn.detection import ModelFiles
+from vcn.finetune import face_outputs
 from vcn.ingest import IngestConfig, process_chunk
+from vcn.matching import index_sums
+from vcn.method import adapt, cluster
 from vcn.video import Chunk, VideoInfo
+from vcn.view_bank import ViewBank
+from vcn.views import strong_view_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
@@ -126,12 +132,79 @@ def stage_outputs() -> dict[str, str]:
     return {"tracks": _digest(tracks), "clusters": _digest({"labels": labels.astype(np.int64)})}
 
 
-@pytest.mark.parametrize("stage", ["tracks", "clusters"])
-def test_stage_output_changes_only_with_its_version(stage_outputs, stage):
-    recorded = json.loads(DIGESTS.read_text())[stage]
-    now = {"version": vcn.versions.STAGE_VERSIONS[stage], "digest": stage_outputs[stage]}
+def synthetic_bank() -> tuple[ViewBank, np.ndarray, np.ndarray]:
+    """A fixed view bank of 12 tracks of 4 faces (seeded, no recognizer): a lead of 6 tracks
+    whose looks vary widely, two people of 3 and 2 close tracks seen on screen with the lead,
+    and a lone track of low quality (``unknown``). The matching pairs some tracks, stage 4
+    leaves the lead in fragments and the linking joins them. Returns the bank, each face's
+    track and the cannot-link pairs (tracks seen on one frame)."""
+    rng = np.random.default_rng(2)
+    dim, faces, draws = 512, 4, 3
+    people, spread = [0] * 6 + [1] * 3 + [2] * 2 + [3], [1.0, 0.38, 0.38, 0.3]
+    centres = rng.normal(size=(4, dim))
+    rows, track_index = [], []
+    for track, person in enumerate(people):
+        mean = centres[person] + spread[person] * rng.normal(size=dim)
+        rows += [mean + 0.3 * rng.normal(size=dim) for _ in range(faces)]
+        track_index += [track] * faces
+    clean = np.array(rows)
+    clean /= np.linalg.norm(clean, axis=1, keepdims=True)
+
+    def views(n: int, spread: float) -> np.ndarray:
+        x = clean[:, None] + spread * rng.normal(size=(len(clean), n, dim)) / np.sqrt(dim)
+        x[:, 0] = clean
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float16)
+
+    match = np.stack([views(4, 0.6) for _ in range(draws)])
+    thresh = views(10, 0.9)
+    quality = (0.8 + 0.05 * rng.random(len(clean))).astype(np.float32)
+    quality[-faces:] = 0.2
+    cannot_link = np.array([[0, 6], [1, 7], [2, 9], [3, 8], [4, 10], [5, 6]], np.int64)
+    return ViewBank(match, thresh, quality), np.array(track_index, np.int64), cannot_link
+
+
+@pytest.fixture(scope="module")
+def method_outputs(h5_faces) -> dict[str, str]:
+    """Digests of the finetune stage (the views it draws from real crops, and the matches,
+    rounds and adapted embeddings of :func:`vcn.method.adapt` on :func:`synthetic_bank`) and of
+    the vcn clustering of that bank under the adapted model (labels, unknown tracks, the
+    lifted, held and linked counts, thresholds). The
+    default method config with a short finetune (8 + 8 steps); floats are rounded to 2 decimals,
+    so thread counts and CPUs do not move the digest and a change to the method does."""
+    crops, _ = h5_faces
+    cfg = PipelineConfig.from_dict(
+        {"method": {"finetune": {"min_steps": 8, "max_steps": 8, "batch_pairs": 16}}}).method
+    drawn = {"match": np.concatenate(list(strong_view_blocks(crops[:6], cfg.views, 0, 4))),
+             "thresh": np.concatenate(list(strong_view_blocks(crops[:6], cfg.threshold_views, 1, 4)))}
+    bank, track_index, cannot_link = synthetic_bank()
+    ck = adapt(bank, track_index, cfg, seed=0, cannot_link=cannot_link)
+    emb = face_outputs(ck.state, bank.clean, cfg.finetune).embeddings
+    means = index_sums(emb, track_index, int(track_index.max()) + 1)
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    history = [[h["round"], h["matches"], h["next_matches"], h["steps"]] for h in ck.history]
+    finetune = {**drawn, "round": np.array([ck.round]), "matches": ck.matches.astype(np.int64),
+                "history": np.array(history, np.int64), "gram": np.round(means @ means.T, 2) + 0.0}
+    res = cluster(bank, ck.state, track_index, cfg, cannot_link=cannot_link, matches=ck.matches)
+    assert len(ck.matches) and res.linked and len(set(res.labels.tolist())) > 2 and res.unknown.any(), \
+        "the digest must cover matches, merges, linked fragments and an unknown track"
+    clusters = {"labels": res.labels.astype(np.int64), "unknown": res.unknown,
+                "counts": np.array([res.lifted, res.held, res.linked]),
+                "thresholds": np.round(np.nan_to_num(res.thresholds, nan=-1.0), 2) + 0.0}
+    return {"finetune": _digest(finetune), "clusters-vcn": _digest(clusters)}
+
+
+# Each recorded digest: the stage whose version it is tied to, and the fixture that computes it.
+CHECKS = {"tracks": ("tracks", "stage_outputs"), "clusters": ("clusters", "stage_outputs"),
+          "finetune": ("finetune", "method_outputs"), "clusters-vcn": ("clusters", "method_outputs")}
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+def test_stage_output_changes_only_with_its_version(request, check):
+    stage, fixture = CHECKS[check]
+    recorded = json.loads(DIGESTS.read_text())[check]
+    now = {"version": vcn.versions.STAGE_VERSIONS[stage], "digest": request.getfixturevalue(fixture)[check]}
     assert now["version"] == recorded["version"], (
-        f"the {stage} version is {now['version']}; record its output digest in {DIGESTS.name}: {now}")
+        f"the {stage} version is {now['version']}; record the {check!r} digest in {DIGESTS.name}: {now}")
     assert now["digest"] == recorded["digest"], (
-        f"the {stage} stage's output changed without a version bump: bump vcn.versions.STAGE_VERSIONS"
-        f"[{stage!r}] and record the new digest in {DIGESTS.name}: {now['digest']}")
+        f"the {stage} stage's output ({check!r}) changed without a version bump: bump vcn.versions."
+        f"STAGE_VERSIONS[{stage!r}] and record the new digest in {DIGESTS.name}: {now['digest']}")

@@ -5,7 +5,8 @@ version here are unchanged; editing the source alone (a comment, a docstring, a 
 change to another stage) invalidates nothing. A change that alters what a stage writes for the
 same input and config must bump that stage's version here, which re-runs the stage (and the
 stages after it) on the next run of every title. ``tests/test_stage_versions.py`` recomputes a
-digest of small stage outputs and fails until the version is bumped and the digest recorded.
+digest of small outputs of each stage (tracks, HAC and vcn clusters, finetune) and fails until
+the version is bumped and the digest recorded.
 
 - ``tracks``: decoding, shots, detection, quality filter, embedding, tracking and stitching
   (``vcn.video``, ``vcn.shots``, ``vcn.detection``, ``vcn.quality``, ``vcn.embedding``,
