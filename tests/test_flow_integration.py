@@ -82,6 +82,27 @@ def test_bad_inputs_print_one_line_each_and_no_traceback(batch_run, bad_inputs):
         assert any(fix in line for line in lines for fix in fixes), f"no one-line reason for {path.name}"
 
 
+def test_bad_inputs_fail_their_flow_runs_with_the_line_as_state_message(batch_run, bad_inputs):
+    """In the Prefect UI each bad file's ``process-movie`` run ends *Failed* with the same one
+    line (the file, what is wrong, the fix) as its state message; the good clip's completes."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    _, _, summary, video, _ = batch_run
+    names = {f"process-movie-{p}": str(p) for p in [*bad_inputs.values(), video]}
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=list(names))))
+    state = {names[r.name]: r.state for r in runs}
+    assert set(state) == set(names.values()), sorted(state)
+    assert state[str(video)].is_completed()
+    for path in bad_inputs.values():
+        run_state = state[str(path)]
+        assert run_state.is_failed(), (path.name, run_state)
+        assert run_state.message == summary["failed"][str(path)], (path.name, run_state.message)
+        assert path.name in run_state.message and "\n" not in run_state.message and \
+            "Traceback" not in run_state.message
+
+
 def test_console_shows_vcn_lines_not_library_logs(batch_run, bad_inputs):
     *_, printed = batch_run
     lines = printed.splitlines()
