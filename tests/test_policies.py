@@ -8,19 +8,31 @@ the predicate.
 from __future__ import annotations
 
 import errno
+import importlib
+import pkgutil
 
 from prefect import Flow, Task
 
+import tasks
 from tasks.cluster import cluster_tracks
 from tasks.finetune import finetune_model
-from tasks.ingest import assemble_tracks, ingest_chunk, prepare_movie
-from tasks.library import plan_library, publish_catalogue
+from tasks.ingest import ingest_chunk
 from tasks.policies import is_transient
-from tasks.report import write_report
 from vcn.errors import StageError, VideoOpenError
 
-VCN_TASKS = [prepare_movie, ingest_chunk, assemble_tracks, finetune_model, cluster_tracks, write_report,
-             plan_library, publish_catalogue]
+
+def vcn_tasks() -> list[Task]:
+    """Every Prefect task that the modules of ``tasks/`` define, so a new task is covered too."""
+    found: dict[str, Task] = {}
+    for info in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, Task) and obj.fn.__module__ == module.__name__:
+                found[obj.name] = obj
+    return [found[name] for name in sorted(found)]
+
+
+VCN_TASKS = vcn_tasks()
 
 
 class KilledWorker(Exception):
@@ -61,6 +73,8 @@ DETERMINISTIC = [RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x511 
 
 
 def test_deterministic_errors_fail_once(prefect_server):
+    assert {"prepare-movie", "ingest-chunk", "assemble-tracks", "finetune", "cluster-tracks", "write-report",
+            "plan-library", "publish-catalogue", "link-identities"} <= {t.name for t in VCN_TASKS}
     cases = [(t, [exc]) for t in VCN_TASKS for exc in DETERMINISTIC]
     assert all(t.retries >= 1 for t in VCN_TASKS), "every vcn task retries transient failures"
     for (template, (exc,)), (runs, failure) in zip(cases, attempts(cases), strict=True):
