@@ -101,20 +101,11 @@ def test_match_groups_are_the_components_of_the_matches():
     assert match_groups(np.zeros((0, 2), np.int64), 1).tolist() == [0]
 
 
-def test_method_config_names_its_distance():
-    assert MethodConfig().distance == "cosine"
-    assert MethodConfig(distance="loss").distance == "loss"
-    with pytest.raises(ConfigError, match="distance"):
-        MethodConfig(distance="euclid")
+def test_method_config_votes_by_majority():
     with pytest.raises(ConfigError, match="match_draws"):
         MethodConfig(match_draws=0)
-    with pytest.raises(ConfigError, match="match_quorum"):
-        MethodConfig(match_quorum="most")
-    # A majority of the draws by default; 'all' is the meet of their groups.
     assert [MethodConfig(match_draws=d).quorum for d in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
-    assert MethodConfig(match_draws=3, match_quorum="all").quorum == 3
-    cfg = PipelineConfig.from_dict({"method": {"distance": "loss"}})
-    assert cfg.method.distance == "loss"
+    assert PipelineConfig.from_dict({"method": {"match_draws": 5}}).method.quorum == 3
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -228,20 +228,6 @@ class FinetuneState:
     losses: list[float] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class FaceOutputs:
-    """Outputs of a finetuned model for rows of generic embeddings, rows aligned with its input.
-
-    embeddings: float32 (..., D) L2-normalised, from the teacher adapter. teacher_probs: float32
-    (..., K) softmax((t - c) / teacher_temp). student_logprobs: float32 (..., K)
-    log_softmax(s / student_temp); both None unless asked for.
-    """
-
-    embeddings: np.ndarray
-    teacher_probs: np.ndarray | None = None
-    student_logprobs: np.ndarray | None = None
-
-
 def resolve_device(cfg: FinetuneConfig) -> torch.device:
     """The device ``cfg.device`` names here: CUDA for "auto" when torch sees one, else the CPU."""
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
@@ -423,15 +409,12 @@ def finetune(
     return snapshot("done", None)
 
 
-def face_outputs(
-    state: FinetuneState | None, embeddings: np.ndarray, cfg: FinetuneConfig, distributions: bool = False
-) -> FaceOutputs:
-    """The finetuned model's outputs for generic embeddings (..., D), any leading shape.
+def face_embeddings(state: FinetuneState | None, embeddings: np.ndarray, cfg: FinetuneConfig) -> np.ndarray:
+    """The finetuned model's float32 (..., D) L2-normalised embeddings of generic embeddings
+    (..., D), any leading shape.
 
     ``state`` None is the generic model (the embeddings, re-normalised). Embeddings come from
     the teacher adapter: the EMA teacher is the smoother model, and DINO evaluates with it.
-    ``distributions`` also returns the teacher probabilities and student log-probabilities
-    (the paper's loss distance).
     """
     x = np.asarray(embeddings)
     lead, dim = x.shape[:-1], x.shape[-1]
@@ -439,24 +422,12 @@ def face_outputs(
     if state is None:
         out = flat.astype(np.float32)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return FaceOutputs(out.reshape(*lead, dim))
-    models = _Models(dim, cfg, state.seed, torch.device("cpu"), state)
-    center = state.center
-    emb, probs, logprobs = [], [], []
+        return out.reshape(*lead, dim)
+    adapter = Adapter(dim)
+    adapter.load_state_dict(state.teacher_adapter)
+    emb = []
     with torch.no_grad():
         for i in range(0, len(flat), cfg.eval_batch):
             rows = torch.from_numpy(np.ascontiguousarray(flat[i:i + cfg.eval_batch])).float()
-            t_emb = models.teacher_adapter(rows)
-            emb.append(F.normalize(t_emb, dim=-1).numpy())
-            if distributions:
-                t_log = models.teacher_head(t_emb)
-                s_log = models.student_head(models.student_adapter(rows))
-                probs.append(F.softmax((t_log - center) / cfg.teacher_temp, dim=-1).numpy())
-                logprobs.append(F.log_softmax(s_log / cfg.student_temp, dim=-1).numpy())
-
-    def join(parts: list[np.ndarray], width: int) -> np.ndarray:
-        return (np.concatenate(parts) if parts else np.zeros((0, width), np.float32)).reshape(*lead, width)
-
-    if not distributions:
-        return FaceOutputs(join(emb, dim))
-    return FaceOutputs(join(emb, dim), join(probs, cfg.out_dim), join(logprobs, cfg.out_dim))
+            emb.append(F.normalize(adapter(rows), dim=-1).numpy())
+    return (np.concatenate(emb) if emb else np.zeros((0, dim), np.float32)).reshape(*lead, dim)
