@@ -147,6 +147,16 @@ def _initial_thresholds(
     return own, _fill(tau)
 
 
+def _cannot_pairs(cannot_link: np.ndarray | None, n_tracks: int) -> np.ndarray | None:
+    """``cannot_link`` as ``(P, 2)`` int64 pairs of tracks ``0..n_tracks-1``; None when empty."""
+    if cannot_link is None or len(cannot_link) == 0:
+        return None
+    cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
+    if cannot.min() < 0 or cannot.max() >= n_tracks:
+        raise InputError(f"cannot_link holds track indices outside 0..{n_tracks - 1}")
+    return cannot
+
+
 def _links(
     stats: np.ndarray, model: DistanceModel, thr: np.ndarray, dirty: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -204,11 +214,7 @@ def parameter_free(
         )
     n_tracks = len(stats)
     own, tau = _initial_thresholds(stats, model, track_thresholds)
-    cannot = None
-    if cannot_link is not None and len(cannot_link):
-        cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
-        if cannot.min() < 0 or cannot.max() >= n_tracks:
-            raise InputError(f"cannot_link holds track indices outside 0..{n_tracks - 1}")
+    cannot = _cannot_pairs(cannot_link, n_tracks)
     n = stats[:, 0]
     corr = _corrections(tau, own, n * (n - 1))
     labels = np.arange(n_tracks, dtype=np.int64)
@@ -232,7 +238,7 @@ def parameter_free(
         n_comp = int(comp.max()) + 1
         if n_comp == len(stats):  # every link was vetoed: nothing can change any more
             break
-        member = sparse.csr_matrix(
+        member = sparse.csr_matrix(  # (n_comp, C): the clusters each new cluster sums
             (np.ones(len(comp)), (comp, np.arange(len(comp)))), shape=(n_comp, len(comp))
         )
         stats = member @ stats
