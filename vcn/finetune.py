@@ -49,7 +49,7 @@ class FinetuneConfig:
     warmup_fraction: share of each stage spent warming the learning rate up.
     clip_grad: max global gradient norm (DINO clips at 3).
     checkpoint_every: steps between ``on_checkpoint`` calls (also called when a stage ends).
-    eval_batch: rows per forward pass in ``face_outputs``.
+    eval_batch: rows per forward pass in ``face_embeddings``.
     device: "auto" (CUDA when available), "cpu" or "cuda".
     bf16: bfloat16 autocast for embedding the views on CUDA (ignored on the CPU).
     """
