@@ -10,19 +10,13 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
     finetuned + HAC         HAC over the finetuned model's track means
     PF + cosine             parameter-free on finetuned embeddings, view thresholds
     PF + euclidean          same, mean squared Euclidean distance
-    PF + loss (paper)       parameter-free on the SSL loss, from the matched groups
-    cosine from groups      the finetuned embeddings' cosine distance, from the matched groups,
-                            strong-view thresholds
-    + shot views            the same with thresholds from views that add wide framing, low
-                            light and noise (``MethodConfig.threshold_views``)
-    + spread floor          the same with lone tracks' thresholds floored at the median of
-                            the matched groups' (``MethodConfig.spread_floor``), every lone track
-    + pairs in range        the floor lent only within the quality range of the matched groups'
-                            tracks, and a link that holds only on the floor also needs its
-                            other side in that range (``MethodConfig.floor_pairs_in_range``,
-                            change 14: the default until stop 17, an option since)
-    vcn (+ quality range)   ``--method vcn``: the floor lent only to lone tracks within that
-                            quality range (``MethodConfig.floor_in_quality_range``)
+    vcn without shot views  the default with thresholds from the matching views alone, without
+                            the views that add wide framing, low light and noise
+                            (``MethodConfig.threshold_views``); it embeds a second view bank
+    vcn                     ``--method vcn`` (:func:`vcn.method.cluster`): cosine distance
+                            from the matched groups, shot-view thresholds, the matched
+                            groups' spread lent to lone tracks within their quality range,
+                            fragments linked
     avg pooling + PF        (``--vct``) the VCT paper's Temp Avg: the unit mean of each track's
                             sequence, clustered as ``vct`` clusters (view thresholds, linking,
                             unknowns on the detector score)
@@ -33,15 +27,16 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
     .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S]
         [--quick | --default-only] [--reuse] [--match-draws N] [--vct] [--skip-vcn]
 
-``--vct`` adds the VCT rows (their ``sec`` is the whole vct stage: sequences, training,
-embedding, clustering); ``--skip-vcn`` leaves out the finetuned rows (the anchors stay).
+``--quick`` leaves out the rows that need a second view bank; ``--default-only`` keeps the
+baselines and ``vcn``. ``--vct`` adds the VCT rows (their ``sec`` is the whole vct stage:
+sequences, training, embedding, clustering); ``--skip-vcn`` leaves out the finetuned rows (the
+anchors stay).
 
 The seed draws the views, the finetune's augmentations and its head; run two or more to see
 how much a row moves with them.
 
 Composed episodes are made with ../shared/tools/compose_episode.py: ``hard<N>`` with HARD=1 and
-seed N, ``easy<N>`` clean (the default sets: hard1, easy2; hard3, hard5 and hard7 were held out, no
-choice was made on them)
+seed N, ``easy<N>`` clean (the default sets: hard1, easy2; hard3, hard5 and hard7 are held out),
 and cached under ``--cache``.
 """
 
@@ -107,16 +102,15 @@ def stage1(video: Path, out: Path) -> Path:
 def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
                   quick: bool = False, match_draws: int | None = None,
                   default_only: bool = False, anchors_only: bool = False, vct: bool = False) -> list[dict]:
-    """Every row's scores on one set; ``quick``: the baselines (``ANCHORS``), the default (vcn)
-    and the change-14 option (``+ pairs in range``) only; ``default_only``: the baselines and the
-    default; ``anchors_only``: the baselines; ``vct``: also the VCT rows (:func:`vct_rows`);
-    ``match_draws``: ``MethodConfig.match_draws`` of the
-    seeded rows."""
+    """Every row's scores on one set; ``quick``: all but the rows that need a second view bank;
+    ``default_only``: the baselines (``ANCHORS``) and the default (``vcn``); ``anchors_only``:
+    the baselines; ``vct``: also the VCT rows (:func:`vct_rows`); ``match_draws``:
+    ``MethodConfig.match_draws`` of the seeded rows."""
     from storage.crops import read_crops
     from vcn import baselines, clustering, metrics, thresholds
     from vcn.backbone import load_backbone
     from vcn.detection import default_model_dir, find_models
-    from vcn.finetune import face_outputs
+    from vcn.finetune import face_embeddings
     from vcn.matching import sample_rows
     from vcn.method import MethodConfig, adapt, bank_for, cluster
 
@@ -164,7 +158,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     from storage.checkpoints import load_checkpoint, save_checkpoint
     from vcn.errors import CheckpointError
 
-    cache = movie / "model" / f"ablation-seed{seed}-draws{cfg.match_draws}-{cfg.match_quorum}.pt"
+    cache = movie / "model" / f"ablation-seed{seed}-draws{cfg.match_draws}.pt"
     t0 = time.perf_counter()
     bank = bank_for(backbone, crops, cfg, seed)
     t_bank = time.perf_counter() - t0
@@ -181,12 +175,8 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     print(f"  view bank {t_bank:.1f} s, adapt {t_adapt - t_bank:.1f} s", file=sys.stderr)
     state = ck.state
     variants = (
-        ("PF + loss (paper)", {"distance": "loss", "threshold_views": cfg.views, "spread_floor": False}),
-        ("cosine from groups", {"threshold_views": cfg.views, "spread_floor": False}),
-        ("+ shot views", {"spread_floor": False}),
-        ("+ spread floor", {"floor_in_quality_range": False}),
-        ("+ pairs in range", {"floor_pairs_in_range": True}),
-        ("vcn (+ quality range)", {}),
+        ("vcn without shot views", {"threshold_views": cfg.views}),
+        ("vcn", {}),
     )
 
     def run_variants(chosen: tuple[tuple[str, dict], ...]) -> list[dict]:
@@ -203,21 +193,18 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
 
     if default_only:
         return run_variants(variants[-1:])
-    if quick:
-        # The default and the option beside it, on the same model.
-        return run_variants(variants[-2:])
-    emb = face_outputs(state, bank.clean, cfg.finetune).embeddings
+    emb = face_embeddings(state, bank.clean, cfg.finetune)
     ft_means = np.zeros((len(tracks), emb.shape[1]))
     np.add.at(ft_means, index, emb)
     ft_means /= np.linalg.norm(ft_means, axis=1, keepdims=True)
     score("finetuned + HAC", clustering.hac(ft_means.astype(np.float32), 0.6), t_adapt)
-    v_emb = face_outputs(state, bank.match[0], cfg.finetune).embeddings
+    v_emb = face_embeddings(state, bank.match[0], cfg.finetune)
     for metric in ("cosine", "euclidean"):
         t0 = time.perf_counter()
         thr = thresholds.view_thresholds_embedding(v_emb, index, metric)
         lab = clustering.parameter_free_embedding(v_emb[:, 0], index, metric, thr, cannot)
         score(f"PF + {metric}", lab, time.perf_counter() - t0)
-    return run_variants(variants)
+    return run_variants(variants[-1:] if quick else variants)
 
 
 def vct_rows(faces: pd.DataFrame, face_track: np.ndarray, emb: np.ndarray, cannot: np.ndarray,
@@ -243,7 +230,7 @@ def main() -> None:
     ap.add_argument("--cache", default=".bench")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse a cached finetune of an earlier run")
-    ap.add_argument("--quick", action="store_true", help="baselines, default, change-14 row")
+    ap.add_argument("--quick", action="store_true", help="leave out the rows that need a second view bank")
     ap.add_argument("--default-only", action="store_true", help="baselines and the default row")
     ap.add_argument("--match-draws", type=int, default=None,
                     help="MethodConfig.match_draws (default: the MethodConfig default, 3)")

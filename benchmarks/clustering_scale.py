@@ -1,12 +1,11 @@
 """Time and peak memory of track clustering at movie scale (synthetic, seeded).
 
 Default: 5,000 tracks x ~20 faces (~100k faces) of 250 identities with Zipf-like sizes (one lead
-holds ~15% of the tracks), teacher/student outputs of a K=1024 random DINO-style head over 128-d
-blobs on the sphere. Prints, per method, the seconds of every round, the total, and the peak
-Python-heap memory of the call (tracemalloc; numpy allocations are traced) plus the process's
-max RSS. Run:
+holds ~15% of the tracks), 128-d blobs on the sphere. Prints, per method, the seconds of every
+round, the total, and the peak Python-heap memory of the call (tracemalloc; numpy allocations are
+traced) plus the process's max RSS. Run:
 
-    .venv/bin/python benchmarks/clustering_scale.py [--tracks 5000] [--faces 20] [--k 1024]
+    .venv/bin/python benchmarks/clustering_scale.py [--tracks 5000] [--faces 20]
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import numpy as np
 from vcn.baselines import finch
 from vcn.clustering import hac, parameter_free
 from vcn.matching import coarse_matches
-from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
+from vcn.set_distance import CosineDistance, embedding_track_stats
 
 
 def synthetic(rng: np.random.Generator, n_tracks: int, faces: int, dim: int, n_ids: int):
@@ -36,21 +35,6 @@ def synthetic(rng: np.random.Generator, n_tracks: int, faces: int, dim: int, n_i
     x = track_centre[index] + 0.5 * rng.normal(size=(len(index), dim)) / np.sqrt(dim)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x.astype(np.float32), index, ident
-
-
-def dino_outputs(rng: np.random.Generator, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher softmax (temperature 0.04, centred) and student log-softmax (0.1), float32."""
-    protos = rng.normal(size=(k, x.shape[1])).astype(np.float32)
-    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
-    logits = x @ protos.T
-    teacher = (logits - logits.mean(0)) / np.float32(0.04)
-    teacher -= teacher.max(1, keepdims=True)
-    np.exp(teacher, out=teacher)
-    teacher /= teacher.sum(1, keepdims=True)
-    student = logits / np.float32(0.1)
-    student -= student.max(1, keepdims=True)
-    student -= np.log(np.exp(student).sum(1, keepdims=True))
-    return teacher, student
 
 
 def measure(name: str, fn):
@@ -76,7 +60,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracks", type=int, default=5000)
     parser.add_argument("--faces", type=int, default=20)
-    parser.add_argument("--k", type=int, default=1024)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--ids", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
@@ -84,20 +67,12 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     x, index, ident = synthetic(rng, args.tracks, args.faces, args.dim, args.ids)
-    teacher, student = dino_outputs(rng, x, args.k)
-    print(f"{args.tracks} tracks, {len(x)} faces, {args.ids} identities, K={args.k}, dim={args.dim}")
-
-    def loss_run():
-        stats = loss_track_stats(teacher, student, index)
-        return parameter_free(stats, LossDistance())
-
-    result = measure("parameter-free, loss distance", loss_run)
+    print(f"{args.tracks} tracks, {len(x)} faces, {args.ids} identities, dim={args.dim}")
+    result = measure("parameter-free, cosine distance",
+                     lambda: parameter_free(embedding_track_stats(x, index, "cosine"), CosineDistance()))
     for i, r in enumerate(result.rounds):
         print(f"    round {i + 1}: {r.clusters:5d} clusters, {r.links:6d} links, {r.seconds:6.2f} s")
     print("    " + purity(result.labels, ident))
-    result = measure("parameter-free, cosine distance",
-                     lambda: parameter_free(embedding_track_stats(x, index, "cosine"), CosineDistance()))
-    print(f"    {len(result.rounds)} rounds; " + purity(result.labels, ident))
     means = np.zeros((args.tracks, x.shape[1]))
     np.add.at(means, index, x)
     print("    hac 0.6: " + purity(measure("hac (average, cosine 0.6)", lambda: hac(means, 0.6)), ident))

@@ -11,8 +11,8 @@ majority vote, the default) runs once. Per seed it prints, for the first draw al
 ``match_draws=1`` gives), for the vote, and for each draw: the positive pairs, how many join two
 people (each track's identity is the majority ground-truth identity of its faces) and the
 groups. The spread over seeds is the figure: a draw decides whether a wide pair of one person
-matches in the first round, and with it how wide a group match may be (docs/method.md changes
-12 and 15).
+matches in the first round, and with it how wide a group match may be (docs/method.md,
+departure 1).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def _cluster_vcn(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table,
     rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
     return res.labels, res.quality, {
         "merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
-        "cannot_link_pairs": len(inputs.cannot_link), "distance": ctx.config.method.distance,
+        "cannot_link_pairs": len(inputs.cannot_link),
         "start_groups": rounds[0]["clusters"] if rounds else 0, "lone_tracks_lifted": res.lifted,
         "lone_tracks_held": res.held, "clusters_linked": res.linked,
         "torch_threads": used, "device": str(resolve_device(ctx.config.method.finetune)),

@@ -1,4 +1,4 @@
-"""HAC, parameter-free clustering (loss, cosine, Euclidean) and the baselines, on synthetic data."""
+"""HAC, parameter-free clustering (cosine, Euclidean) and the baselines, on synthetic data."""
 
 from __future__ import annotations
 
@@ -6,22 +6,15 @@ import numpy as np
 import pytest
 
 from vcn.baselines import dbscan_faces, finch, finch_partitions, track_majority
-from vcn.clustering import hac, parameter_free, parameter_free_embedding, parameter_free_loss
+from vcn.clustering import hac, parameter_free, parameter_free_embedding
 from vcn.errors import ConfigError, InputError
-from vcn.set_distance import (
-    CosineDistance,
-    EuclideanDistance,
-    LossDistance,
-    embedding_track_stats,
-    loss_track_stats,
-)
+from vcn.set_distance import CosineDistance, EuclideanDistance, embedding_track_stats
 from vcn.thresholds import (
     group_spread_floor,
     in_quality_range,
     own_thresholds,
     robust_thresholds,
     view_thresholds_embedding,
-    view_thresholds_loss,
 )
 
 
@@ -68,21 +61,6 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(pairs) == len(np.unique(a)) == len(np.unique(b))
 
 
-def dino_outputs(
-    rng: np.random.Generator, x: np.ndarray, k: int = 48, t_teacher: float = 0.04, t_student: float = 0.1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher softmax and student log-softmax of a random prototype head, DINO temperatures."""
-    protos = unit(rng.normal(size=(k, x.shape[-1])))
-    logits = x @ protos.T
-    z = (logits - logits.mean(axis=tuple(range(logits.ndim - 1)))) / t_teacher
-    p = np.exp(z - z.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    s = logits / t_student
-    s = s - s.max(-1, keepdims=True)
-    s -= np.log(np.exp(s).sum(-1, keepdims=True))
-    return p.astype(np.float32), s.astype(np.float32)
-
-
 # ---------------------------------------------------------------- HAC
 
 
@@ -109,11 +87,8 @@ def brute_mean_distance(fn, a: np.ndarray, b: np.ndarray) -> float:
 def test_models_equal_brute_force_pairs() -> None:
     rng = np.random.default_rng(1)
     x, index, _, _ = make_tracks(rng, [2, 1], dim=16, faces=(1, 5))
-    p, s = dino_outputs(rng, x, k=12)
     sets = [np.flatnonzero(index == t) for t in range(3)]
     models = {
-        "loss": (loss_track_stats(p, s, index), LossDistance(),
-                 lambda i, j: -(p[i] @ s[j] + p[j] @ s[i]) / 2),
         "cosine": (embedding_track_stats(x, index, "cosine"), CosineDistance(),
                    lambda i, j: 1 - float(x[i] @ x[j])),
         "euclidean": (embedding_track_stats(2 * x, index, "euclidean"), EuclideanDistance(),
@@ -147,14 +122,6 @@ def test_parameter_free_cosine_recovers_identities() -> None:
     np.testing.assert_array_equal(parameter_free_embedding(x, index, "euclidean"), labels)
 
 
-def test_parameter_free_loss_recovers_identities() -> None:
-    rng = np.random.default_rng(3)
-    x, index, ident, _ = make_tracks(rng, [5, 4, 4, 2])
-    p, s = dino_outputs(rng, x)
-    labels = parameter_free_loss(p, s, index)
-    assert same_partition(labels, ident)
-
-
 def test_paper_thresholds_fail_on_near_duplicates_views_fix_it() -> None:
     """Still-photo tracks: faces inside a track are near-identical, tracks of one person are not."""
     rng = np.random.default_rng(4)
@@ -167,11 +134,6 @@ def test_paper_thresholds_fail_on_near_duplicates_views_fix_it() -> None:
     assert np.all(tau > 3 * own)
     fixed = parameter_free_embedding(x, index, "cosine", track_thresholds=tau)
     assert same_partition(fixed, ident)
-    # The loss version takes view thresholds the same way.
-    p, s = dino_outputs(rng, views)
-    tau_loss = view_thresholds_loss(p, s, index)
-    labels = parameter_free_loss(p[:, 0], s[:, 0], index, track_thresholds=tau_loss)
-    assert same_partition(labels, ident)
 
 
 def test_median_floor_repairs_static_tracks_among_moving_ones() -> None:
@@ -210,8 +172,6 @@ def test_identical_and_single_face_tracks() -> None:
     index = np.repeat([0, 1, 2, 3], [4, 3, 5, 1])
     labels = parameter_free_embedding(x, index, "cosine")
     np.testing.assert_array_equal(labels, [0, 0, 1, 1])
-    p, s = dino_outputs(rng, x)
-    np.testing.assert_array_equal(parameter_free_loss(p, s, index), [0, 0, 1, 1])
     # One track, one face: one cluster.
     assert parameter_free_embedding(x[:1], np.zeros(1, np.int64)).tolist() == [0]
 
@@ -227,8 +187,6 @@ def test_robust_thresholds_and_input_errors() -> None:
         parameter_free_embedding(x, np.array([0, 0, 1, 1]), metric="manhattan")
     with pytest.raises(InputError, match=r"\(2,\)"):
         parameter_free_embedding(x, np.array([0, 0, 1, 1]), track_thresholds=np.ones(3))
-    with pytest.raises(InputError, match="log_softmax"):
-        parameter_free_loss(np.ones((2, 3)) / 3, np.full((2, 3), -np.inf), np.array([0, 1]))
 
 
 def test_group_spread_floor_lifts_lone_tracks_only() -> None:
@@ -313,52 +271,6 @@ def test_in_quality_range_edges() -> None:
     np.testing.assert_array_equal(lone, [True, True])
     with pytest.raises(InputError, match="group_quality"):
         in_quality_range(thr, sizes[:2], quality)
-
-
-def test_lent_thresholds_for_trusted_tracks_equal_passing_them_directly() -> None:
-    rng = np.random.default_rng(11)
-    x, index, ident, _ = make_tracks(rng, [3, 2, 4, 1, 2], face_spread=0.3, track_spread=0.8)
-    stats = embedding_track_stats(x, index, "cosine")
-    own = own_thresholds(stats, CosineDistance())
-    lent = np.fmax(own, 0.6)  # between the shots of one person and two people
-    direct = parameter_free(stats, CosineDistance(), lent).labels
-    trusted = np.ones(len(own), bool)
-    loaned = parameter_free(stats, CosineDistance(), own, lent_thresholds=lent, lent_trusted=trusted).labels
-    np.testing.assert_array_equal(loaned, direct)
-    assert same_partition(direct, ident)  # the loan joins each person's shots ...
-    assert len(np.unique(parameter_free(stats, CosineDistance(), own).labels)) == len(ident)  # ... own do not
-    # No track trusted: the loan links nothing, the tracks' own thresholds decide.
-    alone = parameter_free(stats, CosineDistance(), own, lent_thresholds=lent, lent_trusted=~trusted).labels
-    np.testing.assert_array_equal(alone, parameter_free(stats, CosineDistance(), own).labels)
-    with pytest.raises(InputError, match="lent_trusted"):
-        parameter_free(stats, CosineDistance(), own, lent_thresholds=lent)
-    with pytest.raises(InputError, match="lent_thresholds"):
-        parameter_free(stats, CosineDistance(), own, lent_thresholds=lent[:2], lent_trusted=trusted)
-
-
-def test_floor_links_a_lent_track_only_to_partners_in_range() -> None:
-    # Person C in two matched shots sets the floor; person A in two lone shots within the
-    # quality range, and a lone low-quality shot of B that a weak recognizer puts as near A's
-    # first shot as A's two shots are to each other (HARD seed 5 / seed 1, stop 15). Lending the
-    # floor to A alone merges B into A ("below either threshold"); the pair rule keeps B apart.
-    rng = np.random.default_rng(5)
-    a, b, c, e, f = unit(rng.normal(size=(5, 64)))
-    group_c = np.concatenate([np.tile(c, (4, 1)), np.tile(unit(c + 0.9 * e), (4, 1))])
-    shots = [a, unit(a + 0.5 * f), unit(a + 0.5 * b)]
-    x = np.concatenate([group_c, *[np.tile(v, (4, 1)) for v in shots]])
-    index = np.repeat([0, 1, 2, 3], [8, 4, 4, 4])
-    stats = embedding_track_stats(x, index, "cosine")
-    thr = np.array([own_thresholds(stats, CosineDistance())[0], 0.01, 0.01, 0.01])
-    sizes = np.array([2, 1, 1, 1])
-    quality = np.array([0.56, 0.57, 0.60, 0.50])
-    floored = group_spread_floor(thr, sizes, quality)
-    np.testing.assert_allclose(floored, [thr[0], thr[0], thr[0], 0.01])  # B is not lent the floor
-    assert 1 - shots[0] @ shots[2] < thr[0]  # ... but A's lent threshold reaches B
-    change13 = parameter_free(stats, CosineDistance(), floored).labels
-    np.testing.assert_array_equal(change13, [0, 1, 1, 1])
-    trusted = in_quality_range(thr, sizes, quality)
-    paired = parameter_free(stats, CosineDistance(), thr, lent_thresholds=floored, lent_trusted=trusted)
-    np.testing.assert_array_equal(paired.labels, [0, 1, 1, 2])
 
 
 # ---------------------------------------------------------------- baselines

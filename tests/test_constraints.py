@@ -182,34 +182,6 @@ def test_group_pairs_maps_track_pairs_onto_distinct_groups() -> None:
     assert group_pairs(np.zeros((0, 2), np.int64), group).shape == (0, 2)
 
 
-def test_agreed_matches_is_the_meet_of_the_draws_partitions() -> None:
-    from vcn.errors import ConfigError
-    from vcn.grouping import agreed_matches
-
-    # Draw 1 groups {0, 1, 2} and {3, 4}; draw 2 groups {0, 1}, {2, 3} and {4}: only 0-1 agreed.
-    one = np.array([[0, 1], [1, 2], [3, 4]])
-    two = np.array([[1, 0], [2, 3]])
-    assert agreed_matches([one, two], 5).tolist() == [[0, 1]]
-    # One draw: its groups, as every pair of a group; disjoint draws agree on nothing.
-    assert agreed_matches([one], 5).tolist() == [[0, 1], [0, 2], [1, 2], [3, 4]]
-    assert agreed_matches([one, np.zeros((0, 2), np.int64)], 5).shape == (0, 2)
-    with pytest.raises(ConfigError):
-        agreed_matches([], 5)
-
-
-def test_agreed_matches_are_the_pairs_every_draw_has() -> None:
-    """For transitively closed matchings (as grow_matches returns), the meet's pairs are exactly
-    the pairs every draw has: nothing is added by closing the agreed groups."""
-    from vcn.grouping import agreed_matches, pairs_within_groups
-
-    rng = np.random.default_rng(7)
-    for _ in range(20):
-        n = int(rng.integers(2, 30))
-        draws = [pairs_within_groups(rng.integers(0, int(rng.integers(1, n + 1)), n)) for _ in range(3)]
-        every = set.intersection(*({tuple(p) for p in d.tolist()} for d in draws))
-        assert {tuple(p) for p in agreed_matches(draws, n).tolist()} == every
-
-
 def test_voted_matches_keep_the_pairs_a_majority_of_draws_make() -> None:
     from vcn.grouping import voted_matches
 
@@ -242,9 +214,11 @@ def test_voted_matches_close_the_kept_pairs_without_joining_a_cannot_link() -> N
     assert voted_matches(more, 5, 2, means, np.array([[2, 0]])).tolist() == [[1, 2], [3, 4]]
 
 
-def test_voted_matches_with_every_draw_are_the_agreed_matches() -> None:
+def test_voted_matches_with_every_draw_are_the_pairs_every_draw_has() -> None:
+    """For transitively closed matchings (as grow_matches returns), a quorum of every draw keeps
+    exactly the pairs every draw has: the meet of their partitions."""
     from vcn.errors import ConfigError
-    from vcn.grouping import agreed_matches, pairs_within_groups, voted_matches
+    from vcn.grouping import pairs_within_groups, voted_matches
 
     rng = np.random.default_rng(3)
     for _ in range(20):
@@ -253,7 +227,8 @@ def test_voted_matches_with_every_draw_are_the_agreed_matches() -> None:
         means = rng.normal(size=(n, 4))
         means /= np.linalg.norm(means, axis=1, keepdims=True)
         got = voted_matches(draws, n, 3, means, np.zeros((0, 2), np.int64))
-        assert got.tolist() == agreed_matches(draws, n).tolist()
+        every = set.intersection(*({tuple(p) for p in d.tolist()} for d in draws))
+        assert {tuple(p) for p in got.tolist()} == every
         # One draw is that draw's matching, unchanged.
         assert voted_matches(draws[:1], n, 1, means, np.zeros((0, 2), np.int64)).tolist() == draws[0].tolist()
     for quorum in (0, 4):

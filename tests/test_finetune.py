@@ -17,7 +17,7 @@ from vcn.finetune import (
     FinetuneConfig,
     dino_loss,
     ema_update,
-    face_outputs,
+    face_embeddings,
     finetune,
     pair_loss,
     teacher_momentum,
@@ -215,23 +215,20 @@ def test_resume_from_a_checkpoint_file(run, video, tmp_path) -> None:
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
-def test_face_outputs(run, video) -> None:
+def test_face_embeddings(run, video) -> None:
     final, _ = run
     bank = video[0]
     rows = np.array([0, 2, 27, 31, 43, 44])
-    out = face_outputs(final, bank.clean[rows], TINY, distributions=True)
-    assert out.embeddings.shape == (6, 512) and out.embeddings.dtype == np.float32
-    assert np.allclose(np.linalg.norm(out.embeddings, axis=1), 1.0, atol=1e-5)
-    assert out.teacher_probs.shape == out.student_logprobs.shape == (6, TINY.out_dim)
-    assert np.allclose(out.teacher_probs.sum(1), 1.0, atol=1e-5)
-    assert np.allclose(np.exp(out.student_logprobs).sum(1), 1.0, atol=1e-5)
+    out = face_embeddings(final, bank.clean[rows], TINY)
+    assert out.shape == (6, 512) and out.dtype == np.float32
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     # a short finetune keeps the identity space of the generic model
-    assert (out.embeddings * bank.clean[rows]).sum(1).min() > 0.9
+    assert (out * bank.clean[rows]).sum(1).min() > 0.9
     # any leading shape; the generic model (no state) only re-normalises
-    per_view = face_outputs(final, bank.thresh[rows], TINY).embeddings
+    per_view = face_embeddings(final, bank.thresh[rows], TINY)
     assert per_view.shape == (6, 3, 512)
-    np.testing.assert_allclose(per_view[:, 0], out.embeddings, atol=1e-3)
-    np.testing.assert_allclose(face_outputs(None, bank.thresh, TINY).embeddings, bank.thresh, atol=1e-3)
+    np.testing.assert_allclose(per_view[:, 0], out, atol=1e-3)
+    np.testing.assert_allclose(face_embeddings(None, bank.thresh, TINY), bank.thresh, atol=1e-3)
 
 
 def test_inputs_are_checked(video) -> None:
@@ -281,7 +278,7 @@ def test_coarse_positives_vote_over_the_draws(video) -> None:
     cannot = cooccurring_pairs(np.arange(len(track_index)), track_index)  # one face a frame: none
     cfg = MethodConfig(finetune=TINY, matching=MatchingConfig(mutual=True), views=SMALL_VIEWS)
     v_index = np.repeat(track_index, 3)
-    emb = face_outputs(None, bank.match, TINY).embeddings
+    emb = face_embeddings(None, bank.match, TINY)
     draws = [grow_matches(e.reshape(-1, 512), v_index, cfg.matching, cannot) for e in emb]
     voted, per_draw = coarse_positives(bank, None, track_index, cfg, cannot)
     assert [d.tolist() for d in per_draw] == [d.tolist() for d in draws]

@@ -237,7 +237,6 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
     assert ft["rows"]["cannot_link_pairs"] == manifest["stages"]["clusters"]["cannot_link_pairs"] > 0
     # Stage 4 starts from the groups coarse matching made, and merges from there.
     stage4 = manifest["stages"]["clusters"]
-    assert stage4["distance"] == "cosine"
     assert result["clusters"] <= stage4["start_groups"] <= len(tracks)
     assert 0 <= stage4["lone_tracks_lifted"] <= stage4["start_groups"]
     assert 0 <= stage4["lone_tracks_held"] <= stage4["start_groups"] - stage4["lone_tracks_lifted"]

@@ -8,7 +8,7 @@ from test_clustering import make_tracks as blobs
 from test_clustering import unit
 
 from vcn.errors import ConfigError, InputError
-from vcn.matching import MatchingConfig, coarse_matches, fit_track_gaussians, mahalanobis_to_means
+from vcn.matching import MatchingConfig, _maha_blocks, coarse_matches, fit_track_gaussians
 
 
 def make_tracks(
@@ -46,7 +46,9 @@ def test_mahalanobis_equals_explicit_inverse() -> None:
     emb, index, _ = make_tracks(rng, [3, 3], dim=16, faces=(2, 9))
     cfg = MatchingConfig(prior_strength=3.0)
     gauss = fit_track_gaussians(emb, index, cfg)
-    maha = mahalanobis_to_means(gauss)
+    maha = np.full((len(gauss.means),) * 2, np.inf)  # maha[a, b]: mean b under Gaussian a
+    for rows, block in _maha_blocks(gauss, block_faces=5):  # blocks of whole tracks
+        maha[rows] = block
     x = emb.astype(np.float64)
     centred = x - gauss.means[index]
     dof = np.bincount(index) - 1

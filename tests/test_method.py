@@ -9,8 +9,9 @@ from vcn.config import PipelineConfig
 from vcn.errors import CheckpointError, ConfigError
 from vcn.grouping import match_groups
 from vcn.matching import sample_rows
-from vcn.method import Checkpoint, MethodConfig
+from vcn.method import Checkpoint, MethodConfig, cluster
 from vcn.summary import cluster_names, summarize_clusters, summarize_tracks
+from vcn.view_bank import ViewBank
 from vcn.views import ViewConfig, strong_views
 
 
@@ -101,20 +102,11 @@ def test_match_groups_are_the_components_of_the_matches():
     assert match_groups(np.zeros((0, 2), np.int64), 1).tolist() == [0]
 
 
-def test_method_config_names_its_distance():
-    assert MethodConfig().distance == "cosine"
-    assert MethodConfig(distance="loss").distance == "loss"
-    with pytest.raises(ConfigError, match="distance"):
-        MethodConfig(distance="euclid")
+def test_method_config_votes_by_majority():
     with pytest.raises(ConfigError, match="match_draws"):
         MethodConfig(match_draws=0)
-    with pytest.raises(ConfigError, match="match_quorum"):
-        MethodConfig(match_quorum="most")
-    # A majority of the draws by default; 'all' is the meet of their groups.
     assert [MethodConfig(match_draws=d).quorum for d in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
-    assert MethodConfig(match_draws=3, match_quorum="all").quorum == 3
-    cfg = PipelineConfig.from_dict({"method": {"distance": "loss"}})
-    assert cfg.method.distance == "loss"
+    assert PipelineConfig.from_dict({"method": {"match_draws": 5}}).method.quorum == 3
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -129,3 +121,86 @@ def test_checkpoint_round_trip(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"bad\.pt: not a checkpoint vcn can read .*--from finetune"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+# -- stage 4 (vcn.method.cluster) on synthetic view banks -------------------------------------
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def bank_of(centres: np.ndarray, quality: list[float], seed: int, faces: int = 6, face_spread: float = 0.1,
+            view_spread: float = 0.3, n_views: int = 4) -> tuple[ViewBank, np.ndarray]:
+    """A view bank of ``faces`` faces per track around each track's centre (T, D), view 0 the
+    face itself, every face of track t scored ``quality[t]``; returns ``(bank, track_index)``.
+    One draw of matching views, equal to the threshold views (``state=None`` reads them as they
+    are)."""
+    rng = np.random.default_rng(seed)
+    dim = centres.shape[1]
+    index = np.repeat(np.arange(len(centres)), faces)
+    x = unit(centres[index] + face_spread * rng.normal(size=(len(index), dim)) / np.sqrt(dim))
+    views = unit(x[:, None] + view_spread * rng.normal(size=(len(x), n_views, dim)) / np.sqrt(dim))
+    views[:, 0] = x
+    views = views.astype(np.float16)
+    return ViewBank(views[None], views, np.asarray(quality, np.float32)[index]), index
+
+
+def two_people(seed: int = 0, tracks: int = 4) -> np.ndarray:
+    """(2 * tracks, 64) track centres: ``tracks`` shots of person 0, then of person 1."""
+    rng = np.random.default_rng(seed)
+    people = unit(rng.normal(size=(2, 64)))
+    return unit(np.repeat(people, tracks, axis=0) + 0.4 * rng.normal(size=(2 * tracks, 64)) / 8)
+
+
+def test_cluster_gives_two_well_separated_people_two_clusters():
+    bank, index = bank_of(two_people(), [0.5] * 8, seed=1, view_spread=0.6)
+    res = cluster(bank, None, index, MethodConfig())
+    assert res.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]  # numbered by first appearance
+    assert not res.unknown.any() and np.isfinite(res.thresholds).all()
+    assert res.quality.shape == (8,) and res.result is not None and res.result.rounds[-1].links == 0
+
+
+def test_cluster_never_puts_a_cannot_linked_pair_in_one_cluster():
+    bank, index = bank_of(two_people(), [0.5] * 8, seed=1, view_spread=0.6)
+    for cannot in ([[0, 1]], [[1, 0], [2, 3]], [[6, 4]]):
+        labels = cluster(bank, None, index, MethodConfig(), cannot_link=np.array(cannot)).labels
+        assert all(labels[a] != labels[b] for a, b in cannot), (cannot, labels)
+        assert len(np.unique(labels[:4])) <= 1 + len(cannot) and labels[0] not in labels[4:]
+    # Nor when a match starts one side in a group with another track of that person.
+    labels = cluster(bank, None, index, MethodConfig(), cannot_link=np.array([[2, 1]]),
+                     matches=np.array([[0, 1]])).labels
+    assert labels[0] == labels[1] != labels[2]
+
+
+def test_cluster_sets_low_quality_tracks_aside_as_unknown():
+    quality = [0.5, 0.51, 0.49, 0.5, 0.1, 0.5, 0.52, np.nan]  # track 4 far below, track 7 unscored
+    bank, index = bank_of(two_people(), quality, seed=1, view_spread=0.6)
+    res = cluster(bank, None, index, MethodConfig())
+    assert np.flatnonzero(res.unknown).tolist() == [4, 7]
+    assert res.labels.tolist() == [0, 0, 0, 0, -1, 1, 1, -1]
+    assert np.isnan(res.thresholds[[4, 7]]).all() and np.isfinite(res.thresholds[[0, 5]]).all()
+    # Every track unknown: nothing to cluster.
+    none = cluster(ViewBank(bank.match, bank.thresh, np.full_like(bank.quality, np.nan)), None, index,
+                   MethodConfig())
+    assert none.unknown.all() and (none.labels == -1).all() and none.result is None
+
+
+def test_cluster_lends_the_matched_groups_spread_to_lone_tracks_within_their_quality():
+    # Person C in two matched shots (a wide group); person A in two lone shots, nearer each other
+    # than C's shots are but beyond what each one's own views span; a lone stranger B.
+    rng = np.random.default_rng(0)
+    c, e, a, f, b = unit(rng.normal(size=(5, 64)))
+    centres = np.stack([c, unit(c + 0.9 * e), a, unit(a + 0.5 * f), b])
+    matched = np.array([[0, 1]])
+    bank, index = bank_of(centres, [0.5] * 5, seed=1)
+    res = cluster(bank, None, index, MethodConfig(), matches=matched)
+    assert res.labels.tolist() == [0, 0, 1, 1, 2]
+    assert (res.lifted, res.held) == (3, 0)  # A's two shots and B: B stays apart, far from all
+    assert np.allclose(res.thresholds, res.thresholds[0])
+    # A's shots below the quality of every matched track keep their own thresholds, and split.
+    bank, index = bank_of(centres, [0.5, 0.5, 0.45, 0.45, 0.5], seed=1)
+    res = cluster(bank, None, index, MethodConfig(), matches=matched)
+    assert res.labels.tolist() == [0, 0, 1, 2, 3]
+    assert (res.lifted, res.held) == (1, 2) and (res.thresholds[2:4] < res.thresholds[0]).all()
+    assert not res.unknown.any()

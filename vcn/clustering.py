@@ -5,9 +5,8 @@ pair of clusters whose set distance is at most the *own* threshold of either clu
 distance between the cluster's own faces), applies the links transitively, recomputes distances
 and thresholds of the merged clusters, and repeats until nothing links. No cut-off is tuned.
 
-The set distances (:mod:`vcn.set_distance`: loss, cosine, euclidean) are bilinear in per-set
-sums, so a merged cluster's statistics are the sums of its parts and nothing is recomputed from
-faces.
+The set distances (:mod:`vcn.set_distance`: cosine, euclidean) are bilinear in per-set sums, so
+a merged cluster's statistics are the sums of its parts and nothing is recomputed from faces.
 
 A cluster's own threshold is ``(sum over ordered pairs a != b in C of d(a, b)) / (n (n - 1))``,
 with the within-track pairs valued at each track's threshold ``tau_t`` (see :mod:`vcn.thresholds`);
@@ -15,8 +14,8 @@ cross-track pairs inside a cluster are exact. The per-track correction
 ``n_t (n_t - 1) (tau_t - own_t)`` is itself a sum, so it aggregates like the other statistics.
 
 Cost per round: ``O(C_changed * C * F)`` for the distance rows of the clusters that changed in the
-previous round (``F = 2K`` for the loss, ``D`` for embeddings; every cluster in round one, so the
-first round is ``O(T^2 F)``), plus ``O(C F)`` to aggregate. Memory ``O(T F + block * T)``: the
+previous round (``F = D`` for embeddings; every cluster in round one, so the first round is
+``O(T^2 F)``), plus ``O(C F)`` to aggregate. Memory ``O(T F + block * T)``: the
 ``C x C`` distance matrix is never held, only ``block`` rows of it.
 """
 
@@ -32,13 +31,7 @@ from scipy.sparse.csgraph import connected_components
 
 from vcn.constraints import ConstrainedMerger, group_pairs
 from vcn.errors import ConfigError, InputError
-from vcn.set_distance import (
-    DistanceModel,
-    LossDistance,
-    distance_model,
-    embedding_track_stats,
-    loss_track_stats,
-)
+from vcn.set_distance import DistanceModel, distance_model, embedding_track_stats
 from vcn.thresholds import own_thresholds, robust_thresholds
 
 # Distances are compared with ``<=`` plus this rounding allowance, so that identical tracks
@@ -138,36 +131,76 @@ def _fill(tau: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(tau), np.nanmedian(tau), tau)
 
 
+def _initial_thresholds(
+    stats: np.ndarray, model: DistanceModel, track_thresholds: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(own, tau)`` (T,) float64: the tracks' own thresholds and the within-track thresholds
+    clustering uses (``track_thresholds`` with NaN filled, else :func:`robust_thresholds`)."""
+    own = own_thresholds(stats, model)
+    if track_thresholds is None:
+        return own, robust_thresholds(own)
+    tau = np.asarray(track_thresholds, dtype=np.float64)
+    if tau.shape != (len(stats),):
+        raise InputError(f"track_thresholds must have shape ({len(stats)},), got {tau.shape}")
+    if np.all(np.isnan(tau)):
+        raise InputError("track_thresholds are all NaN; pass None to use the tracks' own thresholds")
+    return own, _fill(tau)
+
+
+def _cannot_pairs(cannot_link: np.ndarray | None, n_tracks: int) -> np.ndarray | None:
+    """``cannot_link`` as ``(P, 2)`` int64 pairs of tracks ``0..n_tracks-1``; None when empty."""
+    if cannot_link is None or len(cannot_link) == 0:
+        return None
+    cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
+    if cannot.min() < 0 or cannot.max() >= n_tracks:
+        raise InputError(f"cannot_link holds track indices outside 0..{n_tracks - 1}")
+    return cannot
+
+
+def _links(
+    stats: np.ndarray, model: DistanceModel, thr: np.ndarray, dirty: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One round's links ``(src, dst, dist)`` between the ``C`` clusters of ``stats`` (C, F):
+    pairs whose distance reaches either cluster's threshold ``thr`` (C,), each unordered pair
+    once, only rows of ``dirty`` (C,) clusters (those that changed), ``_BLOCK`` rows at a time."""
+    left, right, offset = model.bilinear(stats)
+    edges, dists = [], []
+    rows_all = np.flatnonzero(dirty)
+    for lo in range(0, len(rows_all), _BLOCK):
+        rows = rows_all[lo:lo + _BLOCK]
+        d = offset[rows][:, None] + offset[None, :] + left[rows] @ right.T
+        link = _link_mask(d, thr[rows], thr)
+        # Each unordered pair once: a dirty pair is kept from its smaller index.
+        link &= ~dirty[None, :] | (np.arange(len(stats))[None, :] > rows[:, None])
+        a, b = np.nonzero(link)
+        edges.append((rows[a], b))
+        dists.append(d[a, b])
+    src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int64)
+    dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
+    return src, dst, np.concatenate(dists) if dists else np.zeros(0)
+
+
 def parameter_free(
     track_stats: np.ndarray,
     model: DistanceModel,
     track_thresholds: np.ndarray | None = None,
     cannot_link: np.ndarray | None = None,
-    lent_thresholds: np.ndarray | None = None,
-    lent_trusted: np.ndarray | None = None,
 ) -> ParameterFreeResult:
     """Parameter-free clustering of tracks on aggregatable set statistics.
 
     Args:
         track_stats: ``(T, F)`` float64 per-track statistics of ``model`` (column 0 = faces), e.g.
-            from :func:`vcn.set_distance.loss_track_stats` or
-            :func:`vcn.set_distance.embedding_track_stats`.
+            from :func:`vcn.set_distance.embedding_track_stats`.
         model: the set distance.
         track_thresholds: optional ``(T,)`` float within-track thresholds ``tau_t`` (e.g. from
-            augmented views, :func:`vcn.thresholds.view_thresholds_loss`; NaN entries take the
-            median of the others); default :func:`vcn.thresholds.robust_thresholds` of the
+            augmented views, :func:`vcn.thresholds.view_thresholds_embedding`; NaN entries take
+            the median of the others); default :func:`vcn.thresholds.robust_thresholds` of the
             tracks' own thresholds.
         cannot_link: optional ``(P, 2)`` int pairs of tracks that must end in different
             clusters (co-occurring tracks, :func:`vcn.constraints.cooccurring_pairs`). With
             them a round applies its links closest first and skips a link that would join a
             cannot-link pair (:class:`vcn.constraints.ConstrainedMerger`); without them links
             apply transitively at once, as in the paper.
-        lent_thresholds: optional ``(T,)`` float thresholds at least ``track_thresholds``, lent
-            by a statistic of other tracks (:func:`vcn.thresholds.group_spread_floor`). A link
-            that holds only on lent thresholds is kept only between clusters made entirely of
-            ``lent_trusted`` tracks: a loan measured in one quality range says nothing about a
-            pair with a track outside it (docs/method.md).
-        lent_trusted: ``(T,)`` bool, required with ``lent_thresholds``.
 
     Returns:
         A :class:`ParameterFreeResult`. Terminates: a round that merges nothing is the last, and
@@ -180,34 +213,11 @@ def parameter_free(
             f"track_stats must be (T, F) with T >= 1 and a face count >= 1 per track, got {stats.shape}"
         )
     n_tracks = len(stats)
-    own = own_thresholds(stats, model)
-    if track_thresholds is None:
-        tau = robust_thresholds(own)
-    else:
-        tau = np.asarray(track_thresholds, dtype=np.float64)
-        if tau.shape != (n_tracks,):
-            raise InputError(f"track_thresholds must have shape ({n_tracks},), got {tau.shape}")
-        if np.all(np.isnan(tau)):
-            raise InputError("track_thresholds are all NaN; pass None to use the tracks' own thresholds")
-        tau = _fill(tau)
+    own, tau = _initial_thresholds(stats, model, track_thresholds)
+    cannot = _cannot_pairs(cannot_link, n_tracks)
     n = stats[:, 0]
-    pairs = n * (n - 1)
-    corr = _corrections(tau, own, pairs)
-    lent_corr = lent_fallback = untrusted = None
-    if lent_thresholds is not None:
-        lent = np.asarray(lent_thresholds, dtype=np.float64)
-        trusted = None if lent_trusted is None else np.asarray(lent_trusted, bool)
-        if lent.shape != (n_tracks,) or trusted is None or trusted.shape != (n_tracks,):
-            raise InputError(f"lent_thresholds and lent_trusted must both have shape ({n_tracks},)")
-        lent = np.fmax(_fill(lent), tau)
-        lent_corr, lent_fallback = _corrections(lent, own, pairs), lent.copy()
-        untrusted = (~trusted).astype(np.float64)  # per cluster: how many untrusted tracks
+    corr = _corrections(tau, own, n * (n - 1))
     labels = np.arange(n_tracks, dtype=np.int64)
-    cannot = None
-    if cannot_link is not None and len(cannot_link):
-        cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
-        if cannot.min() < 0 or cannot.max() >= n_tracks:
-            raise InputError(f"cannot_link holds track indices outside 0..{n_tracks - 1}")
     fallback = tau.copy()
     dirty = np.ones(n_tracks, bool)
     rounds = []
@@ -216,76 +226,27 @@ def parameter_free(
         n = stats[:, 0]
         pairs = n * (n - 1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            total = model.pair_total(stats)
-            mean_pair = (total + corr) / np.where(pairs > 0, pairs, 1)
+            mean_pair = (model.pair_total(stats) + corr) / np.where(pairs > 0, pairs, 1)
         thr = np.where(pairs > 0, mean_pair, fallback)
-        if lent_corr is not None:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                lent_mean = (total + lent_corr) / np.where(pairs > 0, pairs, 1)
-            lent_thr = np.where(pairs > 0, lent_mean, lent_fallback)
-            ok = untrusted == 0
-        left, right, offset = model.bilinear(stats)
-        edges, dists = [], []
-        rows_all = np.flatnonzero(dirty)
-        for lo in range(0, len(rows_all), _BLOCK):
-            rows = rows_all[lo:lo + _BLOCK]
-            d = offset[rows][:, None] + offset[None, :] + left[rows] @ right.T
-            link = _link_mask(d, thr[rows], thr)
-            if lent_corr is not None:
-                link |= _link_mask(d, lent_thr[rows], lent_thr) & ok[rows][:, None] & ok[None, :]
-            # Each unordered pair once: a dirty pair is kept from its smaller index.
-            link &= ~dirty[None, :] | (np.arange(len(stats))[None, :] > rows[:, None])
-            a, b = np.nonzero(link)
-            edges.append((rows[a], b))
-            dists.append(d[a, b])
-        src = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int64)
-        dst = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
+        src, dst, dist = _links(stats, model, thr, dirty)
         rounds.append(RoundInfo(len(stats), len(src), time.perf_counter() - started))
         if len(src) == 0:
             break
         # Cannot-links between the current clusters: those of their tracks, relabelled.
         cl = None if cannot is None else group_pairs(cannot, labels)
-        comp = _merge(len(stats), src, dst, np.concatenate(dists), cl)
+        comp = _merge(len(stats), src, dst, dist, cl)
         n_comp = int(comp.max()) + 1
         if n_comp == len(stats):  # every link was vetoed: nothing can change any more
             break
-        member = sparse.csr_matrix(
+        member = sparse.csr_matrix(  # (n_comp, C): the clusters each new cluster sums
             (np.ones(len(comp)), (comp, np.arange(len(comp)))), shape=(n_comp, len(comp))
         )
         stats = member @ stats
         corr = member @ corr
         fallback = member @ fallback  # only read for unmerged one-face clusters
-        if lent_corr is not None:
-            lent_corr, lent_fallback = member @ lent_corr, member @ lent_fallback
-            untrusted = member @ untrusted
         dirty = np.bincount(comp, minlength=n_comp) > 1
         labels = comp[labels]
     return ParameterFreeResult(first_appearance(labels), tau, tuple(rounds))
-
-
-def parameter_free_loss(
-    teacher_probs: np.ndarray,
-    student_logprobs: np.ndarray,
-    track_index: np.ndarray,
-    track_thresholds: np.ndarray | None = None,
-    cannot_link: np.ndarray | None = None,
-) -> np.ndarray:
-    """The paper's clustering: parameter-free merging on the teacher-student loss distance.
-
-    Args:
-        teacher_probs: ``(N, K)`` float teacher softmax outputs (after centering/sharpening).
-        student_logprobs: ``(N, K)`` float student log-softmax outputs of the same faces.
-        track_index: ``(N,)`` int track of each face; every id ``0..T-1`` used.
-        track_thresholds: optional ``(T,)`` within-track loss thresholds from augmented views
-            (:func:`vcn.thresholds.view_thresholds_loss`); default: own thresholds floored at
-            their median.
-        cannot_link: optional ``(P, 2)`` int track pairs kept apart (see :func:`parameter_free`).
-
-    Returns:
-        ``(T,)`` int64 cluster label per track, ``0..k-1`` by first appearance.
-    """
-    stats = loss_track_stats(teacher_probs, student_logprobs, track_index)
-    return parameter_free(stats, LossDistance(), track_thresholds, cannot_link).labels
 
 
 def parameter_free_embedding(

@@ -49,7 +49,7 @@ class FinetuneConfig:
     warmup_fraction: share of each stage spent warming the learning rate up.
     clip_grad: max global gradient norm (DINO clips at 3).
     checkpoint_every: steps between ``on_checkpoint`` calls (also called when a stage ends).
-    eval_batch: rows per forward pass in ``face_outputs``.
+    eval_batch: rows per forward pass in ``face_embeddings``.
     device: "auto" (CUDA when available), "cpu" or "cuda".
     bf16: bfloat16 autocast for embedding the views on CUDA (ignored on the CPU).
     """
@@ -228,20 +228,6 @@ class FinetuneState:
     losses: list[float] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class FaceOutputs:
-    """Outputs of a finetuned model for rows of generic embeddings, rows aligned with its input.
-
-    embeddings: float32 (..., D) L2-normalised, from the teacher adapter. teacher_probs: float32
-    (..., K) softmax((t - c) / teacher_temp). student_logprobs: float32 (..., K)
-    log_softmax(s / student_temp); both None unless asked for.
-    """
-
-    embeddings: np.ndarray
-    teacher_probs: np.ndarray | None = None
-    student_logprobs: np.ndarray | None = None
-
-
 def resolve_device(cfg: FinetuneConfig) -> torch.device:
     """The device ``cfg.device`` names here: CUDA for "auto" when torch sees one, else the CPU."""
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
@@ -315,6 +301,110 @@ def _validate(
     return track_index, matches
 
 
+class _Run:
+    """One finetune in progress: the models, the track-sorted view bank on the device, the pair
+    sampler's inputs and RNG, the teacher centre (K,), the steps done and their losses."""
+
+    def __init__(self, views: np.ndarray, track_index: np.ndarray, matches: np.ndarray,
+                 cfg: FinetuneConfig, seed: int, state: FinetuneState | None) -> None:
+        self.cfg, self.seed = cfg, seed
+        self.device = resolve_device(cfg)
+        self.models = _Models(views.shape[2], cfg, seed, self.device, state)
+        order = np.argsort(track_index, kind="stable")
+        counts = np.bincount(track_index)
+        offsets = np.r_[0, np.cumsum(counts)[:-1]]
+        self.bank = torch.from_numpy(np.ascontiguousarray(views[order])).to(self.device)
+        self.tracks = torch.from_numpy(np.flatnonzero(counts > 0))
+        self.head_steps, self.joint_steps = cfg.stage_steps(len(self.tracks))
+        self.total = self.head_steps + self.joint_steps
+        if state is None:
+            self.center = torch.zeros(cfg.out_dim, device=self.device)
+            self.gen = torch.Generator().manual_seed(seed)
+            self.step, self.losses = 0, []
+        else:
+            if (state.head_steps, state.joint_steps, state.seed) != (self.head_steps, self.joint_steps, seed):
+                raise ConfigError(
+                    "the FinetuneState was made with other inputs, cfg or seed; start without a state"
+                )
+            self.center = state.center.to(self.device)
+            self.gen = torch.Generator()
+            self.gen.set_state(state.generator)
+            self.step, self.losses = state.step, list(state.losses)
+        self.offsets, self.counts = torch.from_numpy(offsets), torch.from_numpy(counts)
+        self.matches = torch.from_numpy(matches)
+
+    def snapshot(self, stage: str, optimizer: torch.optim.Optimizer | None) -> FinetuneState:
+        """The resumable state now, tensors copied to the CPU."""
+
+        def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+        m = self.models
+        return FinetuneState(
+            student_head=cpu(m.student_head), teacher_head=cpu(m.teacher_head),
+            student_adapter=cpu(m.student_adapter), teacher_adapter=cpu(m.teacher_adapter),
+            center=self.center.detach().cpu().clone(),
+            optimizer=None if optimizer is None else copy.deepcopy(optimizer.state_dict()),
+            generator=self.gen.get_state(), step=self.step, head_steps=self.head_steps,
+            joint_steps=self.joint_steps, stage=stage, seed=self.seed, losses=list(self.losses),
+        )
+
+    def train_stage(self, stage: str, begin: int, end: int, optimizer_state: dict | None,
+                    on_checkpoint: Callable[[FinetuneState], None] | None) -> None:
+        """Run steps up to ``end`` of the stage that spans ``begin..end``: ``head`` trains the
+        student head, ``joint`` the head and the adapter; ``optimizer_state`` resumes AdamW."""
+        cfg, m = self.cfg, self.models
+        joint = stage == "joint"
+        adapter = list(m.student_adapter.parameters())
+        for p in adapter:
+            p.requires_grad_(joint)
+        groups = [{"params": list(m.student_head.parameters()), "lr": cfg.head_lr,
+                   "weight_decay": cfg.head_weight_decay}]
+        if joint:
+            groups.append({"params": adapter, "lr": cfg.adapter_lr, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups)
+        if optimizer_state is not None:
+            # A copy: the AdamW steps update its moments in place, and the caller's state stays as given.
+            optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+        teacher_adapter = list(m.teacher_adapter.parameters()) if joint else []
+        ema_teacher = [*m.teacher_head.parameters(), *teacher_adapter]
+        ema_student = [*m.student_head.parameters(), *(adapter if joint else [])]
+        params = [p for g in groups for p in g["params"]]
+        while self.step < end:
+            for g, peak in zip(optimizer.param_groups, (cfg.head_lr, cfg.adapter_lr), strict=False):
+                g["lr"] = peak * _lr_factor(self.step - begin, end - begin, cfg.warmup_fraction)
+            self.train_step(optimizer, params, ema_teacher, ema_student)
+            if on_checkpoint is not None and self.step < end and self.step % cfg.checkpoint_every == 0:
+                on_checkpoint(self.snapshot(stage, optimizer))
+        if on_checkpoint is not None:
+            # A stage boundary: the next stage starts a fresh optimizer, so none is saved.
+            on_checkpoint(self.snapshot("joint" if not joint else "done", None))
+
+    def train_step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                   ema_teacher: list[torch.Tensor], ema_student: list[torch.Tensor]) -> None:
+        """One step on a batch of positive pairs, one random view per face: the student learns
+        the teacher's distribution, then the teacher and the centre follow by EMA."""
+        cfg, m, device = self.cfg, self.models, self.device
+        a_rows, b_rows = _sample_pairs(self.offsets, self.counts, self.tracks, self.matches, cfg, self.gen)
+        pick = torch.randint(self.bank.shape[1], (2, len(a_rows)), generator=self.gen)
+        x = torch.cat([self.bank[a_rows.to(device), pick[0].to(device)],
+                       self.bank[b_rows.to(device), pick[1].to(device)]]).float()
+        with torch.no_grad():
+            t_out = m.teacher_head(m.teacher_adapter(x)).float()
+        s_out = m.student_head(m.student_adapter(x)).float()
+        n = len(a_rows)
+        loss = pair_loss(s_out[:n], s_out[n:], t_out[:n], t_out[n:], self.center, cfg.student_temp,
+                         cfg.teacher_temp)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+        optimizer.step()
+        ema_update(ema_teacher, ema_student, teacher_momentum(self.step, self.total, cfg.teacher_momentum))
+        self.center = update_center(self.center, t_out, cfg.center_momentum)
+        self.losses.append(loss.item())
+        self.step += 1
+
+
 def finetune(
     views: np.ndarray,
     track_index: np.ndarray,
@@ -334,104 +424,25 @@ def finetune(
     """
     views = np.asarray(views)
     track_index, matches = _validate(views, track_index, matches)
-    device = resolve_device(cfg)
-    models = _Models(views.shape[2], cfg, seed, device, state)
-    order = np.argsort(track_index, kind="stable")
-    counts = np.bincount(track_index)
-    offsets = np.r_[0, np.cumsum(counts)[:-1]]
-    bank = torch.from_numpy(np.ascontiguousarray(views[order])).to(device)
-    tracks = torch.from_numpy(np.flatnonzero(counts > 0))
-    head_steps, joint_steps = cfg.stage_steps(len(tracks))
-    total = head_steps + joint_steps
-    if state is None:
-        center = torch.zeros(cfg.out_dim, device=device)
-        gen = torch.Generator().manual_seed(seed)
-        step, losses, opt_state = 0, [], None
-    else:
-        if (state.head_steps, state.joint_steps, state.seed) != (head_steps, joint_steps, seed):
-            raise ConfigError(
-                "the FinetuneState was made with other inputs, cfg or seed; start without a state"
-            )
-        center = state.center.to(device)
-        gen = torch.Generator()
-        gen.set_state(state.generator)
-        step, losses, opt_state = state.step, list(state.losses), state.optimizer
-    offsets_t, counts_t = torch.from_numpy(offsets), torch.from_numpy(counts)
-    matches_t = torch.from_numpy(matches)
-
-    def snapshot(stage: str, optimizer: torch.optim.Optimizer | None) -> FinetuneState:
-        def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
-            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-        return FinetuneState(
-            student_head=cpu(models.student_head), teacher_head=cpu(models.teacher_head),
-            student_adapter=cpu(models.student_adapter), teacher_adapter=cpu(models.teacher_adapter),
-            center=center.detach().cpu().clone(),
-            optimizer=None if optimizer is None else copy.deepcopy(optimizer.state_dict()),
-            generator=gen.get_state(), step=step, head_steps=head_steps, joint_steps=joint_steps,
-            stage=stage, seed=seed, losses=list(losses),
-        )
-
-    if step >= total:
-        return state if state is not None else snapshot("done", None)
-    optimizer: torch.optim.Optimizer | None = None
-    for stage, begin, end in (("head", 0, head_steps), ("joint", head_steps, total)):
-        if step >= end:
+    run = _Run(views, track_index, matches, cfg, seed, state)
+    if run.step >= run.total:
+        return state if state is not None else run.snapshot("done", None)
+    resume = state.optimizer if state is not None else None
+    for stage, begin, end in (("head", 0, run.head_steps), ("joint", run.head_steps, run.total)):
+        if run.step >= end:
             continue
-        joint = stage == "joint"
-        adapter = list(models.student_adapter.parameters())
-        for p in adapter:
-            p.requires_grad_(joint)
-        groups = [{"params": list(models.student_head.parameters()), "lr": cfg.head_lr,
-                   "weight_decay": cfg.head_weight_decay}]
-        if joint:
-            groups.append({"params": adapter, "lr": cfg.adapter_lr, "weight_decay": 0.0})
-        optimizer = torch.optim.AdamW(groups)
-        if opt_state is not None and state is not None and state.stage == stage:
-            # A copy: the AdamW steps update its moments in place, and the caller's state stays as given.
-            optimizer.load_state_dict(copy.deepcopy(opt_state))
-        teacher_adapter = list(models.teacher_adapter.parameters()) if joint else []
-        ema_teacher = [*models.teacher_head.parameters(), *teacher_adapter]
-        ema_student = [*models.student_head.parameters(), *(adapter if joint else [])]
-        while step < end:
-            for g, peak in zip(optimizer.param_groups, (cfg.head_lr, cfg.adapter_lr), strict=False):
-                g["lr"] = peak * _lr_factor(step - begin, end - begin, cfg.warmup_fraction)
-            a_rows, b_rows = _sample_pairs(offsets_t, counts_t, tracks, matches_t, cfg, gen)
-            pick = torch.randint(bank.shape[1], (2, len(a_rows)), generator=gen)
-            x = torch.cat([bank[a_rows.to(device), pick[0].to(device)],
-                           bank[b_rows.to(device), pick[1].to(device)]]).float()
-            with torch.no_grad():
-                t_out = models.teacher_head(models.teacher_adapter(x)).float()
-            s_out = models.student_head(models.student_adapter(x)).float()
-            n = len(a_rows)
-            loss = pair_loss(s_out[:n], s_out[n:], t_out[:n], t_out[n:], center, cfg.student_temp,
-                             cfg.teacher_temp)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.clip_grad)
-            optimizer.step()
-            ema_update(ema_teacher, ema_student, teacher_momentum(step, total, cfg.teacher_momentum))
-            center = update_center(center, t_out, cfg.center_momentum)
-            losses.append(loss.item())
-            step += 1
-            if on_checkpoint is not None and step < end and step % cfg.checkpoint_every == 0:
-                on_checkpoint(snapshot(stage, optimizer))
-        opt_state = None
-        if on_checkpoint is not None:
-            # A stage boundary: the next stage starts a fresh optimizer, so none is saved.
-            on_checkpoint(snapshot("joint" if not joint else "done", None))
-    return snapshot("done", None)
+        run.train_stage(stage, begin, end, resume if state is not None and state.stage == stage else None,
+                        on_checkpoint)
+        resume = None
+    return run.snapshot("done", None)
 
 
-def face_outputs(
-    state: FinetuneState | None, embeddings: np.ndarray, cfg: FinetuneConfig, distributions: bool = False
-) -> FaceOutputs:
-    """The finetuned model's outputs for generic embeddings (..., D), any leading shape.
+def face_embeddings(state: FinetuneState | None, embeddings: np.ndarray, cfg: FinetuneConfig) -> np.ndarray:
+    """The finetuned model's float32 (..., D) L2-normalised embeddings of generic embeddings
+    (..., D), any leading shape.
 
     ``state`` None is the generic model (the embeddings, re-normalised). Embeddings come from
     the teacher adapter: the EMA teacher is the smoother model, and DINO evaluates with it.
-    ``distributions`` also returns the teacher probabilities and student log-probabilities
-    (the paper's loss distance).
     """
     x = np.asarray(embeddings)
     lead, dim = x.shape[:-1], x.shape[-1]
@@ -439,24 +450,12 @@ def face_outputs(
     if state is None:
         out = flat.astype(np.float32)
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return FaceOutputs(out.reshape(*lead, dim))
-    models = _Models(dim, cfg, state.seed, torch.device("cpu"), state)
-    center = state.center
-    emb, probs, logprobs = [], [], []
+        return out.reshape(*lead, dim)
+    adapter = Adapter(dim)
+    adapter.load_state_dict(state.teacher_adapter)
+    emb = []
     with torch.no_grad():
         for i in range(0, len(flat), cfg.eval_batch):
             rows = torch.from_numpy(np.ascontiguousarray(flat[i:i + cfg.eval_batch])).float()
-            t_emb = models.teacher_adapter(rows)
-            emb.append(F.normalize(t_emb, dim=-1).numpy())
-            if distributions:
-                t_log = models.teacher_head(t_emb)
-                s_log = models.student_head(models.student_adapter(rows))
-                probs.append(F.softmax((t_log - center) / cfg.teacher_temp, dim=-1).numpy())
-                logprobs.append(F.log_softmax(s_log / cfg.student_temp, dim=-1).numpy())
-
-    def join(parts: list[np.ndarray], width: int) -> np.ndarray:
-        return (np.concatenate(parts) if parts else np.zeros((0, width), np.float32)).reshape(*lead, width)
-
-    if not distributions:
-        return FaceOutputs(join(emb, dim))
-    return FaceOutputs(join(emb, dim), join(probs, cfg.out_dim), join(logprobs, cfg.out_dim))
+            emb.append(F.normalize(adapter(rows), dim=-1).numpy())
+    return (np.concatenate(emb) if emb else np.zeros((0, dim), np.float32)).reshape(*lead, dim)

@@ -8,9 +8,7 @@ guards keep a wrong match from snowballing: a match must join mutually nearest g
 widest track match of the first round (:func:`group_distances`). Co-occurring tracks are never joined
 (:mod:`vcn.constraints`). Matching runs on random views of the faces, so one draw of views can
 miss a match or make a wrong one: :func:`voted_matches` keeps the pairs that a majority of
-independent draws make (the default, three draws), :func:`agreed_matches` those every draw makes.
-docs/method.md (changes 7, 8, 12 and 15, and "Agreement over draws of views") has the
-measurements.
+independent draws make. docs/method.md (departure 1) has the measurements.
 """
 
 from __future__ import annotations
@@ -52,22 +50,6 @@ def pairs_within_groups(group: np.ndarray) -> np.ndarray:
     return np.stack([a, b], axis=1).astype(np.int64)
 
 
-def agreed_matches(matches: Sequence[np.ndarray], n_tracks: int) -> np.ndarray:
-    """The pairs of tracks that every matching in ``matches`` puts in one group.
-
-    ``matches``: one or more ``(M_i, 2)`` int track-pair arrays (e.g. :func:`grow_matches` on
-    independent draws of views). The groups returned are the meet of the matchings' partitions:
-    two tracks share a group only when they share one under every matching, so the result is
-    consistent with any cannot-link that each matching respects. Returns ``(M, 2)`` int64 pairs
-    ``a < b`` of every two tracks in one agreed group.
-    """
-    if len(matches) == 0:
-        raise ConfigError("agreed_matches needs at least one matching (MethodConfig.match_draws >= 1)")
-    labels = np.stack([match_groups(m, n_tracks) for m in matches], axis=1)
-    _, group = np.unique(labels, axis=0, return_inverse=True)
-    return pairs_within_groups(group.ravel())
-
-
 def voted_matches(
     matches: Sequence[np.ndarray], n_tracks: int, quorum: int, means: np.ndarray,
     cannot_link: np.ndarray,
@@ -81,7 +63,8 @@ def voted_matches(
     ``len(matches)`` a group can join tracks that no single pair vote joined, and could join a
     cannot-link pair: the pairs are therefore applied most votes first, then closest means
     first, skipping one that would (:func:`vcn.constraints.consistent_pairs`). With
-    ``quorum == len(matches)`` this is :func:`agreed_matches`. ``O(sum M_i log)`` time.
+    ``quorum == len(matches)`` the groups are the meet of the matchings' partitions.
+    ``O(sum M_i log)`` time.
 
     Returns ``(M, 2)`` int64 pairs ``a < b`` of every two tracks in one voted group.
     """

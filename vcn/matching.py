@@ -268,25 +268,6 @@ def _own_mahalanobis(lev: np.ndarray, n: np.ndarray, kappa: float, leave_one_out
     return np.where(n >= 2, held_out, inside)
 
 
-def mahalanobis_to_means(gauss: TrackGaussians, block_faces: int = 4096) -> np.ndarray:
-    """Squared Mahalanobis distance of every track mean under every track's Gaussian.
-
-    Args:
-        gauss: fitted tracks (``T`` of them).
-        block_faces: rows of ``whiten`` per block; memory is ``O(block_faces * T)``.
-
-    Returns:
-        ``(T, T)`` float64 ``maha[a, b]`` = distance of mean ``b`` under Gaussian ``a``; rows of
-        empty tracks are ``inf``. This holds ``8 T^2`` bytes; :func:`coarse_matches` only ever
-        holds one block of rows.
-    """
-    n_tracks = len(gauss.means)
-    out = np.full((n_tracks, n_tracks), np.inf)
-    for rows, block in _maha_blocks(gauss, block_faces):
-        out[rows] = block
-    return out
-
-
 def _maha_blocks(gauss: TrackGaussians, block_faces: int):
     """Yield ``(track ids, (len, T) squared Mahalanobis rows)`` for groups of whole tracks."""
     mu = gauss.means

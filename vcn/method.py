@@ -5,8 +5,8 @@ in another track's dense region; the links become positives of a self-supervised
 finetuned model's embeddings give new matches; repeat until the matches stop changing or
 ``MatchingConfig.max_rounds``. Stage 4 (:func:`cluster`) scores track quality (SER-FIQ),
 sets low outliers aside as ``unknown`` and clusters the rest parameter-free, starting from the
-matched groups, on the cosine distance of the finetuned embeddings (or the paper's SSL loss,
-``MethodConfig.distance``); docs/method.md gives the measurements behind each departure.
+matched groups, on the cosine distance of the finetuned embeddings; docs/method.md gives the
+measurements behind each departure.
 
 Both stages see a fixed sample of faces per track (:func:`vcn.matching.sample_rows`), so cost grows with the
 number of tracks, not with their length.
@@ -25,17 +25,12 @@ from vcn.clustering import ParameterFreeResult, first_appearance, parameter_free
 from vcn.constraints import group_pairs
 from vcn.embedding import EmbeddingConfig, FaceEmbedder
 from vcn.errors import ConfigError
-from vcn.finetune import FinetuneConfig, FinetuneState, face_outputs, finetune, resolve_device
+from vcn.finetune import FinetuneConfig, FinetuneState, face_embeddings, finetune, resolve_device
 from vcn.grouping import grow_matches, match_groups, voted_matches
 from vcn.linking import link_fragments
 from vcn.matching import MatchingConfig, index_sums
-from vcn.set_distance import CosineDistance, LossDistance, embedding_track_stats, loss_track_stats
-from vcn.thresholds import (
-    group_spread_floor,
-    in_quality_range,
-    view_thresholds_embedding,
-    view_thresholds_loss,
-)
+from vcn.set_distance import CosineDistance, embedding_track_stats
+from vcn.thresholds import group_spread_floor, in_quality_range, view_thresholds_embedding
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, track_quality
 from vcn.view_bank import ViewBank, build_view_bank, embed_crops
 from vcn.views import SHOT_VIEWS, ViewConfig
@@ -50,29 +45,10 @@ class MethodConfig:
     faces_per_track: faces sampled evenly along each track for finetuning, matching, quality and
         clustering. mad_k: tracks whose quality is more than ``mad_k`` robust deviations below
         the median are ``unknown``.
-    distance: the stage-4 distance between tracks. ``cosine`` (default): mean pairwise cosine
-        distance of the finetuned embeddings; ``loss``: the SSL loss, both directions averaged
-        (the paper). Measured in docs/method.md: over four dev sets and two seeds the loss put
-        two people in one cluster in 3 of 8 runs, cosine in none.
-    spread_floor: lone tracks' thresholds are floored at the median threshold of the matched
-        multi-track groups (:func:`vcn.thresholds.group_spread_floor`); off only for the
-        ablation.
-    floor_in_quality_range: the floor is lent only to lone tracks whose quality is at least
-        that of every track in the multi-track groups it was measured on (below that range the
-        floor made every wrong merge it made; docs/method.md); off only for the ablation.
-    floor_pairs_in_range: with ``floor_in_quality_range``, a link that holds only on the floor
-        also needs its other side in that range (both clusters made of in-range tracks,
-        :func:`vcn.clustering.parameter_free`'s ``lent_trusted``). Off: with the voted matching
-        it only costs right merges (1-3 clusters more on composed HARD episodes).
     match_draws: independent draws of the matching views; each draw runs the whole grown
-        matching (:func:`vcn.grouping.grow_matches`) and the pairs that ``match_quorum`` of the
-        draws make stand (:func:`vcn.grouping.voted_matches`). One draw of views decides by
-        chance whether a wide pair of one person matches in the first round, and that pair
-        sets how wide a group match may be, so one draw's matches varied threefold (11-43 pairs
-        over four seeds on one episode); three draws with a majority vote: 27-47
-        (``benchmarks.matching_draws``). 1 is a single draw.
-    match_quorum: ``majority`` (default: more than half of the draws) or ``all`` (the meet of
-        the draws' groups: it drops up to half of a draw's right matches).
+        matching (:func:`vcn.grouping.grow_matches`) and the pairs that a majority of the draws
+        make stand (:func:`vcn.grouping.voted_matches`): one draw decides by chance whether a
+        wide pair of one person matches (docs/method.md, departure 1). 1 is a single draw.
     """
 
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -82,25 +58,16 @@ class MethodConfig:
     threshold_views: ViewConfig = field(default_factory=lambda: SHOT_VIEWS)
     faces_per_track: int = 8
     mad_k: float = 3.0
-    distance: str = "cosine"
-    spread_floor: bool = True
-    floor_in_quality_range: bool = True
-    floor_pairs_in_range: bool = False
     match_draws: int = 3
-    match_quorum: str = "majority"
 
     def __post_init__(self) -> None:
-        if self.distance not in ("cosine", "loss"):
-            raise ConfigError(f"MethodConfig.distance={self.distance!r} must be 'cosine' or 'loss'")
         if self.match_draws < 1:
             raise ConfigError(f"MethodConfig.match_draws={self.match_draws} must be >= 1")
-        if self.match_quorum not in ("majority", "all"):
-            raise ConfigError(f"MethodConfig.match_quorum={self.match_quorum!r} must be 'majority' or 'all'")
 
     @property
     def quorum(self) -> int:
-        """Draws that must make a pair for it to stand."""
-        return self.match_draws if self.match_quorum == "all" else self.match_draws // 2 + 1
+        """Draws that must make a pair for it to stand: more than half of them."""
+        return self.match_draws // 2 + 1
 
 
 @dataclass
@@ -156,7 +123,7 @@ def coarse_positives(
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     found, means = [], None
     for draw in bank.match:
-        emb = face_outputs(state, draw, cfg.finetune).embeddings.reshape(-1, draw.shape[-1])
+        emb = face_embeddings(state, draw, cfg.finetune).reshape(-1, draw.shape[-1])
         found.append(grow_matches(emb, v_index, cfg.matching, cannot_link))
         if means is None:  # the first draw's track means order the voted pairs
             means = index_sums(emb, v_index, n_tracks)
@@ -233,6 +200,38 @@ class Clustering:
     linked: int = 0
 
 
+def _kept_pairs(remap: np.ndarray, pairs: np.ndarray | None) -> np.ndarray:
+    """``(P', 2)`` int64 track ``pairs`` renumbered by ``remap`` (T,), keeping those whose two
+    tracks are both kept (``remap >= 0``)."""
+    sub = remap[np.asarray(pairs if pairs is not None else [], np.int64).reshape(-1, 2)]
+    return sub[(sub >= 0).all(axis=1)]
+
+
+def _group_thresholds(
+    views: np.ndarray, unit: np.ndarray, group: np.ndarray, quality: np.ndarray
+) -> tuple[np.ndarray, int, int]:
+    """Stage-4 threshold of each matched group, with the cross-shot floor lent to lone groups.
+
+    ``views`` (R, V, D) unit embeddings of the threshold views of R faces, ``unit`` (R,) int64
+    their group, ``group`` (T,) int64 the group of each kept track, ``quality`` (T,) its
+    quality. A group's threshold is the mean cosine distance between its views; a lone track
+    within the quality range of the multi-track groups' tracks is floored at their median
+    (:func:`vcn.thresholds.group_spread_floor`): its own views show one shot only. Returns
+    ``(thresholds (G,) float64, lifted, held)``: the lone tracks the floor lifted, and those it
+    would have lifted but for their quality.
+    """
+    thresholds = view_thresholds_embedding(views, unit, "cosine")
+    sizes = np.bincount(group)
+    # A group is as reliable as its weakest track: the floor was measured across it.
+    group_quality = np.full(len(sizes), np.inf)
+    np.minimum.at(group_quality, group, quality)
+    ungated = group_spread_floor(thresholds, sizes)
+    floored = np.where(in_quality_range(thresholds, sizes, group_quality), ungated, thresholds)
+    lifted = int(np.sum(floored > np.nan_to_num(thresholds, nan=-np.inf)))
+    held = int(np.sum(ungated > np.nan_to_num(floored, nan=-np.inf)))
+    return floored, lifted, held
+
+
 def cluster(
     bank: ViewBank,
     state: FinetuneState | None,
@@ -245,17 +244,14 @@ def cluster(
 
     ``bank``, ``track_index`` as in :func:`adapt`; ``cannot_link`` (P, 2) int64 pairs of
     co-occurring tracks, which never end in one cluster; ``matches`` (M, 2) int64 track pairs
-    of the last coarse matching (``Checkpoint.matches``). Clustering starts from the groups the
-    matches made (tracks the finetune already learnt as one person) rather than from single
-    tracks; each group's threshold is the mean distance between ``cfg.threshold_views`` views of
-    its faces, so a group that spans shots brings its cross-shot spread to the merge test, and a
-    lone track's threshold is floored at the median of those groups' (``cfg.spread_floor``)
-    when its quality lies within that of the groups' tracks (``cfg.floor_in_quality_range``);
-    a merge that only the floor allows also needs the other side within that range
-    (``cfg.floor_pairs_in_range``). ``cfg.distance`` picks cosine (default) or the paper's loss.
-    A cluster then joins its nearest larger cluster when it lies nearer that cluster than any
-    track seen on one frame with it (:func:`vcn.linking.link_fragments`). The returned
-    thresholds are the floored ones.
+    of the last coarse matching (``Checkpoint.matches``). Tracks of low quality are ``unknown``.
+    Clustering starts from the groups the matches made (tracks the finetune already learnt as
+    one person) rather than from single tracks, on the mean cosine distance of the finetuned
+    embeddings of the clean crops; each group's threshold comes from its faces'
+    ``cfg.threshold_views`` (:func:`_group_thresholds`), so a group that spans shots brings its
+    cross-shot spread to the merge test. A cluster then joins its nearest larger cluster when
+    it lies nearer that cluster than any track seen on one frame with it
+    (:func:`vcn.linking.link_fragments`). The returned thresholds are the floored ones.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(bank.quality, track_index)
@@ -266,51 +262,17 @@ def cluster(
         return Clustering(labels, quality, unknown, np.full(n_tracks, np.nan), None)
     remap = np.full(n_tracks, -1, np.int64)
     remap[keep_tracks] = np.arange(len(keep_tracks))
-
-    def kept_pairs(pairs: np.ndarray | None) -> np.ndarray:
-        sub = remap[np.asarray(pairs if pairs is not None else [], np.int64).reshape(-1, 2)]
-        return sub[(sub >= 0).all(axis=1)]
-
-    group = match_groups(kept_pairs(matches), len(keep_tracks))
+    cannot = _kept_pairs(remap, cannot_link)
+    group = match_groups(_kept_pairs(remap, matches), len(keep_tracks))
     rows = np.flatnonzero(remap[track_index] >= 0)
-    unit = group[remap[track_index[rows]]]
-    out = face_outputs(state, bank.thresh[rows], cfg.finetune, distributions=cfg.distance == "loss")
-    # Distances between groups use the clean crops (view 0); thresholds use all views.
-    if cfg.distance == "loss":
-        thresholds = view_thresholds_loss(out.teacher_probs, out.student_logprobs, unit)
-        stats = loss_track_stats(out.teacher_probs[:, 0], out.student_logprobs[:, 0], unit)
-        model = LossDistance()
-    else:
-        thresholds = view_thresholds_embedding(out.embeddings, unit, "cosine")
-        stats = embedding_track_stats(out.embeddings[:, 0], unit, "cosine")
-        model = CosineDistance()
-    lifted = held = 0
-    lent: dict[str, np.ndarray] = {}
-    if cfg.spread_floor:
-        sizes = np.bincount(group)
-        ungated = group_spread_floor(thresholds, sizes)
-        floored = ungated
-        if cfg.floor_in_quality_range:
-            # A group is as reliable as its weakest track: the floor was measured across it.
-            group_quality = np.full(len(sizes), np.inf)
-            np.minimum.at(group_quality, group, quality[keep_tracks])
-            trusted = in_quality_range(thresholds, sizes, group_quality)
-            floored = np.where(trusted, ungated, thresholds)
-            if cfg.floor_pairs_in_range:
-                # The floor only links pairs that are both in range, so it is
-                # passed beside the tracks' own thresholds rather than in place of them.
-                lent = {"lent_thresholds": floored, "lent_trusted": trusted}
-        lifted = int(np.sum(floored > np.nan_to_num(thresholds, nan=-np.inf)))
-        held = int(np.sum(ungated > np.nan_to_num(floored, nan=-np.inf)))
-        if not lent:
-            thresholds = floored
-    result = parameter_free(stats, model, thresholds, group_pairs(kept_pairs(cannot_link), group), **lent)
-    if lent:
-        thresholds = lent["lent_thresholds"]
+    kept_index = remap[track_index[rows]]
+    views = face_embeddings(state, bank.thresh[rows], cfg.finetune)  # (R, V, D); view 0 the crop
+    thresholds, lifted, held = _group_thresholds(views, group[kept_index], group, quality[keep_tracks])
+    stats = embedding_track_stats(views[:, 0], group[kept_index], "cosine")
+    result = parameter_free(stats, CosineDistance(), thresholds, group_pairs(cannot, group))
     merged = result.labels[group]  # (kept tracks,) cluster of each kept track
-    # A person's fragments: clusters nearer their larger nearest cluster than its co-stars are.
-    track_sums = index_sums(out.embeddings[:, 0], remap[track_index[rows]], len(keep_tracks))
-    linked = link_fragments(track_sums, merged, kept_pairs(cannot_link))
+    track_sums = index_sums(views[:, 0], kept_index, len(keep_tracks))
+    linked = link_fragments(track_sums, merged, cannot)
     labels[keep_tracks] = first_appearance(linked)
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]

@@ -3,10 +3,6 @@
 Everything rests on set distances that are *bilinear in per-set sums*, so a merged cluster's
 statistics are the sums of its parts and nothing is recomputed from faces:
 
-- loss (the paper): ``d(A, B) = mean over a in A, b in B of -(P_a . S_b + P_b . S_a) / 2`` with
-  teacher probabilities ``P`` and student log-probabilities ``S`` of the finetuned model, i.e.
-  ``-(Pbar_A . Sbar_B + Pbar_B . Sbar_A) / 2``; statistics: count, ``sum P``, ``sum S`` and
-  ``sum_a P_a . S_a`` (the self pairs, removed from a set's own mean).
 - cosine: mean pairwise cosine distance ``1 - mbar_A . mbar_B`` of L2-normalised embeddings
   (average linkage); statistics: count, ``sum e``.
 - euclidean: mean pairwise *squared* Euclidean distance ``q_A/n_A + q_B/n_B - 2 mbar_A . mbar_B``
@@ -41,21 +37,6 @@ class DistanceModel(ABC):
     @abstractmethod
     def pair_total(self, stats: np.ndarray) -> np.ndarray:
         """Return ``(C,)`` the sum of ``d(a, b)`` over ordered pairs ``a != b`` inside each set."""
-
-
-class LossDistance(DistanceModel):
-    """Symmetrised teacher-student cross-entropy; stats ``[n, sum P.S, sum P (K), sum S (K)]``."""
-
-    def bilinear(self, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        k = (stats.shape[1] - 2) // 2
-        mean = stats[:, 2:] / stats[:, :1]
-        right = -0.5 * np.concatenate([mean[:, k:], mean[:, :k]], axis=1)
-        return mean, right, np.zeros(len(stats))
-
-    def pair_total(self, stats: np.ndarray) -> np.ndarray:
-        k = (stats.shape[1] - 2) // 2
-        cross = np.einsum("ck,ck->c", stats[:, 2:2 + k], stats[:, 2 + k:])
-        return -(cross - stats[:, 1])
 
 
 class CosineDistance(DistanceModel):
@@ -97,40 +78,6 @@ def _n_tracks(track_index: np.ndarray) -> int:
             "dropping faces (e.g. np.unique(track_index, return_inverse=True))"
         )
     return n_tracks
-
-
-def loss_track_stats(
-    teacher_probs: np.ndarray, student_logprobs: np.ndarray, track_index: np.ndarray
-) -> np.ndarray:
-    """Per-track statistics of the loss distance.
-
-    Args:
-        teacher_probs: ``(N, K)`` float teacher probabilities (rows sum to 1).
-        student_logprobs: ``(N, K)`` float student log-probabilities (log-softmax outputs).
-        track_index: ``(N,)`` int track of each face, every id in ``0..T-1`` used.
-
-    Returns:
-        ``(T, 2K + 2)`` float64 ``[n, sum P.S, sum P, sum S]`` per track.
-    """
-    p = np.asarray(teacher_probs)
-    s = np.asarray(student_logprobs)
-    if p.ndim != 2 or p.shape != s.shape:
-        raise InputError(
-            f"teacher_probs and student_logprobs must both be (N, K), got {p.shape} and {s.shape}"
-        )
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(s))):
-        raise InputError("teacher_probs or student_logprobs hold NaN or inf (use log_softmax, not log)")
-    track_index = check_track_index(track_index, len(p))
-    n_tracks = _n_tracks(track_index)
-    member = _membership(track_index, n_tracks)
-    diag = np.einsum("nk,nk->n", p, s, dtype=np.float64)
-    # Summed in the inputs' precision (no float64 copy of two (N, K) arrays): a track's sum has
-    # few terms, and the float64 cluster sums built from them keep pair totals exact enough.
-    member_in = member.astype(np.result_type(p.dtype, s.dtype, np.float32))
-    return np.concatenate(
-        [member @ np.ones((len(p), 1)), (member @ diag)[:, None],
-         np.asarray(member_in @ p, np.float64), np.asarray(member_in @ s, np.float64)], axis=1,
-    )
 
 
 def embedding_track_stats(embeddings: np.ndarray, track_index: np.ndarray, metric: str) -> np.ndarray:

@@ -4,7 +4,7 @@ Within-track thresholds (the near-duplicate problem). A track's own threshold is
 faces. Tracks cut from static shots or still photos are near-duplicates inside, so their own
 thresholds are far too tight and nothing merges. The fix is the paper's own invariance: the caller
 passes ``track_thresholds`` measured between *augmented views* of the track's faces
-(:func:`view_thresholds_loss`, :func:`view_thresholds_embedding`: mean distance over all pairs of
+(:func:`view_thresholds_embedding`: mean distance over all pairs of
 distinct (face, view) items, so one-face tracks get one too). The views must be as strong as the
 finetune's (DINO-style) augmentations. Measured with the generic recognizer (w600k_mbf, no
 finetune), cosine distance, B-cubed F over faces / clusters (precision 1.000 in every row)::
@@ -39,13 +39,7 @@ import numpy as np
 
 from vcn.errors import InputError
 from vcn.matching import check_track_index
-from vcn.set_distance import (
-    DistanceModel,
-    LossDistance,
-    distance_model,
-    embedding_track_stats,
-    loss_track_stats,
-)
+from vcn.set_distance import DistanceModel, distance_model, embedding_track_stats
 
 
 def own_thresholds(stats: np.ndarray, model: DistanceModel) -> np.ndarray:
@@ -137,31 +131,6 @@ def _check_views(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[1] < 1:
         raise InputError(f"{name} must have shape (N, V, K) with V >= 1 views per face, got {arr.shape}")
     return arr
-
-
-def view_thresholds_loss(
-    teacher_views: np.ndarray, student_logviews: np.ndarray, track_index: np.ndarray
-) -> np.ndarray:
-    """Within-track loss thresholds from augmented views.
-
-    Args:
-        teacher_views: ``(N, V, K)`` teacher probabilities of ``V`` augmented views per face.
-        student_logviews: ``(N, V, K)`` student log-probabilities of the same views.
-        track_index: ``(N,)`` int track of each face.
-
-    Returns:
-        ``(T,)`` float64 mean loss over ordered pairs of distinct (face, view) items of a track,
-        so two views of one face count: a one-face track gets a threshold too (``V >= 2``).
-        NaN where a track has a single item (``V = 1`` and one face).
-    """
-    p = _check_views(teacher_views, "teacher_views")
-    s = _check_views(student_logviews, "student_logviews")
-    if p.shape != s.shape:
-        raise InputError(f"teacher_views and student_logviews differ in shape: {p.shape} vs {s.shape}")
-    n_faces, n_views, k = p.shape
-    items = np.repeat(check_track_index(track_index, n_faces), n_views)
-    stats = loss_track_stats(p.reshape(-1, k), s.reshape(-1, k), items)
-    return own_thresholds(stats, LossDistance())
 
 
 def view_thresholds_embedding(
