@@ -23,7 +23,7 @@ from vcn.assembly import ChunkFaces, assemble_movie
 from vcn.clustering import hac
 from vcn.config import PipelineConfig
 from vcn.detection import ModelFiles
-from vcn.finetune import face_outputs
+from vcn.finetune import face_embeddings
 from vcn.ingest import IngestConfig, process_chunk
 from vcn.matching import index_sums
 from vcn.method import adapt, cluster
@@ -178,7 +178,7 @@ def method_outputs(h5_faces) -> dict[str, str]:
              "thresh": np.concatenate(list(strong_view_blocks(crops[:6], cfg.threshold_views, 1, 4)))}
     bank, track_index, cannot_link = synthetic_bank()
     ck = adapt(bank, track_index, cfg, seed=0, cannot_link=cannot_link)
-    emb = face_outputs(ck.state, bank.clean, cfg.finetune).embeddings
+    emb = face_embeddings(ck.state, bank.clean, cfg.finetune)
     means = index_sums(emb, track_index, int(track_index.max()) + 1)
     means /= np.linalg.norm(means, axis=1, keepdims=True)
     history = [[h["round"], h["matches"], h["next_matches"], h["steps"]] for h in ck.history]
