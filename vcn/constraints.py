@@ -5,10 +5,8 @@ have a face on one frame show two people. This is a fact of the video, not a lea
 quantity, and it is the only negative evidence VideoClusterNet's stages use: it never enters the
 self-supervised loss (the paper trains on positives only), it only vetoes links.
 
-Measured on the labelled dev clips (docs/method.md): on the pedestrians clip every one of the 17
-wrong coarse matches (mutual, on strong views) joined two co-occurring tracks, and the
-parameter-free clustering merged ten people into two clusters; vetoing co-occurring pairs gave
-10 clusters for 10 people. On the composed episodes (one face per frame) nothing changes.
+Without the veto, wrong coarse matches between co-occurring tracks merge several people into
+one cluster (docs/method.md, departure 2).
 """
 
 from __future__ import annotations

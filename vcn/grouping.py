@@ -145,14 +145,12 @@ def grow_matches(
     joined, so a person's spread across shots) and matches groups with the same rule. A match
     is kept only when its two groups are also each other's nearest group
     (:func:`mutual_nearest`): without that, one wrong match between two low-information tracks
-    makes a wide group whose Gaussian admits ever more people, and the groups snowball (measured
-    on the HARD episode with the generic model: 349-718 wrong pairs for four of five view seeds;
-    with it 0 for all five, and 0 on every other dev set and seed). A group match must also
+    makes a wide group whose Gaussian admits ever more people, and the groups snowball. A group
+    match must also
     join groups no farther apart (mean pairwise cosine of their items) than the widest track
     match of the first round: those are the paper's confident positives, so their widest pair is how far
     apart two tracks of one person are known to be in this video, and growth links no wider
-    (measured: two wide-shot pairs of two people 0.776 apart, against 0.730 for the widest
-    track match, were otherwise joined, then a third person). A group match
+    (docs/method.md, departure 1). A group match
     stands for its closest pair of tracks; matches that co-occur or would join a co-occurring
     pair are dropped (closest first, :func:`vcn.constraints.consistent_pairs`).
 

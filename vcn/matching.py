@@ -37,17 +37,9 @@ another mean use the *same* Gaussian, so "density reaches the threshold" is exac
 "``maha_A(mu_B) <= mean of the largest lowest_fraction of A's own faces' maha``", which is what
 is computed (no log-determinants needed).
 
-Measured (generic recognizer w600k_mbf, ground-truth tracks; correct / wrong pairs):
-
-- On the faces themselves matching is precise but sparse: pedestrians 2 / 0 of 37 positive pairs,
-  Hamilton clip 0 / 0 of 2, composed still-photo episodes 0 / 0 of 126 (a still's track is a
-  near-point, so its Gaussian admits nothing). In-sample thresholds (``leave_one_out=False``)
-  gave 0 pairs on all four at ``kappa <= 32``, hence the leave-one-out default. ``kappa`` from 2 to
-  32 changes the counts by at most a few pairs.
-- Fitted on strong augmented views instead (pass ``(N * V, D)`` view embeddings and
-  ``np.repeat(track_index, V)``; views as in :mod:`vcn.thresholds`), ``mutual=True``: composed
-  episodes 34 / 0 and 23 / 0, pedestrians 35 / 12, Hamilton 1 / 0. Either direction on views:
-  55 / 11, 46 / 4 and 36 / 135 (wide, loose tracks of small faces then admit everyone).
+Matching on the faces themselves is precise but sparse (a still photo's track is a near-point,
+so its Gaussian admits nothing); vcn matches on strong augmented views of the faces instead,
+mutually and with leave-one-out thresholds (docs/method.md, departure 1).
 """
 
 from __future__ import annotations

@@ -1,36 +1,17 @@
 """Merge thresholds of tracks and clusters for parameter-free clustering.
 
-Within-track thresholds (the near-duplicate problem). A track's own threshold is the spread of its
-faces. Tracks cut from static shots or still photos are near-duplicates inside, so their own
-thresholds are far too tight and nothing merges. The fix is the paper's own invariance: the caller
-passes ``track_thresholds`` measured between *augmented views* of the track's faces
-(:func:`view_thresholds_embedding`: mean distance over all pairs of
-distinct (face, view) items, so one-face tracks get one too). The views must be as strong as the
-finetune's (DINO-style) augmentations. Measured with the generic recognizer (w600k_mbf, no
-finetune), cosine distance, B-cubed F over faces / clusters (precision 1.000 in every row)::
+A track's own threshold is the spread of its faces; tracks of static shots or still photos are
+near-duplicates inside, so that spread merges nothing. Thresholds are therefore measured between
+*augmented views* of a track's faces (:func:`view_thresholds_embedding`: the mean distance over
+pairs of distinct (face, view) items, so a one-face track gets one too), with views as strong as
+the finetune's: they measure the model's nuisance scale, which is nearly constant across videos,
+not the shot's motion (docs/method.md, departure 3). Without views a track's threshold is floored
+at the median own threshold of the tracks with two or more faces.
 
-    video (tracks, ids)            own thr  view thr  nearest same-id | paper       views       HAC 0.6
-    hamilton clip (8, 6)             0.22     0.55        0.72       | 0.930 / 8   0.974 / 7   0.974 / 7
-    pedestrians (25, 11)             0.38     0.54        0.54       | 0.899 / 19  0.984 / 14  0.977 / 15
-    composed HARD episode (66, 18)    0.023    0.48        0.38       | 0.432 / 66  0.843 / 33  0.895 / 28
-    another HARD episode (66, 18)    0.034    0.47        0.43       | 0.444 / 66  0.804 / 33  0.879 / 26
-
-(medians over tracks; "strong views": the face plus 7 views with random resized crop scale
-0.5-1, flip, brightness and contrast x0.6-1.4, saturation x0.8-1.2, grayscale p=0.2, blur p=0.5.)
-Mild views (flip, +-10 degree rotation, warm/cool colour cast) give only 0.08 on the composed
-episodes and fix nothing. Strong-view thresholds are nearly constant across the four videos
-(0.47-0.55) while own thresholds range 0.02-0.38: they measure the model's nuisance scale, not the
-shot's motion. Without views, each track's threshold is floored at the median own threshold over
-tracks with at least two faces (a fixed robust statistic, no knob): it repairs the static tracks
-of a movie that also has moving ones, but cannot help a video made only of static tracks. One-face
-tracks have no pairs; their threshold is the view threshold when given, else that median.
-
-Across shots (:func:`group_spread_floor`). Views of one shot cannot show how a different take,
-pose or light moves a person's embedding; a group of tracks that coarse matching joined across
-shots holds exactly that spread in its threshold. Lone tracks are floored at the median
-threshold of the video's multi-track groups (composed HARD episodes: 25-29 to 22-25 clusters),
-and only those within the quality range of the groups' tracks (every wrong merge the floor made
-had a lone track below it; docs/method.md).
+Across shots (:func:`group_spread_floor`): views of one shot cannot show how another take, pose or
+light moves a person's embedding, while a group of tracks that coarse matching joined across
+shots holds that spread in its threshold. Lone tracks within the quality range of the groups'
+tracks take the median threshold of the multi-track groups as a floor (departure 5).
 """
 
 from __future__ import annotations

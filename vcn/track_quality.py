@@ -10,9 +10,7 @@ embeddings), in (0, 1], higher = more robust.
 
 By default whole channels of the last feature map are dropped (``mode="channel"``, Dropout2d)
 rather than single units (SER-FIQ's ``"unit"``): on w600k_mbf, which was trained without
-dropout, it tracks blur and downscaling better (mean Spearman with the degradation level
-0.82 / 0.61 against 0.63 / 0.17 on aligned stills) and genuine similarity on a composed HARD
-episode slightly better (0.56 against 0.51). The same masks are used for every face, so a
+dropout, it follows blur and downscaling more closely. The same masks are used for every face, so a
 face's score does not depend on the other faces in its batch.
 """
 
