@@ -19,7 +19,7 @@ import numpy as np
 
 from vcn.constraints import consistent_pairs, drop_pairs, group_pairs
 from vcn.errors import ConfigError
-from vcn.matching import MatchingConfig, coarse_matches, index_sums
+from vcn.matching import MatchingConfig, coarse_matches, index_sums, mean_directions
 from vcn.unionfind import DisjointSet
 
 
@@ -102,8 +102,7 @@ def mutual_nearest(
     if len(pairs) == 0:
         return pairs
     n_groups = int(group_index.max()) + 1
-    means = index_sums(embeddings, group_index, n_groups)
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    means = mean_directions(embeddings, group_index, n_groups)
     cannot = np.asarray(cannot_link, np.int64).reshape(-1, 2)
     cannot = np.concatenate([cannot, cannot[:, ::-1]])
     nearest = np.empty(n_groups, np.int64)
@@ -157,8 +156,7 @@ def grow_matches(
     Returns (M, 2) int64 pairs ``a < b`` of every two tracks in one final group: the positives.
     """
     n_tracks = int(track_index.max()) + 1
-    means = index_sums(embeddings, track_index, n_tracks)
-    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    means = mean_directions(embeddings, track_index, n_tracks)
     group = np.arange(n_tracks)
     links = np.zeros((0, 2), np.int64)
     widest = np.inf

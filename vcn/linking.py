@@ -25,11 +25,7 @@ import numpy as np
 
 from vcn.constraints import ConstrainedMerger, group_pairs
 from vcn.errors import InputError
-from vcn.matching import index_sums
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+from vcn.matching import mean_directions, unit_rows
 
 
 def cooccurrence_bounds(track_units: np.ndarray, labels: np.ndarray, means: np.ndarray,
@@ -63,8 +59,8 @@ def link_fragments(track_sums: np.ndarray, labels: np.ndarray, cannot_link: np.n
     n = int(labels.max()) + 1 if len(labels) else 0
     if n < 2:
         return labels.copy()
-    units = _unit(track_sums)
-    means = _unit(index_sums(units, labels, n))                              # each track weighs one
+    units = unit_rows(track_sums)
+    means = mean_directions(units, labels, n)                                # each track weighs one
     size = np.bincount(labels, minlength=n)
     cannot = group_pairs(cannot_link, labels)
     together = np.zeros((n, n), bool)

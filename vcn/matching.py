@@ -126,6 +126,17 @@ def index_sums(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
     return np.asarray(member @ np.asarray(values, np.float64))
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """``x`` (N, D) with every row scaled to unit length (an all-zero row stays zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def mean_directions(values: np.ndarray, index: np.ndarray, n: int) -> np.ndarray:
+    """(n, D) float64 unit means of the rows of ``values`` (N, D) by ``index`` (N,) in 0..n-1:
+    the direction of each track's (or group's) summed embeddings."""
+    return unit_rows(index_sums(values, index, n))
+
+
 def sample_rows(track_index: np.ndarray, per_track: int) -> np.ndarray:
     """Rows (M,) int64 of up to ``per_track`` faces per track, evenly spaced along each track.
 

@@ -28,7 +28,7 @@ from vcn.errors import ConfigError
 from vcn.finetune import FinetuneConfig, FinetuneState, face_embeddings, finetune, resolve_device
 from vcn.grouping import grow_matches, match_groups, voted_matches
 from vcn.linking import link_fragments
-from vcn.matching import MatchingConfig, index_sums
+from vcn.matching import MatchingConfig, index_sums, mean_directions
 from vcn.set_distance import CosineDistance, embedding_track_stats
 from vcn.thresholds import group_spread_floor, in_quality_range, view_thresholds_embedding
 from vcn.track_quality import SerFiqConfig, mad_low_outliers, track_quality
@@ -126,8 +126,7 @@ def coarse_positives(
         emb = face_embeddings(state, draw, cfg.finetune).reshape(-1, draw.shape[-1])
         found.append(grow_matches(emb, v_index, cfg.matching, cannot_link))
         if means is None:  # the first draw's track means order the voted pairs
-            means = index_sums(emb, v_index, n_tracks)
-            means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+            means = mean_directions(emb, v_index, n_tracks)
     return voted_matches(found, n_tracks, cfg.quorum, means, cannot_link), found
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vcn.matching import index_sums
+from vcn.matching import index_sums, mean_directions
 
 UNKNOWN = "unknown"
 
@@ -67,8 +67,7 @@ def summarize_tracks(
     last = np.full(t, -1, np.int64)
     np.minimum.at(first, inv, frame_idx)
     np.maximum.at(last, inv, frame_idx)
-    sums = index_sums(embeddings, inv, t)
-    means = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    means = mean_directions(embeddings, inv, t)
     # Shot of a track = shot of its first face.
     order = np.lexsort((frame_idx, inv))
     first_row = order[np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1]]
