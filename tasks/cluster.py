@@ -152,7 +152,8 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
             tracks.quality = quality.astype(np.float32)
     if said:
         labels = apply_to_labels(labels, tracks.track_id, ctx.movie_id, said)
-        extra["corrections"] = [c.id for c in said]
+        # Beside the stamp's ``corrections`` digest, which decides whether the clusters are current.
+        extra["corrections_applied"] = [c.id for c in said]
     track_cluster = cluster_names(labels, tracks.n_faces)
     row_of = tracks.index_of(faces["track_id"].astype(object))
     face_cluster = track_cluster[row_of] if len(row_of) else np.zeros(0, object)
