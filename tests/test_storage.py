@@ -17,6 +17,7 @@ from storage.atomic import atomic_path, write_bytes, write_json, write_parquet
 from storage.crops import read_crops, write_crops
 from storage.layout import MovieLayout
 from storage.manifest import read_manifest, record_stage, stage_is_complete, update_manifest
+from vcn.manifest import InputFailure, InputRecord, Manifest, StageRecord
 
 
 def test_atomic_write_leaves_old_file_on_crash(tmp_path):
@@ -94,6 +95,100 @@ def test_stage_complete_needs_its_stage_hash_and_outputs(tmp_path):
     assert not stage_is_complete(layout, "tracks", "other")
     (layout.root / "faces.parquet").unlink()
     assert not stage_is_complete(layout, "tracks", "s")
+
+
+# -- manifest.json as typed records ----------------------------------------------------------------
+
+# A manifest in the shape a run writes: a probed input, a completed stage with its own facts
+# (extra), one whose extras are null, a failed one.
+WRITTEN = {
+    "movie_id": "0091c8325bbc4c8c",
+    "input": {"path": "/lib/a.mp4", "size_bytes": 1234, "content_id": "0091c8325bbc4c8c",
+              "duration_s": 9.2, "fps": 29.97, "n_frames": 275, "width": 640, "height": 360,
+              "codec": "h264", "declared_frames": None, "declared_exact": False},
+    "input_error": None,
+    "code": {"vcn_version": "0.1.0", "git_commit": "abc", "code_hash": "c1"},
+    "packages": {"numpy": "2.1.0", "torch": "absent"},
+    "models": {"detector": {"path": "d.onnx", "blake2b": "d1"},
+               "recognizer": {"path": "r.onnx", "blake2b": "r1"}},
+    "config": {"cluster": {"method": "vcn"}, "ingest": {"stride": 5}, "model_dir": None, "seed": 0},
+    "stages": {
+        "tracks": {"stage": "tracks", "status": "completed", "recorded_at": "t2", "started": "t0",
+                   "ended": "t1", "flow_run_id": "f", "task_run_id": "k", "stage_hash": "s1",
+                   "code_hash": "c1", "stage_version": {"tracks": 1}, "config_hash": "h1",
+                   "models_hash": "m1", "rows": {"faces": 120, "tracks": 15},
+                   "outputs": ["faces.parquet", "crops"],
+                   "chunk_seconds": {"decode": 1.5}, "decode": {"bad_packets": 0, "first_error": None}},
+        "finetune": {"stage": "finetune", "status": "completed", "recorded_at": "t3", "rows": {"rounds": 2},
+                     "outputs": ["model/final.pt"], "resumed_at_step": None, "checkpoint_refused": None,
+                     "rounds": [{"matches": 4}]},
+        "clusters": {"stage": "clusters", "status": "failed", "recorded_at": "t5", "ended": "t4",
+                     "flow_run_id": "f", "error": "InputError: truncated", "input_error": True,
+                     "traceback": "Traceback ...", "stage_version": {"tracks": 1, "clusters": 2},
+                     "corrections": "d9"},
+    },
+    "history": [],
+}
+WRITTEN["history"] = list(WRITTEN["stages"].values())
+
+# Older and hand-written shapes: a partial input, no history, no input_error, a bare stage record,
+# keys this vcn does not name.
+OLD = {
+    "movie_id": "00112233aabbccdd",
+    "input": {"path": "/videos/tiny.mp4", "fps": 25.0, "duration_s": 12.0, "width": 640, "height": 360,
+              "bitrate": 900},
+    "config": {"cluster": {"method": "vcn"}, "ingest": {"stride": 5}},
+    "code": {"vcn_version": "0.1.0", "code_hash": "feedbeef"},
+    "stages": {"clusters": {"status": "completed", "ended": "2026-01-01T00:00:00+00:00"}},
+    "notes": "kept as written",
+}
+
+
+def test_manifest_records_round_trip_the_written_json():
+    m = Manifest.from_json(json.loads(json.dumps(WRITTEN)))
+    assert m.to_json() == WRITTEN, "the same keys, nesting and values come back"
+    assert m.input.n_frames == 275 and m.input.declared_frames is None and m.input_error is None
+    tracks = m.stages["tracks"]
+    assert tracks.completed and tracks.stage_version == {"tracks": 1}
+    assert tracks.outputs == ["faces.parquet", "crops"] and tracks.rows["faces"] == 120
+    assert set(tracks.extra) == {"chunk_seconds", "decode"} and tracks.extra["decode"]["first_error"] is None
+    assert m.stages["finetune"].extra["resumed_at_step"] is None and m.stages["finetune"].error is None
+    failed = m.stages["clusters"]
+    assert failed.status == "failed" and failed.input_error is True and failed.corrections == "d9"
+    assert [r.stage for r in m.history] == ["tracks", "finetune", "clusters"]
+    assert m.input_path == "/lib/a.mp4"
+
+
+def test_manifest_reads_older_shapes_with_defaults():
+    m = Manifest.from_json(OLD)
+    assert m.input.path == "/videos/tiny.mp4" and m.input.fps == 25.0 and m.input.n_frames is None
+    assert m.input.extra == {"bitrate": 900} and m.extra == {"notes": "kept as written"}
+    assert m.input_error is None and m.history == [] and m.packages is None
+    rec = m.stages["clusters"]
+    assert rec.completed and rec.ended.startswith("2026") and rec.outputs is None and rec.extra == {}
+    again = m.to_json()
+    assert again["input"]["bitrate"] == 900 and again["notes"] == "kept as written"
+    assert again["stages"] == OLD["stages"] and again["history"] == []
+    assert Manifest.from_json(json.loads(json.dumps(again))) == m, "rewriting it reads back the same"
+
+
+def test_manifest_of_an_unusable_file_writes_only_its_failure():
+    failed = {"movie_id": "m", "input_error": {"path": "/lib/bad.mp4", "error": "InputError: no video stream",
+                                               "recorded_at": "t"}, "stages": {}, "history": []}
+    m = Manifest.from_json(failed)
+    assert m.input is None and m.input_error.error.startswith("InputError") and m.input_path == "/lib/bad.mp4"
+    assert m.to_json() == failed
+    assert Manifest(movie_id="m").to_json() == {"movie_id": "m", "stages": {}, "history": []}
+
+
+def test_stage_record_extra_does_not_shadow_its_fields():
+    with pytest.raises(ValueError, match="rows"):
+        StageRecord(stage="tracks", extra={"rows": {}})
+    rec = StageRecord(stage="tracks", status="completed", rows={"faces": 3}, extra={"decode": None})
+    assert rec.to_json() == {"stage": "tracks", "status": "completed", "rows": {"faces": 3}, "decode": None}
+    assert Manifest(movie_id="m").with_stage(rec).with_stage(rec).history == [rec, rec]
+    assert InputRecord.from_json(InputRecord(path="x", fps=25.0).to_json()) == InputRecord(path="x", fps=25.0)
+    assert InputFailure.from_json({"path": "p", "error": "e", "recorded_at": "t"}).error == "e"
 
 
 # -- checkpoints: reading one back never runs code ------------------------------------------------
