@@ -16,8 +16,12 @@ from storage import schemas
 from storage.atomic import atomic_path, write_bytes, write_json, write_parquet
 from storage.crops import read_crops, write_crops
 from storage.layout import MovieLayout
-from storage.manifest import read_manifest, record_stage, stage_is_complete, update_manifest
+from storage.manifest import known_paths, read_manifest, record_stage, stage_is_complete, update_manifest
+from vcn.config import PipelineConfig
+from vcn.errors import InputError
 from vcn.manifest import InputFailure, InputRecord, Manifest, StageRecord
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "short_hamilton_clip.mp4"
 
 
 def test_atomic_write_leaves_old_file_on_crash(tmp_path):
@@ -73,7 +77,7 @@ def _record(root: str, i: int) -> None:
 
 def test_manifest_concurrent_updates_keep_every_record(tmp_path):
     layout = MovieLayout(tmp_path / "m")
-    update_manifest(layout, input={"path": "x.mp4"})
+    update_manifest(layout, input=InputRecord(path="x.mp4"))
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_record, args=(str(layout.root), i)) for i in range(12)]
     for p in procs:
@@ -81,8 +85,8 @@ def test_manifest_concurrent_updates_keep_every_record(tmp_path):
     for p in procs:
         p.join()
     m = read_manifest(layout)
-    assert len(m["history"]) == 12, "no update lost under concurrent writers"
-    assert m["input"] == {"path": "x.mp4"}
+    assert len(m.history) == 12, "no update lost under concurrent writers"
+    assert m.input == InputRecord(path="x.mp4")
 
 
 def test_stage_complete_needs_its_stage_hash_and_outputs(tmp_path):
@@ -191,6 +195,43 @@ def test_stage_record_extra_does_not_shadow_its_fields():
     assert InputFailure.from_json({"path": "p", "error": "e", "recorded_at": "t"}).error == "e"
 
 
+def test_a_prepared_title_writes_the_manifest_shape_and_reads_it_back(tmp_path):
+    """The manifest that prepare-movie and the stage records write has the keys it always had,
+    and reads back into the same JSON."""
+    from tasks.ingest import prepare_movie
+    from tasks.stages import record_failure, stage_record
+
+    ctx = prepare_movie.fn(str(SAMPLE), str(tmp_path), PipelineConfig())
+    layout = ctx.layout
+    record_stage(layout, "tracks", stage_record(ctx, "tracks", status="completed", rows={"faces": 1},
+                                                outputs=["faces.parquet"], extra={"decode": {"error": None}}))
+    record_failure(ctx, "clusters", InputError("truncated"))
+    raw = json.loads(layout.manifest.read_text())
+    assert set(raw) == {"movie_id", "input", "input_error", "code", "packages", "models", "config",
+                        "stages", "history"}
+    assert set(raw["input"]) == {"path", "size_bytes", "content_id", "duration_s", "fps", "n_frames", "width",
+                                 "height", "codec", "declared_frames", "declared_exact"}
+    assert raw["input_error"] is None and raw["input"]["n_frames"] == ctx.info.n_frames
+    stamp = {"stage", "recorded_at", "stage_hash", "code_hash", "stage_version", "config_hash", "models_hash"}
+    assert set(raw["stages"]["tracks"]) == stamp | {"status", "rows", "outputs", "decode"}
+    failed = {"status", "ended", "flow_run_id", "error", "input_error", "traceback"}
+    assert set(raw["stages"]["clusters"]) == stamp | failed
+    assert raw["history"] == [raw["stages"]["tracks"], raw["stages"]["clusters"]]
+    assert Manifest.from_json(raw).to_json() == raw
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(InputError):
+        prepare_movie.fn(str(bad), str(tmp_path), PipelineConfig())
+    (failed,) = [p for p in tmp_path.glob("*/manifest.json") if p.parent != layout.root]
+    raw = json.loads(failed.read_text())
+    assert set(raw) == {"movie_id", "input_error", "stages", "history"}
+    assert set(raw["input_error"]) == {"path", "error", "recorded_at"}
+    assert Manifest.from_json(raw).to_json() == raw
+    assert known_paths(str(tmp_path)) == {str(SAMPLE.resolve()): ctx.movie_id,
+                                          str(bad.resolve()): failed.parent.name}
+
+
 # -- checkpoints: reading one back never runs code ------------------------------------------------
 
 
@@ -275,7 +316,7 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path, umask):
             for name in ("m.json", "r.html", "s.parquet", "crops/chunk-00000.parquet"):
                 assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected == 0o666 & ~umask, name
         layout = MovieLayout(tmp_path / "movie")
-        update_manifest(layout, input={"path": "x.mp4"})
+        update_manifest(layout, input=InputRecord(path="x.mp4"))
         assert stat.S_IMODE(layout.manifest.stat().st_mode) == expected
     finally:
         os.umask(old)
