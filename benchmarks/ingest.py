@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -55,6 +54,8 @@ class PeakRSS:
 def run_once(video: Path, workers: int, method: str) -> dict:
     from flows.movie import movie_flow
     from flows.runtime import dask_cluster
+    from storage.layout import MovieLayout
+    from storage.manifest import read_manifest
 
     out = Path(tempfile.mkdtemp(prefix="vcn-bench-"))
     try:
@@ -64,12 +65,13 @@ def run_once(video: Path, workers: int, method: str) -> dict:
                 video_path=str(video), out_dir=str(out), config={"cluster": {"method": method}}
             )
             wall = time.perf_counter() - t0
-        manifest = json.loads((Path(summary["output"]) / "manifest.json").read_text())
-        stages = manifest["stages"]["tracks"].get("chunk_seconds", {})
-        cpu = manifest["stages"]["tracks"].get("chunk_cpu_seconds", {})
-        n_frames = manifest["input"]["n_frames"]
+        manifest = read_manifest(MovieLayout(Path(summary["output"])))
+        tracks = manifest.stages["tracks"]
+        stages = tracks.extra.get("chunk_seconds", {})
+        cpu = tracks.extra.get("chunk_cpu_seconds", {})
+        n_frames = manifest.input.n_frames
         return {"workers": workers, "wall_s": wall, "fps": n_frames / wall,
-                "rt": manifest["input"]["duration_s"] / wall, "peak_gib": mem.peak / 2**30,
+                "rt": manifest.input.duration_s / wall, "peak_gib": mem.peak / 2**30,
                 "stages": stages, "cpu": cpu, "faces": summary["faces"], "tracks": summary["tracks"]}
     finally:
         shutil.rmtree(out, ignore_errors=True)

@@ -25,7 +25,6 @@ meaning; the default is 1.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
@@ -37,12 +36,14 @@ from benchmarks.compose import compose_long_video
 from benchmarks.ingest import PeakRSS
 from storage import schemas
 from storage.layout import MovieLayout
+from storage.manifest import read_manifest
+from vcn.manifest import StageRecord
 
 
-def _span_s(rec: dict) -> float:
-    if not rec.get("started") or not rec.get("ended"):
+def _span_s(rec: StageRecord) -> float:
+    if not rec.started or not rec.ended:
         return 0.0
-    return (datetime.fromisoformat(rec["ended"]) - datetime.fromisoformat(rec["started"])).total_seconds()
+    return (datetime.fromisoformat(rec.ended) - datetime.fromisoformat(rec.started)).total_seconds()
 
 
 def _task_runs(flow_run_name: str) -> list:
@@ -63,7 +64,7 @@ def _task_runs(flow_run_name: str) -> list:
 def title_breakdown(out: Path, entry: dict, workers: int) -> dict:
     """Per-stage seconds and the orchestration overhead of one processed title."""
     layout = MovieLayout.of(out, entry["movie_id"])
-    manifest = json.loads(layout.manifest.read_text())
+    manifest = read_manifest(layout)
     chunk_stages: dict[str, float] = {}
     n_chunks = 0
     for path in sorted(layout.chunks_dir.glob("chunk-*.faces.parquet")):
@@ -72,7 +73,7 @@ def title_breakdown(out: Path, entry: dict, workers: int) -> dict:
             chunk_stages[k] = chunk_stages.get(k, 0.0) + v
     # The tracks record spans its last task, assemble-tracks; the chunks are counted above.
     stage_spans = {("assemble" if name == "tracks" else name): _span_s(rec)
-                   for name, rec in manifest["stages"].items()}
+                   for name, rec in manifest.stages.items()}
     runs = _task_runs(f"process-movie-{entry['video']}")
     side = {k: sum(t.total_run_time.total_seconds() for t in runs if t.name.startswith(k))
             for k in ("prepare-movie", "write-report")}

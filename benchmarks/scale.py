@@ -227,6 +227,8 @@ def run(video: Path, run_dir: Path, workers: int | None, reuse: bool) -> dict[st
         return json.loads(record.read_text())
     from flows.movie import movie_flow
     from flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
+    from storage.layout import MovieLayout
+    from storage.manifest import read_manifest
 
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -239,21 +241,21 @@ def run(video: Path, run_dir: Path, workers: int | None, reuse: bool) -> dict[st
             threads=model_threads(None, 1))
         t1 = time.time()
     movie = Path(summary["output"])
-    manifest = json.loads((movie / "manifest.json").read_text())
-    st = manifest["stages"]
+    manifest = read_manifest(MovieLayout(movie))
+    st = manifest.stages
     c0 = first_chunk_start(movie)
-    spans = {"prepare": (t0, c0), "ingest": (c0, _ts(st["tracks"]["ended"])),
-             "chunks": (c0, _ts(st["tracks"]["started"])),
-             "assemble": (_ts(st["tracks"]["started"]), _ts(st["tracks"]["ended"])),
-             "cluster": (_ts(st["clusters"]["started"]), _ts(st["clusters"]["ended"])),
-             "report": (_ts(st["clusters"]["ended"]), t1), "total": (t0, t1)}
+    spans = {"prepare": (t0, c0), "ingest": (c0, _ts(st["tracks"].ended)),
+             "chunks": (c0, _ts(st["tracks"].started)),
+             "assemble": (_ts(st["tracks"].started), _ts(st["tracks"].ended)),
+             "cluster": (_ts(st["clusters"].started), _ts(st["clusters"].ended)),
+             "report": (_ts(st["clusters"].ended), t1), "total": (t0, t1)}
     if "finetune" in st:
-        spans["finetune"] = (_ts(st["finetune"]["started"]), _ts(st["finetune"]["ended"]))
+        spans["finetune"] = (_ts(st["finetune"].started), _ts(st["finetune"].ended))
     seconds = {k: b - a for k, (a, b) in spans.items()}
-    seconds["chunks"] = sum(st["tracks"].get("chunk_seconds", {}).values())
-    inp = manifest["input"]
-    out = {"video": str(video), "output": str(movie), "method": manifest["config"]["cluster"]["method"],
-           "workers": workers or os.cpu_count(), "frames": inp["n_frames"], "duration_s": inp["duration_s"],
+    seconds["chunks"] = sum(st["tracks"].extra.get("chunk_seconds", {}).values())
+    inp = manifest.input
+    out = {"video": str(video), "output": str(movie), "method": manifest.config["cluster"]["method"],
+           "workers": workers or os.cpu_count(), "frames": inp.n_frames, "duration_s": inp.duration_s,
            "tracks": summary["tracks"], "faces": summary["faces"], "detected_shots": summary.get("shots"),
            "clusters": summary.get("clusters"), "seconds": seconds,
            "peak_rss": mem.peaks(), "window_rss": {w: mem.window(*spans[w]) for w in WINDOWS if w in spans}}

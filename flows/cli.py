@@ -128,20 +128,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_rerun(args: argparse.Namespace) -> int:
     from flows.movie import movie_flow
     from flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
+    from storage.layout import MovieLayout
+    from storage.manifest import read_manifest
 
     movie_dir = Path(args.movie_dir).resolve()
-    manifest_path = movie_dir / "manifest.json"
+    layout = MovieLayout(movie_dir)
+    manifest_path = layout.manifest
     if not manifest_path.exists():
         raise VcnError(f"{manifest_path}: no manifest; pass a folder OUT/<movie_id> made by `vcn run`")
-    manifest = json.loads(manifest_path.read_text())
-    video = (manifest.get("input") or manifest.get("input_error") or {}).get("path")
+    manifest = read_manifest(layout)
+    video = manifest.input_path
     if not video:
         raise VcnError(f"{manifest_path}: records no input file; run "
                        f"`vcn run VIDEO --out {movie_dir.parent}`"
                        " instead")
     with prefect_api(), dask_cluster(args.dask_address, args.workers) as address:
         summary = movie_flow(address)(
-            video_path=video, out_dir=str(movie_dir.parent), config=manifest.get("config", {}),
+            video_path=video, out_dir=str(movie_dir.parent), config=manifest.config or {},
             rerun_from=args.from_stage, gpu=gpu_workers(address), threads=model_threads(args.dask_address, 1),
         )
     ran = [s for s, run in summary.get("stages_run", {}).items() if run]
@@ -206,6 +209,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from storage.layout import MovieLayout
+    from storage.manifest import read_manifest
     from vcn.metrics import evaluate, format_report, read_ground_truth
 
     pred_dir = Path(args.pred)
@@ -217,9 +222,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except (OSError, pd.errors.ParserError) as exc:
         raise VcnError(f"{args.gt}: cannot read the ground-truth CSV ({exc})") from exc
     gt = read_ground_truth(gt)
-    manifest = pred_dir / "manifest.json"
-    if "video" in gt.columns and manifest.exists():
-        name = Path(json.loads(manifest.read_text())["input"]["path"]).name
+    layout = MovieLayout(pred_dir)
+    if "video" in gt.columns and layout.manifest.exists():
+        name = Path(read_manifest(layout).input_path or "").name
         if (gt["video"] == name).any():
             gt = gt[gt["video"] == name]
     pred = pq.read_table(faces_path, columns=["frame_idx", "x1", "y1", "x2", "y2", "track_id", "cluster_id"])

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +30,7 @@ from storage.atomic import write_parquet
 from storage.layout import MovieLayout
 from storage.manifest import file_lock, now_iso, read_manifest
 from vcn.errors import StageError
+from vcn.manifest import InputRecord, Manifest
 
 TABLES = ("faces", "tracks", "clusters")
 MOVIES = "movies"
@@ -82,10 +82,10 @@ def source_stamp(movie: MovieLayout) -> str | None:
 
     None when the movie has no completed ``clusters`` stage (nothing publishable yet).
     """
-    rec = read_manifest(movie).get("stages", {}).get("clusters")
-    if not rec or rec.get("status") != "completed":
+    rec = read_manifest(movie).stages.get("clusters")
+    if rec is None or not rec.completed:
         return None
-    return f"{rec.get('flow_run_id')}@{rec.get('recorded_at')}"
+    return f"{rec.flow_run_id}@{rec.recorded_at}"
 
 
 def is_current(catalogue: CatalogueLayout, movie: MovieLayout) -> bool:
@@ -99,15 +99,15 @@ def is_current(catalogue: CatalogueLayout, movie: MovieLayout) -> bool:
     return schemas.table_metadata(str(paths[-1])).get("source") == stamp
 
 
-def _movie_row(movie: MovieLayout, manifest: dict[str, Any], rows: dict[str, int]) -> dict[str, list]:
-    inp = manifest.get("input", {})
-    stage = manifest["stages"]["clusters"]
+def _movie_row(movie: MovieLayout, manifest: Manifest, rows: dict[str, int]) -> dict[str, list]:
+    inp = manifest.input or InputRecord()
+    stage = manifest.stages["clusters"]
     return {
-        "path": [inp.get("path", "")], "name": [Path(inp.get("path", "")).name],
-        "duration_s": [inp.get("duration_s")], "fps": [inp.get("fps")], "n_frames": [inp.get("n_frames")],
-        "width": [inp.get("width")], "height": [inp.get("height")],
+        "path": [inp.path], "name": [Path(inp.path).name],
+        "duration_s": [inp.duration_s], "fps": [inp.fps], "n_frames": [inp.n_frames],
+        "width": [inp.width], "height": [inp.height],
         "faces": [rows["faces"]], "tracks": [rows["tracks"]], "clusters": [rows["clusters"]],
-        "method": [stage.get("method", "")], "code_hash": [stage.get("code_hash", "")],
+        "method": [stage.extra.get("method", "")], "code_hash": [stage.code_hash or ""],
         "published_at": [now_iso()],
     }
 

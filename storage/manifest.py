@@ -8,12 +8,14 @@ config section, the models and its algorithm version, :mod:`vcn.versions`) *and*
 exist: that is what re-runs and ``vcn rerun`` trust. The code hash is lineage only.
 
 Updates are read-modify-write under an exclusive file lock and written atomically, so two runs on
-the same title cannot interleave a half-written manifest.
+the same title cannot interleave a half-written manifest. The records are
+:mod:`vcn.manifest`'s dataclasses; this module reads and writes the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import importlib.metadata
@@ -27,6 +29,7 @@ from typing import Any
 
 from storage.atomic import read_json, write_json
 from storage.layout import MovieLayout
+from vcn.manifest import InputFailure, Manifest, StageRecord
 
 PACKAGES = (
     "vcn", "numpy", "scipy", "pandas", "pyarrow", "av", "opencv-python", "scenedetect", "onnxruntime",
@@ -117,50 +120,51 @@ def file_lock(path: str | os.PathLike[str], timeout_s: float = 600.0) -> Iterato
         os.close(fd)
 
 
-def read_manifest(layout: MovieLayout) -> dict[str, Any]:
-    """The movie's manifest, or an empty skeleton when none exists yet."""
+def read_manifest(layout: MovieLayout) -> Manifest:
+    """The movie's manifest, or an empty one naming the movie when none exists yet."""
     if layout.manifest.exists():
-        return read_json(layout.manifest)
-    return {"movie_id": layout.movie_id, "stages": {}, "history": []}
+        return Manifest.from_json(read_json(layout.manifest))
+    return Manifest(movie_id=layout.movie_id)
 
 
-def update_manifest(layout: MovieLayout, **fields: Any) -> dict[str, Any]:
-    """Set top-level ``fields`` (input, code, packages, models, config) and return the manifest."""
+def update_manifest(layout: MovieLayout, **fields: Any) -> Manifest:
+    """Set top-level ``fields`` of the manifest (``movie_id``, ``input``, ``input_error``, ``code``,
+    ``packages``, ``models``, ``config``; see :class:`vcn.manifest.Manifest`) and return it."""
     with file_lock(layout.root / ".manifest.lock"):
-        manifest = read_manifest(layout)
-        manifest.update(fields)
-        write_json(layout.manifest, manifest)
+        manifest = dataclasses.replace(read_manifest(layout), **fields)
+        write_json(layout.manifest, manifest.to_json())
     return manifest
 
 
-def record_stage(layout: MovieLayout, stage: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Store ``record`` as ``stage``'s latest run and append it to the history."""
-    record = {"stage": stage, "recorded_at": now_iso(), **record}
+def record_stage(layout: MovieLayout, stage: str, record: StageRecord | dict[str, Any]) -> StageRecord:
+    """Store ``record`` (or its JSON object) as ``stage``'s latest run and append it to the history;
+    the stored record names ``stage`` and, unless it says when, the time it was recorded."""
+    if isinstance(record, dict):
+        record = StageRecord.from_json(record)
+    record = dataclasses.replace(record, stage=stage, recorded_at=record.recorded_at or now_iso())
     with file_lock(layout.root / ".manifest.lock"):
-        manifest = read_manifest(layout)
-        manifest.setdefault("stages", {})[stage] = record
-        manifest.setdefault("history", []).append(record)
-        write_json(layout.manifest, manifest)
+        manifest = read_manifest(layout).with_stage(record)
+        write_json(layout.manifest, manifest.to_json())
     return record
 
 
-def record_input_error(layout: MovieLayout, path: str, exc: BaseException) -> dict[str, Any]:
+def record_input_error(layout: MovieLayout, path: str, exc: BaseException) -> Manifest:
     """Record that the file ``path`` (whose content id names ``layout``) is not a usable video."""
-    return update_manifest(layout, movie_id=layout.movie_id, input_error={
-        "path": str(Path(path).resolve()), "error": f"{type(exc).__name__}: {exc}", "recorded_at": now_iso(),
-    })
+    failure = InputFailure(path=str(Path(path).resolve()), error=f"{type(exc).__name__}: {exc}",
+                           recorded_at=now_iso())
+    return update_manifest(layout, movie_id=layout.movie_id, input_error=failure)
 
 
-def missing_outputs(layout: MovieLayout, record: dict[str, Any]) -> list[str]:
+def missing_outputs(layout: MovieLayout, record: StageRecord) -> list[str]:
     """The output files a stage record lists that are no longer there."""
-    return [f for f in record.get("outputs", []) if not (layout.root / f).exists()]
+    return [f for f in record.outputs or [] if not (layout.root / f).exists()]
 
 
 def stage_is_complete(layout: MovieLayout, stage: str, stage_hash: str) -> bool:
     """True when ``stage`` completed with this stage hash (its config section, models and
     algorithm version; ``tasks.context.MovieContext.stage_hash``) and its outputs still exist."""
-    rec = read_manifest(layout).get("stages", {}).get(stage)
-    if not rec or rec.get("status") != "completed" or rec.get("stage_hash") != stage_hash:
+    rec = read_manifest(layout).stages.get(stage)
+    if rec is None or not rec.completed or rec.stage_hash != stage_hash:
         return False
     return not missing_outputs(layout, rec)
 
@@ -170,11 +174,10 @@ def known_paths(out_dir: str) -> dict[str, str]:
     known: dict[str, str] = {}
     for manifest_path in sorted(Path(out_dir).glob("*/manifest.json")):
         try:
-            manifest = read_json(manifest_path)
+            manifest = Manifest.from_json(read_json(manifest_path))
         except (OSError, ValueError):
             continue
-        for key in ("input", "input_error"):
-            entry = manifest.get(key) or {}
-            if entry.get("path"):
-                known[entry["path"]] = manifest_path.parent.name
+        for entry in (manifest.input, manifest.input_error):
+            if entry is not None and entry.path:
+                known[entry.path] = manifest_path.parent.name
     return known

@@ -13,9 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.atomic import read_json
 from storage.crops import read_crops
 from storage.layout import MovieLayout
+from storage.manifest import read_manifest
 from vcn.errors import StageError
 from vcn.report import MovieResults
 
@@ -54,11 +54,12 @@ def load_results(movie_dir: str | os.PathLike[str], *, embeddings: bool = False)
         raise StageError(f"{layout.root}: {', '.join(missing)} missing (the run did not finish); "
                          f"{_fix(layout)}")
     try:
-        manifest = read_json(layout.manifest)
+        manifest = read_manifest(layout)
     except (OSError, ValueError) as exc:
         raise StageError(f"{layout.manifest}: unreadable JSON ({exc}); {_fix(layout)}") from exc
     # clusters.parquet from an older run may outlive a failed re-run: trust the completion record.
-    status = manifest.get("stages", {}).get("clusters", {}).get("status")
+    clusters = manifest.stages.get("clusters")
+    status = clusters.status if clusters is not None else None
     if status != "completed":
         raise StageError(f"{layout.manifest}: the clusters stage is {status or 'not recorded'}, so "
                          f"{layout.clusters.name} may be stale; {_fix(layout)}")

@@ -152,7 +152,8 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
             tracks.quality = quality.astype(np.float32)
     if said:
         labels = apply_to_labels(labels, tracks.track_id, ctx.movie_id, said)
-        extra["corrections"] = [c.id for c in said]
+        # Beside the stamp's ``corrections`` digest, which decides whether the clusters are current.
+        extra["corrections_applied"] = [c.id for c in said]
     track_cluster = cluster_names(labels, tracks.n_faces)
     row_of = tracks.index_of(faces["track_id"].astype(object))
     face_cluster = track_cluster[row_of] if len(row_of) else np.zeros(0, object)
@@ -169,12 +170,11 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     write_parquet(layout.clusters, schemas.table_from_columns(schemas.CLUSTERS_SCHEMA, vars(summary)))
     n_clusters = int(np.sum(summary.cluster_id != schemas.UNKNOWN))
     rows = {"clusters": n_clusters, "unknown_tracks": int(np.sum(track_cluster == schemas.UNKNOWN))}
-    record_stage(layout, "clusters", {
-        "status": "completed", "started": started, "ended": now_iso(), "method": cfg.method,
-        "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
-        **stage_record(ctx, "clusters"), "rows": rows,
-        "outputs": ["faces.parquet", "tracks.parquet", "clusters.parquet"], "worker": worker_address(),
-        **extra,
-    })
+    record_stage(layout, "clusters", stage_record(
+        ctx, "clusters", status="completed", started=started, ended=now_iso(),
+        flow_run_id=str(flow_run.id), task_run_id=str(task_run.id), rows=rows,
+        outputs=["faces.parquet", "tracks.parquet", "clusters.parquet"],
+        extra={"method": cfg.method, "worker": worker_address(), **extra},
+    ))
     logger.info("movie %s: %d clusters", ctx.movie_id, n_clusters)
     return rows

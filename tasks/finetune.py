@@ -142,12 +142,11 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     digest = save_checkpoint(layout.model_dir / "final.pt", ck)
     ckpt_path.unlink(missing_ok=True)
     rows.update({"rounds": len(ck.history), "matches": len(ck.matches)})
-    record_stage(layout, "finetune", {
-        "status": "completed", "started": started, "ended": now_iso(),
-        "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
-        **stage_record(ctx, "finetune"), "rows": rows,
-        "outputs": ["model/final.pt"], "checkpoint_blake2b": digest, "rounds": ck.history,
-        "device": str(resolve_device(ctx.config.method.finetune)), "worker": worker_address(),
-        "resumed_at_step": resumed_at, "checkpoint_refused": refused,
-    })
+    record_stage(layout, "finetune", stage_record(
+        ctx, "finetune", status="completed", started=started, ended=now_iso(),
+        flow_run_id=str(flow_run.id), task_run_id=str(task_run.id), rows=rows, outputs=["model/final.pt"],
+        extra={"checkpoint_blake2b": digest, "rounds": ck.history,
+               "device": str(resolve_device(ctx.config.method.finetune)), "worker": worker_address(),
+               "resumed_at_step": resumed_at, "checkpoint_refused": refused},
+    ))
     return rows

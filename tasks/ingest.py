@@ -38,6 +38,7 @@ from vcn.config import PipelineConfig
 from vcn.detection import default_model_dir, find_models
 from vcn.errors import InputError
 from vcn.ingest import ChunkResult, check_chunk_decode, process_chunk
+from vcn.manifest import InputRecord
 from vcn.video import Chunk, content_id, plan_chunks, probe
 
 
@@ -68,12 +69,12 @@ def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> Movi
     update_manifest(
         layout,
         movie_id=movie_id,
-        input={
-            "path": ctx.video_path, "size_bytes": Path(video_path).stat().st_size, "content_id": movie_id,
-            "duration_s": info.duration_s, "fps": info.fps, "n_frames": info.n_frames,
-            "width": info.width, "height": info.height, "codec": info.codec,
-            "declared_frames": info.declared_frames, "declared_exact": info.declared_exact,
-        },
+        input=InputRecord(
+            path=ctx.video_path, size_bytes=Path(video_path).stat().st_size, content_id=movie_id,
+            duration_s=info.duration_s, fps=info.fps, n_frames=info.n_frames,
+            width=info.width, height=info.height, codec=info.codec,
+            declared_frames=info.declared_frames, declared_exact=info.declared_exact,
+        ),
         input_error=None,
         code=code_version(),
         packages=package_versions(),
@@ -168,12 +169,11 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
             timings[k] = timings.get(k, 0.0) + v
         for k, v in c.meta.get("cpu_seconds", {}).items():
             cpu[k] = cpu.get(k, 0.0) + v
-    record_stage(layout, "tracks", {
-        "status": "completed", "started": started, "ended": now_iso(),
-        "flow_run_id": str(flow_run.id), "task_run_id": str(task_run.id),
-        **stage_record(ctx, "tracks"), "rows": rows,
-        "outputs": ["faces.parquet", "tracks.parquet", "shots.parquet", "crops"],
-        "chunk_seconds": timings, "chunk_cpu_seconds": cpu, "decode": decode.to_dict(),
-    })
+    record_stage(layout, "tracks", stage_record(
+        ctx, "tracks", status="completed", started=started, ended=now_iso(),
+        flow_run_id=str(flow_run.id), task_run_id=str(task_run.id), rows=rows,
+        outputs=["faces.parquet", "tracks.parquet", "shots.parquet", "crops"],
+        extra={"chunk_seconds": timings, "chunk_cpu_seconds": cpu, "decode": decode.to_dict()},
+    ))
     logger.info("movie %s: %s", ctx.movie_id, rows)  # the UI's line; the flow prints the stage's end
     return rows

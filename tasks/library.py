@@ -29,6 +29,7 @@ from tasks.stages import stage_plan
 from vcn.config import PipelineConfig
 from vcn.detection import ModelFiles, default_model_dir, find_models
 from vcn.errors import InputError
+from vcn.manifest import InputFailure
 from vcn.video import VideoInfo, content_id
 
 
@@ -93,11 +94,11 @@ def title_stage_plan(
     """Per stage, why ``process-movie`` would run it for this title (None: its output is reused;
     :func:`tasks.stages.stage_plan`); None when no run of this content got past probing."""
     layout = MovieLayout.of(out_dir, movie_id)
-    inp = read_manifest(layout).get("input")
-    if not inp:
+    inp = read_manifest(layout).input
+    if inp is None:
         return None
-    info = VideoInfo(path=inp["path"], fps=inp["fps"], n_frames=inp["n_frames"], width=inp["width"],
-                     height=inp["height"], duration_s=inp["duration_s"], codec=inp["codec"])
+    info = VideoInfo(path=inp.path, fps=inp.fps, n_frames=inp.n_frames, width=inp.width,
+                     height=inp.height, duration_s=inp.duration_s, codec=inp.codec)
     ctx = MovieContext(video_path=path, movie_id=movie_id, out_root=str(layout.root), info=info,
                        config=config, models=models, code_hash="", model_hashes=model_hashes)
     return stage_plan(ctx)
@@ -112,17 +113,18 @@ def title_is_done(
     return plan is not None and not any(plan.values())
 
 
-def previous_input_error(out_dir: str, movie_id: str) -> dict[str, str] | None:
-    """The input error (``error``, ``recorded_at``) that the last run of this content met, if any:
-    the file could not be opened or probed (``input_error`` of the manifest), or a stage failed on
-    it (a truncated or damaged file found while decoding). The content id names the file's
+def previous_input_error(out_dir: str, movie_id: str) -> InputFailure | None:
+    """The input error that the last run of this content met, if any: the file could not be
+    opened or probed (``input_error`` of the manifest), or a stage failed on it (a truncated or
+    damaged file found while decoding; its error and end time). The content id names the file's
     content, so a replaced file is a new title and never matches."""
     manifest = read_manifest(MovieLayout.of(out_dir, movie_id))
-    if manifest.get("input_error"):
-        return manifest["input_error"]
-    for rec in manifest.get("stages", {}).values():
-        if rec.get("status") == "failed" and rec.get("input_error"):
-            return {"error": rec.get("error", ""), "recorded_at": rec.get("ended", "")}
+    if manifest.input_error is not None:
+        return manifest.input_error
+    for rec in manifest.stages.values():
+        if rec.status == "failed" and rec.input_error:
+            return InputFailure(path=manifest.input_path or "", error=rec.error or "",
+                                recorded_at=rec.ended or "")
     return None
 
 
@@ -161,8 +163,8 @@ def plan_titles(
         failure = previous_input_error(out_dir, movie_id)
         if failure is not None:
             # Decoding it again would fail again: an unchanged bad file is reported, not retried.
-            titles.append(Title(path, movie_id, "failed", f"{failure['error']} (unchanged since this failure "
-                                f"at {failure['recorded_at'][:19]}; it is retried once the file changes)"))
+            titles.append(Title(path, movie_id, "failed", f"{failure.error} (unchanged since this failure "
+                                f"at {failure.recorded_at[:19]}; it is retried once the file changes)"))
             continue
         plan = title_stage_plan(path, movie_id, out_dir, config, models, hashes)
         if plan is None:

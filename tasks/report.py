@@ -81,7 +81,8 @@ def publish_markdown_artifact(movie_dir: str, cfg: ReportConfig | None = None) -
     thumbs = dict(zip(reps.tolist(), encode_thumbnails(load_crops(movie_dir, reps), cfg), strict=True))
     identities, _ = library_identities(movie_dir, results.movie_id)
     markdown = render_markdown(results, thumbs, cfg, report_path=str(layout.report), identities=identities)
-    name = Path(str(results.manifest.get("input", {}).get("path", ""))).name
+    inp = results.manifest.input
+    name = Path(inp.path if inp is not None else "").name
     return create_markdown_artifact(
         markdown=markdown, key=f"vcn-{results.movie_id}", description=f"Face clusters of {md_text(name)}",
     )

@@ -16,34 +16,35 @@ from prefect.runtime import flow_run
 from storage.manifest import missing_outputs, now_iso, read_manifest, record_stage
 from tasks.context import MovieContext
 from vcn.errors import ConfigError, InputError
+from vcn.manifest import StageRecord
 
 STAGES = ("tracks", "finetune", "clusters")
 
 
-def stale_reason(ctx: MovieContext, stage: str, record: dict[str, Any] | None) -> str | None:
+def stale_reason(ctx: MovieContext, stage: str, record: StageRecord | None) -> str | None:
     """Why ``stage`` must run again given its last ``record`` in the manifest; None when its
     output is current (same config section, models and stage version, outputs on disk)."""
-    if not record:
+    if record is None:
         return "never run"
-    if record.get("status") == "failed":
-        return f"previous failure ({record.get('error', 'unknown error')})"
-    if record.get("status") != "completed":
-        return f"previous run did not finish ({record.get('status')})"
+    if record.status == "failed":
+        return f"previous failure ({record.error if record.error is not None else 'unknown error'})"
+    if record.status != "completed":
+        return f"previous run did not finish ({record.status})"
     stamp = ctx.stage_stamp(stage)
-    if "stage_version" not in record:
+    if record.stage_version is None:
         return "made by a vcn without stage versions"
     why = []
-    if record["stage_version"] != stamp["stage_version"]:
-        changed = [f"{s} {record['stage_version'].get(s)} -> {v}" for s, v in stamp["stage_version"].items()
-                   if record["stage_version"].get(s) != v]
+    if record.stage_version != stamp["stage_version"]:
+        changed = [f"{s} {record.stage_version.get(s)} -> {v}" for s, v in stamp["stage_version"].items()
+                   if record.stage_version.get(s) != v]
         why.append(f"stage version changed ({', '.join(changed)})")
-    if record.get("config_hash") != stamp["config_hash"]:
+    if record.config_hash != stamp["config_hash"]:
         why.append("config changed")
-    if record.get("models_hash") != stamp["models_hash"]:
+    if record.models_hash != stamp["models_hash"]:
         why.append("models changed")
-    if record.get("corrections") != stamp.get("corrections"):
+    if record.corrections != stamp.get("corrections"):
         why.append("corrections changed")
-    if not why and record.get("stage_hash") != ctx.stage_hash(stage):
+    if not why and record.stage_hash != ctx.stage_hash(stage):
         why.append("stage hash changed")
     missing = missing_outputs(ctx.layout, record)
     if missing:
@@ -59,7 +60,7 @@ def stage_plan(ctx: MovieContext, rerun_from: str | None = None) -> dict[str, st
     """
     if rerun_from is not None and rerun_from not in STAGES:
         raise ConfigError(f"unknown stage {rerun_from!r} for --from; stages are {', '.join(STAGES)}")
-    records = read_manifest(ctx.layout).get("stages", {})
+    records = read_manifest(ctx.layout).stages
     plan: dict[str, str | None] = {}
     upstream: str | None = None
     for stage in ctx.config.stages():
@@ -79,21 +80,22 @@ def stages_to_run(ctx: MovieContext, rerun_from: str | None = None) -> dict[str,
     return {stage: why is not None for stage, why in stage_plan(ctx, rerun_from).items()}
 
 
-def stage_record(ctx: MovieContext, stage: str) -> dict[str, Any]:
-    """The hashes a stage's manifest record carries: what the output was made with."""
-    return {**ctx.stage_stamp(stage), "stage_hash": ctx.stage_hash(stage), "code_hash": ctx.code_hash}
+def stage_record(ctx: MovieContext, stage: str, **fields: Any) -> StageRecord:
+    """A record of ``stage`` carrying the hashes of what its output is made with
+    (:meth:`MovieContext.stage_stamp`, the stage hash, the code hash) and the other ``fields``."""
+    return StageRecord(stage=stage, **ctx.stage_stamp(stage), stage_hash=ctx.stage_hash(stage),
+                       code_hash=ctx.code_hash, **fields)
 
 
 def previous_rows(ctx: MovieContext, stage: str) -> dict:
     """Row counts a skipped stage reported when it completed."""
-    return dict(read_manifest(ctx.layout)["stages"][stage].get("rows", {}))
+    return dict(read_manifest(ctx.layout).stages[stage].rows or {})
 
 
 def record_failure(ctx: MovieContext, stage: str, exc: BaseException) -> None:
     """Mark ``stage`` failed in the manifest, with the error, so ``vcn rerun`` picks it up."""
-    record_stage(ctx.layout, stage, {
-        "status": "failed", "ended": now_iso(), "flow_run_id": str(flow_run.id),
-        "error": f"{type(exc).__name__}: {exc}", "input_error": isinstance(exc, InputError),
-        "traceback": "".join(traceback.format_exception(exc))[-4000:],
-        **stage_record(ctx, stage),
-    })
+    record_stage(ctx.layout, stage, stage_record(
+        ctx, stage, status="failed", ended=now_iso(), flow_run_id=str(flow_run.id),
+        error=f"{type(exc).__name__}: {exc}", input_error=isinstance(exc, InputError),
+        traceback="".join(traceback.format_exception(exc))[-4000:],
+    ))

@@ -21,6 +21,7 @@ import pytest
 
 from flows.cli import main as vcn_main
 from storage.layout import MovieLayout
+from storage.manifest import read_manifest
 from vcn.video import iter_frames
 
 pytestmark = pytest.mark.integration
@@ -140,13 +141,14 @@ def test_model_stages_run_on_the_worker_that_advertises_a_gpu(dask_cluster, tmp_
                      "--dask-address", dask_cluster, "--config", json.dumps(short_finetune),
                      "--json", str(summary)]) == 0
     (row,) = json.loads(summary.read_text())["ok"]
-    stages = json.loads(MovieLayout(Path(row["output"])).manifest.read_text())["stages"]
-    assert stages["clusters"]["method"] == "vcn" and stages["clusters"]["start_groups"] > 1
-    assert stages["finetune"]["worker"] == gpu_worker
-    assert stages["clusters"]["worker"] == gpu_worker
+    stages = read_manifest(MovieLayout(Path(row["output"]))).stages
+    finetune, clusters = stages["finetune"].extra, stages["clusters"].extra
+    assert clusters["method"] == "vcn" and clusters["start_groups"] > 1
+    assert finetune["worker"] == gpu_worker
+    assert clusters["worker"] == gpu_worker
     # No CUDA on this machine: the GPU worker falls back to the CPU, with its VCN_THREADS (1).
-    assert stages["finetune"]["device"] == stages["clusters"]["device"] == "cpu"
-    assert stages["clusters"]["torch_threads"] == 1
+    assert finetune["device"] == clusters["device"] == "cpu"
+    assert clusters["torch_threads"] == 1
 
 
 def test_model_threads_share_the_local_cores_among_titles_in_flight():

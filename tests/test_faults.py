@@ -95,7 +95,7 @@ def test_worker_killed_during_a_chunk(prefect_server, tmp_path):
     movie = MovieLayout(Path(summary["output"]))
     assert summary["chunks"] == 5 == len(chunk_files(movie.root))
     assert summary["chunks_computed"] == 5
-    assert read_manifest(movie)["stages"]["tracks"]["status"] == "completed"
+    assert read_manifest(movie).stages["tracks"].status == "completed"
     faces = pq.read_table(movie.faces, columns=["frame_idx"]).column("frame_idx").to_numpy()
     assert summary["faces"] == len(faces) > 100
     # Faces from every part of the clip: no chunk was lost with the worker.
@@ -133,7 +133,7 @@ def test_flow_process_killed_mid_movie_then_rerun(prefect_server, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-    assert read_manifest(MovieLayout(movie_dir)).get("stages", {}).get("tracks") is None
+    assert read_manifest(MovieLayout(movie_dir)).stages.get("tracks") is None
     before = chunk_files(movie_dir)
     finished = {p.name: schemas.table_metadata(str(p))["flow_run_id"] for p in before}
     assert len(set(finished.values())) == 1
@@ -301,10 +301,10 @@ def test_planted_pickles_never_run(prefect_server, tmp_path, short_finetune, cod
     (rows,) = json.loads((tmp_path / "s.json").read_text())["ok"]
     assert rows["faces"] == first["faces"] and rows["chunks_computed"] == 0, "the chunk files are reused"
     manifest = read_manifest(movie)
-    assert {manifest["stages"][s]["status"] for s in ("tracks", "finetune", "clusters")} == {"completed"}
-    ft = manifest["stages"]["finetune"]
-    assert "checkpoint.pt: not a checkpoint vcn can read" in ft["checkpoint_refused"]
-    assert ft["resumed_at_step"] is None
+    assert {manifest.stages[s].status for s in ("tracks", "finetune", "clusters")} == {"completed"}
+    ft = manifest.stages["finetune"]
+    assert "checkpoint.pt: not a checkpoint vcn can read" in ft.extra["checkpoint_refused"]
+    assert ft.extra["resumed_at_step"] is None
     ck = load_checkpoint(movie.model_dir / "final.pt")
     assert ck.done and ck.state.step == 16, "the finetune ran from the start"
     assert not (movie.model_dir / "checkpoint.pt").exists()

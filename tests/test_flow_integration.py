@@ -15,6 +15,8 @@ import pytest
 
 from flows.cli import main as vcn_main
 from storage.layout import MovieLayout
+from storage.manifest import read_manifest
+from vcn.manifest import Manifest
 
 pytestmark = pytest.mark.integration
 
@@ -149,11 +151,13 @@ def test_outputs_follow_the_contract(batch_run):
     assert emb.shape[1] == 512 and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-3)
     assert set(faces["cluster_id"]) <= set(clusters["cluster_id"])
     assert clusters["n_faces"].sum() == len(faces)
-    manifest = json.loads(layout.manifest.read_text())
+    written = json.loads(layout.manifest.read_text())
     for key in ("input", "code", "packages", "models", "config", "stages"):
-        assert key in manifest
-    assert manifest["stages"]["tracks"]["status"] == "completed"
-    assert manifest["stages"]["clusters"]["flow_run_id"]
+        assert key in written
+    manifest = Manifest.from_json(written)
+    assert manifest.to_json() == written, "the typed manifest writes back what the run wrote"
+    assert manifest.stages["tracks"].status == "completed"
+    assert manifest.stages["clusters"].flow_run_id
 
 
 def test_eval_on_the_labelled_clip(batch_run, capsys):
@@ -209,16 +213,18 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
     assert "1 video(s) done, 0 failed" in printed
     result = json.loads(summary.read_text())["ok"][0]
     layout = MovieLayout(Path(result["output"]))
-    manifest = json.loads(layout.manifest.read_text())
-    ft = manifest["stages"]["finetune"]
-    assert ft["status"] == "completed" and ft["checkpoint_blake2b"]
+    written = json.loads(layout.manifest.read_text())
+    manifest = Manifest.from_json(written)
+    assert manifest.to_json() == written, "the typed manifest writes back what the run wrote"
+    ft = manifest.stages["finetune"]
+    assert ft.status == "completed" and ft.extra["checkpoint_blake2b"]
     # One title in flight: its finetune uses every core, though the worker starts with one thread.
-    assert ft["rows"]["torch_threads"] == os.cpu_count()
-    clusters = manifest["stages"]["clusters"]
+    assert ft.rows["torch_threads"] == os.cpu_count()
+    clusters = manifest.stages["clusters"].extra
     assert clusters["method"] == "vcn"
     # Stage 4 runs on a worker too (one thread there), with the title's share of the cores.
     assert clusters["torch_threads"] == os.cpu_count() and clusters["device"] == "cpu"
-    assert ft["device"] == "cpu"
+    assert ft.extra["device"] == "cpu"
     ck = load_checkpoint(layout.model_dir / "final.pt")
     assert ck is not None and ck.state is not None and ck.state.step == 16
     adapter = ck.state.student_adapter["linear.weight"]
@@ -234,9 +240,9 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
     together = on_frame.agg(tracks=("track_id", "nunique"), clusters=("cluster_id", "nunique"))
     assert (together["tracks"] > 1).any(), "the sample clip has people seen together"
     assert (together["tracks"] == together["clusters"]).all()
-    assert ft["rows"]["cannot_link_pairs"] == manifest["stages"]["clusters"]["cannot_link_pairs"] > 0
+    assert ft.rows["cannot_link_pairs"] == clusters["cannot_link_pairs"] > 0
     # Stage 4 starts from the groups coarse matching made, and merges from there.
-    stage4 = manifest["stages"]["clusters"]
+    stage4 = clusters
     assert result["clusters"] <= stage4["start_groups"] <= len(tracks)
     assert 0 <= stage4["lone_tracks_lifted"] <= stage4["start_groups"]
     assert 0 <= stage4["lone_tracks_held"] <= stage4["start_groups"] - stage4["lone_tracks_lifted"]
@@ -255,9 +261,9 @@ def test_vct_method_trains_on_the_title_and_clusters(prefect_server, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(summary.read_text())["ok"][0]
     layout = MovieLayout(Path(result["output"]))
-    manifest = json.loads(layout.manifest.read_text())
-    assert "finetune" not in manifest["stages"]
-    clusters = manifest["stages"]["clusters"]
+    manifest = read_manifest(layout)
+    assert "finetune" not in manifest.stages
+    clusters = manifest.stages["clusters"].extra
     assert clusters["method"] == "vct" and clusters["vct_steps"] == 30
     assert np.isfinite(clusters["vct_final_loss"]) and clusters["vct_seconds"] < 60
     assert clusters["torch_threads"] == os.cpu_count()

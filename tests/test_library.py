@@ -22,6 +22,7 @@ import pytest
 from flows.cli import main as vcn_main
 from storage.catalogue import CatalogueLayout
 from storage.layout import MovieLayout
+from storage.manifest import read_manifest
 from storage.media import find_videos, read_catalogue_file
 from vcn.errors import InputError
 from vcn.video import content_id, iter_frames
@@ -251,8 +252,8 @@ def test_config_change_reruns_clustering_and_republishes(first_run, library, pre
     clusters = pd.read_parquet(cat.table_dir("clusters"))
     for e in summary["processed"]:
         assert e["stages_run"]["clusters"] is True
-        manifest = json.loads(MovieLayout.of(out, e["movie_id"]).manifest.read_text())
-        assert manifest["config"]["cluster"]["hac_threshold"] == 0.2
+        manifest = read_manifest(MovieLayout.of(out, e["movie_id"]))
+        assert manifest.config["cluster"]["hac_threshold"] == 0.2
         # The catalogue follows the new clustering: a tighter threshold, at least as many clusters.
         assert movies.loc[e["movie_id"], "clusters"] == e["clusters"]
         assert (clusters["movie_id"] == e["movie_id"]).sum() >= e["clusters"]

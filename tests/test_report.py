@@ -4,6 +4,7 @@ rendered to report.html, opened in headless Chromium, and published as a Prefect
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shlex
@@ -22,6 +23,7 @@ from storage.crops import write_crops
 from storage.results import load_results
 from tasks.report import build_report, load_thumbnails
 from vcn.errors import StageError
+from vcn.manifest import Manifest
 from vcn.report import (
     MovieResults,
     ReportConfig,
@@ -120,13 +122,13 @@ def tiny_results(movie_path: str = "/videos/tiny <pilot> & co.mp4") -> MovieResu
     clusters["rep_face_id"] = [int(faces[faces.track_id == first_track[c]].face_id.min())
                                for c in clusters.cluster_id]
     clusters["rep_track_id"] = [first_track[c] for c in clusters.cluster_id]
-    manifest = {
+    manifest = Manifest.from_json({
         "movie_id": "00112233aabbccdd",
         "input": {"path": movie_path, "fps": fps, "duration_s": 12.0, "width": 640, "height": 360},
         "config": {"cluster": {"method": "vcn"}, "ingest": {"stride": stride}, "seed": 0},
         "code": {"vcn_version": "0.1.0", "git_commit": "abc123", "code_hash": "feedbeef"},
         "stages": {"clusters": {"status": "completed", "ended": "2026-01-01T00:00:00+00:00"}},
-    }
+    })
     return MovieResults("00112233aabbccdd", manifest, faces, tracks, shots, clusters)
 
 
@@ -327,7 +329,7 @@ def test_markdown_artifact_escapes_file_names_and_ids(tiny_thumbs):
 
 def write_folder(root: Path, results: MovieResults, crops: bool = True) -> Path:
     root.mkdir(parents=True)
-    (root / "manifest.json").write_text(json.dumps(results.manifest))
+    (root / "manifest.json").write_text(json.dumps(results.manifest.to_json()))
     for name in ("faces", "tracks", "shots", "clusters"):
         getattr(results, name).to_parquet(root / f"{name}.parquet")
     if crops:
@@ -358,7 +360,9 @@ def test_load_results_names_the_missing_file(tmp_path: Path, tiny: MovieResults,
 
 def test_load_results_rejects_unfinished_clusters_stage(tmp_path: Path):
     results = tiny_results()
-    results.manifest["stages"]["clusters"]["status"] = "failed"
+    m = results.manifest
+    failed = dataclasses.replace(m.stages["clusters"], status="failed")
+    results = dataclasses.replace(results, manifest=dataclasses.replace(m, stages={"clusters": failed}))
     root = write_folder(tmp_path / results.movie_id, results, crops=False)
     with pytest.raises(StageError, match="clusters stage is failed"):
         load_results(root)
@@ -520,7 +524,7 @@ def test_real_report_is_self_contained_and_complete(real_run: Path, real_report:
         assert decode_data_uri(img["src"]).std() > 5, "a real face crop, not a blank"
     stats = {a["data-stat"] for a in dom.find("div", "stat")}
     assert {"faces", "tracks", "shots", "clusters", "unknown-tracks", "duration", "resolution"} <= stats
-    assert "short_hamilton_clip.mp4" in page and results.manifest["code"]["code_hash"] in page
+    assert "short_hamilton_clip.mp4" in page and results.manifest.code["code_hash"] in page
 
 
 @pytest.mark.integration

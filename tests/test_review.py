@@ -141,7 +141,7 @@ def test_corrections_survive_a_rerun_of_the_clustering(ingested, capsys):
     manifest = (movie / "manifest.json").read_text()
     assert all(c.id in manifest for c in log), "the clusters record lists the corrections applied"
     assert vcn_main(dry_run) == 0
-    assert "skip" in capsys.readouterr().out, "nothing is stale after the re-run"
+    assert f"skip    {SAMPLE.name}" in capsys.readouterr().out, "nothing is stale after the re-run"
 
     # The library follows the re-run title; the name stays on the cluster holding its tracks.
     assert vcn_main(["identities", str(out)]) == 0

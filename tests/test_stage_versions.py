@@ -54,8 +54,7 @@ def finish_all(ctx: MovieContext) -> None:
         for name in OUTPUTS[stage]:
             (layout.root / name).parent.mkdir(parents=True, exist_ok=True)
             (layout.root / name).write_bytes(b"x")
-        record = {"status": "completed", "outputs": OUTPUTS[stage], **stage_record(ctx, stage)}
-        record_stage(layout, stage, record)
+        record_stage(layout, stage, stage_record(ctx, stage, status="completed", outputs=OUTPUTS[stage]))
 
 
 def test_a_source_edit_invalidates_nothing(tmp_path):

@@ -16,7 +16,12 @@ from storage import schemas
 from storage.atomic import atomic_path, write_bytes, write_json, write_parquet
 from storage.crops import read_crops, write_crops
 from storage.layout import MovieLayout
-from storage.manifest import read_manifest, record_stage, stage_is_complete, update_manifest
+from storage.manifest import known_paths, read_manifest, record_stage, stage_is_complete, update_manifest
+from vcn.config import PipelineConfig
+from vcn.errors import InputError
+from vcn.manifest import InputFailure, InputRecord, Manifest, StageRecord
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "short_hamilton_clip.mp4"
 
 
 def test_atomic_write_leaves_old_file_on_crash(tmp_path):
@@ -72,7 +77,7 @@ def _record(root: str, i: int) -> None:
 
 def test_manifest_concurrent_updates_keep_every_record(tmp_path):
     layout = MovieLayout(tmp_path / "m")
-    update_manifest(layout, input={"path": "x.mp4"})
+    update_manifest(layout, input=InputRecord(path="x.mp4"))
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_record, args=(str(layout.root), i)) for i in range(12)]
     for p in procs:
@@ -80,8 +85,8 @@ def test_manifest_concurrent_updates_keep_every_record(tmp_path):
     for p in procs:
         p.join()
     m = read_manifest(layout)
-    assert len(m["history"]) == 12, "no update lost under concurrent writers"
-    assert m["input"] == {"path": "x.mp4"}
+    assert len(m.history) == 12, "no update lost under concurrent writers"
+    assert m.input == InputRecord(path="x.mp4")
 
 
 def test_stage_complete_needs_its_stage_hash_and_outputs(tmp_path):
@@ -94,6 +99,137 @@ def test_stage_complete_needs_its_stage_hash_and_outputs(tmp_path):
     assert not stage_is_complete(layout, "tracks", "other")
     (layout.root / "faces.parquet").unlink()
     assert not stage_is_complete(layout, "tracks", "s")
+
+
+# -- manifest.json as typed records ----------------------------------------------------------------
+
+# A manifest in the shape a run writes: a probed input, a completed stage with its own facts
+# (extra), one whose extras are null, a failed one.
+WRITTEN = {
+    "movie_id": "0091c8325bbc4c8c",
+    "input": {"path": "/lib/a.mp4", "size_bytes": 1234, "content_id": "0091c8325bbc4c8c",
+              "duration_s": 9.2, "fps": 29.97, "n_frames": 275, "width": 640, "height": 360,
+              "codec": "h264", "declared_frames": None, "declared_exact": False},
+    "input_error": None,
+    "code": {"vcn_version": "0.1.0", "git_commit": "abc", "code_hash": "c1"},
+    "packages": {"numpy": "2.1.0", "torch": "absent"},
+    "models": {"detector": {"path": "d.onnx", "blake2b": "d1"},
+               "recognizer": {"path": "r.onnx", "blake2b": "r1"}},
+    "config": {"cluster": {"method": "vcn"}, "ingest": {"stride": 5}, "model_dir": None, "seed": 0},
+    "stages": {
+        "tracks": {"stage": "tracks", "status": "completed", "recorded_at": "t2", "started": "t0",
+                   "ended": "t1", "flow_run_id": "f", "task_run_id": "k", "stage_hash": "s1",
+                   "code_hash": "c1", "stage_version": {"tracks": 1}, "config_hash": "h1",
+                   "models_hash": "m1", "rows": {"faces": 120, "tracks": 15},
+                   "outputs": ["faces.parquet", "crops"],
+                   "chunk_seconds": {"decode": 1.5}, "decode": {"bad_packets": 0, "first_error": None}},
+        "finetune": {"stage": "finetune", "status": "completed", "recorded_at": "t3", "rows": {"rounds": 2},
+                     "outputs": ["model/final.pt"], "resumed_at_step": None, "checkpoint_refused": None,
+                     "rounds": [{"matches": 4}]},
+        "clusters": {"stage": "clusters", "status": "failed", "recorded_at": "t5", "ended": "t4",
+                     "flow_run_id": "f", "error": "InputError: truncated", "input_error": True,
+                     "traceback": "Traceback ...", "stage_version": {"tracks": 1, "clusters": 2},
+                     "corrections": "d9"},
+    },
+    "history": [],
+}
+WRITTEN["history"] = list(WRITTEN["stages"].values())
+
+# Older and hand-written shapes: a partial input, no history, no input_error, a bare stage record,
+# keys this vcn does not name.
+OLD = {
+    "movie_id": "00112233aabbccdd",
+    "input": {"path": "/videos/tiny.mp4", "fps": 25.0, "duration_s": 12.0, "width": 640, "height": 360,
+              "bitrate": 900},
+    "config": {"cluster": {"method": "vcn"}, "ingest": {"stride": 5}},
+    "code": {"vcn_version": "0.1.0", "code_hash": "feedbeef"},
+    "stages": {"clusters": {"status": "completed", "ended": "2026-01-01T00:00:00+00:00"}},
+    "notes": "kept as written",
+}
+
+
+def test_manifest_records_round_trip_the_written_json():
+    m = Manifest.from_json(json.loads(json.dumps(WRITTEN)))
+    assert m.to_json() == WRITTEN, "the same keys, nesting and values come back"
+    assert m.input.n_frames == 275 and m.input.declared_frames is None and m.input_error is None
+    tracks = m.stages["tracks"]
+    assert tracks.completed and tracks.stage_version == {"tracks": 1}
+    assert tracks.outputs == ["faces.parquet", "crops"] and tracks.rows["faces"] == 120
+    assert set(tracks.extra) == {"chunk_seconds", "decode"} and tracks.extra["decode"]["first_error"] is None
+    assert m.stages["finetune"].extra["resumed_at_step"] is None and m.stages["finetune"].error is None
+    failed = m.stages["clusters"]
+    assert failed.status == "failed" and failed.input_error is True and failed.corrections == "d9"
+    assert [r.stage for r in m.history] == ["tracks", "finetune", "clusters"]
+    assert m.input_path == "/lib/a.mp4"
+
+
+def test_manifest_reads_older_shapes_with_defaults():
+    m = Manifest.from_json(OLD)
+    assert m.input.path == "/videos/tiny.mp4" and m.input.fps == 25.0 and m.input.n_frames is None
+    assert m.input.extra == {"bitrate": 900} and m.extra == {"notes": "kept as written"}
+    assert m.input_error is None and m.history == [] and m.packages is None
+    rec = m.stages["clusters"]
+    assert rec.completed and rec.ended.startswith("2026") and rec.outputs is None and rec.extra == {}
+    again = m.to_json()
+    assert again["input"]["bitrate"] == 900 and again["notes"] == "kept as written"
+    assert again["stages"] == OLD["stages"] and again["history"] == []
+    assert Manifest.from_json(json.loads(json.dumps(again))) == m, "rewriting it reads back the same"
+
+
+def test_manifest_of_an_unusable_file_writes_only_its_failure():
+    failed = {"movie_id": "m", "input_error": {"path": "/lib/bad.mp4", "error": "InputError: no video stream",
+                                               "recorded_at": "t"}, "stages": {}, "history": []}
+    m = Manifest.from_json(failed)
+    assert m.input is None and m.input_error.error.startswith("InputError") and m.input_path == "/lib/bad.mp4"
+    assert m.to_json() == failed
+    assert Manifest(movie_id="m").to_json() == {"movie_id": "m", "stages": {}, "history": []}
+
+
+def test_stage_record_extra_does_not_shadow_its_fields():
+    with pytest.raises(ValueError, match="rows"):
+        StageRecord(stage="tracks", extra={"rows": {}})
+    rec = StageRecord(stage="tracks", status="completed", rows={"faces": 3}, extra={"decode": None})
+    assert rec.to_json() == {"stage": "tracks", "status": "completed", "rows": {"faces": 3}, "decode": None}
+    assert Manifest(movie_id="m").with_stage(rec).with_stage(rec).history == [rec, rec]
+    assert InputRecord.from_json(InputRecord(path="x", fps=25.0).to_json()) == InputRecord(path="x", fps=25.0)
+    assert InputFailure.from_json({"path": "p", "error": "e", "recorded_at": "t"}).error == "e"
+
+
+def test_a_prepared_title_writes_the_manifest_shape_and_reads_it_back(tmp_path):
+    """The manifest that prepare-movie and the stage records write has the keys it always had,
+    and reads back into the same JSON."""
+    from tasks.ingest import prepare_movie
+    from tasks.stages import record_failure, stage_record
+
+    ctx = prepare_movie.fn(str(SAMPLE), str(tmp_path), PipelineConfig())
+    layout = ctx.layout
+    record_stage(layout, "tracks", stage_record(ctx, "tracks", status="completed", rows={"faces": 1},
+                                                outputs=["faces.parquet"], extra={"decode": {"error": None}}))
+    record_failure(ctx, "clusters", InputError("truncated"))
+    raw = json.loads(layout.manifest.read_text())
+    assert set(raw) == {"movie_id", "input", "input_error", "code", "packages", "models", "config",
+                        "stages", "history"}
+    assert set(raw["input"]) == {"path", "size_bytes", "content_id", "duration_s", "fps", "n_frames", "width",
+                                 "height", "codec", "declared_frames", "declared_exact"}
+    assert raw["input_error"] is None and raw["input"]["n_frames"] == ctx.info.n_frames
+    stamp = {"stage", "recorded_at", "stage_hash", "code_hash", "stage_version", "config_hash", "models_hash"}
+    assert set(raw["stages"]["tracks"]) == stamp | {"status", "rows", "outputs", "decode"}
+    failed = {"status", "ended", "flow_run_id", "error", "input_error", "traceback"}
+    assert set(raw["stages"]["clusters"]) == stamp | failed
+    assert raw["history"] == [raw["stages"]["tracks"], raw["stages"]["clusters"]]
+    assert Manifest.from_json(raw).to_json() == raw
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(InputError):
+        prepare_movie.fn(str(bad), str(tmp_path), PipelineConfig())
+    (failed,) = [p for p in tmp_path.glob("*/manifest.json") if p.parent != layout.root]
+    raw = json.loads(failed.read_text())
+    assert set(raw) == {"movie_id", "input_error", "stages", "history"}
+    assert set(raw["input_error"]) == {"path", "error", "recorded_at"}
+    assert Manifest.from_json(raw).to_json() == raw
+    assert known_paths(str(tmp_path)) == {str(SAMPLE.resolve()): ctx.movie_id,
+                                          str(bad.resolve()): failed.parent.name}
 
 
 # -- checkpoints: reading one back never runs code ------------------------------------------------
@@ -180,7 +316,7 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path, umask):
             for name in ("m.json", "r.html", "s.parquet", "crops/chunk-00000.parquet"):
                 assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected == 0o666 & ~umask, name
         layout = MovieLayout(tmp_path / "movie")
-        update_manifest(layout, input={"path": "x.mp4"})
+        update_manifest(layout, input=InputRecord(path="x.mp4"))
         assert stat.S_IMODE(layout.manifest.stat().st_mode) == expected
     finally:
         os.umask(old)

@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from vcn.manifest import Manifest
+
 UNKNOWN = "unknown"
 OUT_PLACEHOLDER = "OUT"
 
@@ -72,11 +74,12 @@ class MovieResults:
     ``faces``: one row per face with at least ``face_id``, ``frame_idx``, ``det_score``,
     ``track_id``, ``cluster_id``. ``tracks``: ``track_id``, ``first_frame``, ``last_frame``,
     ``n_faces``, ``cluster_id``. ``shots``: ``shot_id``, ``start_frame``, ``end_frame``
-    (exclusive). ``clusters``: the rows of ``clusters.parquet``. ``manifest``: ``manifest.json``.
+    (exclusive). ``clusters``: the rows of ``clusters.parquet``. ``manifest``: ``manifest.json``
+    (:class:`vcn.manifest.Manifest`).
     """
 
     movie_id: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     faces: pd.DataFrame
     tracks: pd.DataFrame
     shots: pd.DataFrame
@@ -85,7 +88,8 @@ class MovieResults:
     @property
     def fps(self) -> float:
         """Frames per second of the input video."""
-        fps = float(self.manifest.get("input", {}).get("fps") or 0.0)
+        inp = self.manifest.input
+        fps = float(inp.fps or 0.0) if inp is not None else 0.0
         if fps > 0:
             return fps
         # Older or partial manifests: the shots table carries both frames and seconds.
@@ -94,14 +98,21 @@ class MovieResults:
         return 25.0
 
     @property
+    def video_name(self) -> str:
+        """The input video's file name (the movie id when the manifest names no file)."""
+        inp = self.manifest.input
+        return Path(inp.path if inp is not None and inp.path else self.movie_id).name
+
+    @property
     def step_frames(self) -> int:
         """Frames between two detections (the ingest stride): the time one face stands for."""
-        return int(self.manifest.get("config", {}).get("ingest", {}).get("stride") or 1)
+        return int((self.manifest.config or {}).get("ingest", {}).get("stride") or 1)
 
     @property
     def duration_s(self) -> float:
         """Length of the input video in seconds."""
-        dur = float(self.manifest.get("input", {}).get("duration_s") or 0.0)
+        inp = self.manifest.input
+        dur = float(inp.duration_s or 0.0) if inp is not None else 0.0
         if dur > 0:
             return dur
         n = int(self.shots["end_frame"].max()) if len(self.shots) else 0
@@ -282,23 +293,24 @@ _CONFIG_SUMMARY = (
 
 def _header(results: MovieResults, clusters: pd.DataFrame) -> str:
     m = results.manifest
-    inp, code = m.get("input", {}), m.get("code", {})
-    name = Path(str(inp.get("path", results.movie_id))).name
+    inp, code = m.input, m.code or {}
+    name = results.video_name
     unknown_tracks = int((results.tracks["cluster_id"] == UNKNOWN).sum())
-    res = f"{inp['width']}x{inp['height']}" if "width" in inp and "height" in inp else "?"
+    known = inp is not None and inp.width is not None and inp.height is not None
+    res = f"{inp.width}x{inp.height}" if known else "?"
     stats = [("duration", format_clock(results.duration_s)), ("resolution", res),
              ("fps", f"{results.fps:.3f}".rstrip("0").rstrip(".")), ("faces", len(results.faces)),
              ("tracks", len(results.tracks)), ("shots", len(results.shots)), ("clusters", len(clusters)),
              ("unknown tracks", unknown_tracks)]
     stat_html = "".join(f'<div class="stat" data-stat="{k.replace(" ", "-")}"><b>{html.escape(str(v))}</b>'
                         f"<span>{k}</span></div>" for k, v in stats)
-    flat = dict(_flat_config(m.get("config", {})))
+    flat = dict(_flat_config(m.config or {}))
     summary = " · ".join(f"{k.removeprefix('ingest.')} = {html.escape(flat[k])}"
                          for k in _CONFIG_SUMMARY if k in flat)
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in flat.items())
     version = " · ".join(f"{k} {html.escape(str(code[k]))}"
                          for k in ("vcn_version", "git_commit", "code_hash") if k in code)
-    clustered = m.get("stages", {}).get("clusters", {}).get("ended", "")
+    clustered = getattr(m.stages.get("clusters"), "ended", None) or ""
     return (f'<header><h1>{html.escape(name)}</h1><p class="sub">movie {html.escape(results.movie_id)}'
             f'{" · clustered " + html.escape(clustered) if clustered else ""}</p>'
             f'<div class="stats">{stat_html}</div>'
@@ -471,7 +483,7 @@ def render_html(
     more = f" (first {cfg.max_clusters} by screen time)" if len(rest) else ""
     n_thumbs = len(selection.get(UNKNOWN, []))
     shown_unknown = f"; one face of each of the first {n_thumbs} tracks" if n_thumbs < unknown_tracks else ""
-    title = html.escape(Path(str(results.manifest.get("input", {}).get("path", results.movie_id))).name)
+    title = html.escape(results.video_name)
     review = ("; names and identity ids come from the library, and <i>correct it</i> gives the "
               "review commands (README, Reviewing)" if identities is not None else "")
     body = (
@@ -520,7 +532,7 @@ def render_markdown(results: MovieResults, thumbnails: Mapping[int, bytes], cfg:
     """
     cfg = cfg or ReportConfig()
     clusters = ordered_clusters(results)
-    name = Path(str(results.manifest.get("input", {}).get("path", results.movie_id))).name
+    name = results.video_name
     unknown_tracks = int((results.tracks["cluster_id"] == UNKNOWN).sum())
     lines = [
         f"# Faces of {md_text(name)}",
