@@ -41,7 +41,7 @@ def test_a_fragment_as_far_as_the_co_star_stays_apart() -> None:
 
 def test_a_cluster_with_thin_evidence_takes_nobody() -> None:
     # Two-track clusters seen beside one one-track partner each: their evidence (one
-    # co-occurring track) is fewer than their candidates (three one-track clusters).
+    # co-occurring track) is fewer than the title's other clusters (six).
     sums = _tracks([0, 2, 170, 90, 92, 260, 30, 120, 200])
     labels = np.array([0, 0, 2, 1, 1, 3, 4, 5, 6])
     together = _pairs((0, 2), (3, 5))
@@ -79,3 +79,15 @@ def _together(pairs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     a, b = labels[pairs[:, 0]], labels[pairs[:, 1]]
     t[a, b] = t[b, a] = True
     return t
+
+
+def test_no_bound_is_looser_than_the_titles_typical_stranger() -> None:
+    # The lead's only co-star stands far off (150 degrees), so its own bound is loose (1.82);
+    # two other people seen together 15 degrees apart make the title's median bound 0.90. A
+    # fragment 100 degrees from the lead (1.17) lies within the loose bound, not the median.
+    sums = _tracks([-5, -2, 2, 5, 145, 148, 152, 155, 85, 88, 92, 95, 105, 108, 112, 115, -100])
+    labels = np.array([0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 + [4])
+    together = _pairs((0, 4), (1, 5), (2, 6), (3, 7), (8, 12), (9, 13), (10, 14), (11, 15))
+    bounds = cooccurrence_bounds(sums, labels, _unit_means(sums, labels), _together(together, labels))
+    assert bounds[0] < 1.0 - np.cos(np.radians(100)) < 1.0 - np.cos(np.radians(145))
+    assert link_fragments(sums, labels, together).tolist() == labels.tolist()

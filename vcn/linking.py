@@ -8,11 +8,13 @@ with it (a cannot-link) is somebody else. A cluster's *bound* is the distance fr
 the nearest such track; a fragment whose mean is nearer than that is more like this person than
 anyone the video shows beside them.
 
-A bound drawn from few co-occurrences is loose (a guest seen beside one other person), so a
-cluster takes fragments only when its evidence outnumbers its candidates: counting each
-co-occurring cluster for at most as many tracks as the cluster has, there are at least as many
-such tracks as smaller clusters that might join it. Under that count, fewer than one different
-person among the candidates is expected to fall below the bound.
+A bound is trusted only on enough evidence. A stranger falls below the nearest of N
+co-occurring tracks with odds of about one in N + 1, and every other cluster of the title is a
+possible stranger, so a cluster takes fragments only when its co-occurring tracks (each
+co-occurring cluster counted for at most as many tracks as the cluster has) are at least as
+many as the title's other clusters: fewer than one false join is then expected. A bound is also
+never looser than the title's median bound, the distance at which a different person typically
+appears beside someone in this video.
 
 Each cluster looks at its nearest strictly larger cluster that it never shares a frame with,
 and joins it when their means are nearer than that cluster's bound; closest first, in one pass,
@@ -31,18 +33,22 @@ from vcn.matching import mean_directions, unit_rows
 def cooccurrence_bounds(track_units: np.ndarray, labels: np.ndarray, means: np.ndarray,
                         together: np.ndarray) -> np.ndarray:
     """Each cluster's bound, (C,) float: the cosine distance from its mean to the nearest track of
-    a cluster it shares a frame with, or ``-inf`` where its evidence is too thin to trust.
+    a cluster it shares a frame with, capped at the median of those distances over the title;
+    ``-inf`` where its evidence is too thin to trust (see the module docstring).
 
     ``track_units`` (T, D) unit track means; ``labels`` (T,) clusters 0..C-1; ``means`` (C, D)
     unit cluster means; ``together`` (C, C) bool, symmetric: the clusters share a frame.
     """
-    size = np.bincount(labels, minlength=len(means))
-    candidates = ((size[:, None] < size[None, :]) & ~together).sum(axis=0)  # smaller, never together
+    n = len(means)
+    size = np.bincount(labels, minlength=n)
     evidence = (together * np.minimum(size[:, None], size[None, :])).sum(axis=0)
     to_mean = 1.0 - track_units @ means.T                                   # (T, C)
     nearest_other = np.where(together[labels], to_mean, np.inf).min(axis=0)
-    trusted = together.any(axis=0) & (evidence >= candidates)
-    return np.where(trusted, nearest_other, -np.inf)
+    seen = np.isfinite(nearest_other)
+    if not seen.any():
+        return np.full(n, -np.inf)
+    typical = float(np.median(nearest_other[seen]))
+    return np.where(seen & (evidence >= n - 1), np.minimum(nearest_other, typical), -np.inf)
 
 
 def link_fragments(track_sums: np.ndarray, labels: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
