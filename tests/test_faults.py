@@ -176,7 +176,7 @@ def _title_members(out: Path, title: str) -> list[tuple]:
     cluster, identity, name and link, without the row's rank."""
     members = pq.read_table(out / "library" / "members.parquet").to_pandas()
     (movie_id,) = [d.name for d in out.iterdir() if (d / "manifest.json").is_file() and
-                   Path(read_manifest(MovieLayout(d)).get("input", {}).get("path", "")).name == title]
+                   Path(read_manifest(MovieLayout(d)).input_path or "").name == title]
     rows = members[members["movie_id"] == movie_id]
     cols = ["cluster_id", "identity_id", "name", "linked_identity_id", "linked_movie_id", "linked_cluster_id"]
     return sorted(tuple(r) for r in rows[cols].itertuples(index=False))
