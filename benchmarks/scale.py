@@ -236,7 +236,7 @@ def run(video: Path, run_dir: Path, workers: int | None, reuse: bool) -> dict[st
         mem.name_workers(address)
         gpu = gpu_workers(address)
         t0 = time.time()
-        summary = movie_flow(str(run_dir), address)(
+        summary = movie_flow(address)(
             video_path=str(video.resolve()), out_dir=str(run_dir.resolve()), config={}, gpu=gpu,
             threads=model_threads(None, 1))
         t1 = time.time()
