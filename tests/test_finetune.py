@@ -23,8 +23,8 @@ from vcn.finetune import (
     teacher_momentum,
     update_center,
 )
-from vcn.track_quality import SerFiqConfig
-from vcn.view_bank import build_view_bank, embed_crops
+from vcn.track_quality import SerFiqConfig, dropout_point
+from vcn.view_bank import build_view_bank, embed_crops, embed_crops_with_features
 from vcn.views import ViewConfig, strong_views
 
 DATA = Path(__file__).parent / "data"
@@ -117,8 +117,12 @@ def video(h5_faces, backbone):
     def embed(x: np.ndarray) -> np.ndarray:
         return embed_crops(backbone, x, 32, torch.device("cpu"))
 
-    bank = build_view_bank(embed, embed, backbone, crops, SMALL_VIEWS, SMALL_VIEWS, 3, SerFiqConfig(passes=4),
-                           seed=1)
+    def embed_clean(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        point = dropout_point(backbone, SerFiqConfig().mode)
+        return embed_crops_with_features(backbone, x, point, 32, torch.device("cpu"))
+
+    bank = build_view_bank(embed_clean, embed, backbone, crops, SMALL_VIEWS, SMALL_VIEWS, 3,
+                           SerFiqConfig(passes=4), seed=1)
     return bank, track_index, matches
 
 

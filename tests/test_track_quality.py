@@ -90,3 +90,27 @@ def test_mad_low_outliers() -> None:
     assert mad_low_outliers(np.zeros(0)).shape == (0,)
     with pytest.raises(ConfigError):
         mad_low_outliers(v, k=0)
+
+
+@pytest.mark.parametrize("openvino", [True, False])
+def test_engine_features_give_the_torch_scores(backbone, h5_faces, openvino) -> None:
+    """The recognizer's engine returns the dropout point's activations with the embedding (OpenVINO,
+    or onnxruntime with the tensor added as a graph output); SER-FIQ from them equals the torch
+    trunk's scores, and the embedding is the plain one."""
+    from vcn.detection import open_session
+    from vcn.embedding import EmbeddingConfig, FaceEmbedder
+    from vcn.track_quality import dropout_point, serfiq_from_features
+
+    crops, _ = h5_faces
+    cfg = SerFiqConfig()
+    point = dropout_point(backbone, cfg.mode)
+    embedder = FaceEmbedder(backbone.source, EmbeddingConfig(batch_size=8), 1, features=point)
+    if not openvino:
+        embedder._session = open_session(backbone.source, 1, "face recognizer", extra_outputs=(point,))
+    emb, feats = embedder.embed_with_features(crops)
+    assert feats.shape[0] == len(crops) and feats.dtype == np.float32
+    plain = FaceEmbedder(backbone.source, EmbeddingConfig(batch_size=8), 1).embed(crops)
+    assert np.abs(emb - plain).max() < 1e-5
+    torch_scores = serfiq_scores(backbone, crops, cfg, seed=0)
+    assert np.abs(serfiq_from_features(backbone, feats, cfg, seed=0) - torch_scores).max() < 1e-5
+    assert serfiq_from_features(backbone, feats[:0], cfg, seed=0).shape == (0,)

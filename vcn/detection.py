@@ -278,11 +278,15 @@ class OpenVinoSession:
     docs/method.md, "Cost".
     """
 
-    def __init__(self, model_path: str, threads: int, precision: str = "f32") -> None:
+    def __init__(
+        self, model_path: str, threads: int, precision: str = "f32", extra_outputs: tuple[str, ...] = ()
+    ) -> None:
         import openvino as ov
 
         core = ov.Core()
         model = core.read_model(model_path)
+        if extra_outputs:
+            model.add_outputs(list(extra_outputs))
         self._inputs = [_Port(p.get_any_name(), self._dims(p.get_partial_shape())) for p in model.inputs]
         self._outputs = [_Port(p.get_any_name(), self._dims(p.get_partial_shape())) for p in model.outputs]
         # Any batch size: the recognizer graphs declare a batch of 1.
@@ -313,13 +317,15 @@ class OpenVinoSession:
 
 
 def open_session(
-    model_path: str, threads: int, what: str, openvino: bool = False, precision: str = "f32"
+    model_path: str, threads: int, what: str, openvino: bool = False, precision: str = "f32",
+    extra_outputs: tuple[str, ...] = (),
 ) -> ort.InferenceSession | OpenVinoSession:
     """A session of ``model_path`` limited to ``threads`` intra-op threads (the pipeline runs one
     session per worker core, so the engine must not spread over every core itself). With
     ``openvino``, OpenVINO when it is installed and onnxruntime has no CUDA (the recognizer:
     fixed 112x112 inputs), in ``precision`` ("f32" or "bf16", where the CPU has it), else
-    onnxruntime."""
+    onnxruntime. ``extra_outputs`` names inner float tensors that the session also returns,
+    after the graph's own outputs (one pass gives the recognizer's embedding and a feature map)."""
     if not os.path.isfile(model_path):
         raise ModelNotFoundError(
             f"{what} model file {model_path} does not exist: pass a path from "
@@ -330,7 +336,7 @@ def open_session(
     cuda = "CUDAExecutionProvider" in session_providers()
     if openvino and not cuda and importlib.util.find_spec("openvino") is not None:
         try:
-            return OpenVinoSession(model_path, threads, precision)
+            return OpenVinoSession(model_path, threads, precision, extra_outputs)
         except Exception as exc:  # OpenVINO raises its own types for unreadable or foreign graphs
             raise ModelNotFoundError(
                 f"{what} model file {model_path} cannot be loaded by OpenVINO ({exc}): replace the file"
@@ -345,7 +351,14 @@ def open_session(
     # The recognizer graphs declare a batch of 1 on their output and ORT warns on every batch.
     opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(model_path, sess_options=opts, providers=session_providers())
+        source: str | bytes = model_path
+        if extra_outputs:
+            graph = onnx.load(model_path)
+            graph.graph.output.extend(
+                onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in extra_outputs
+            )
+            source = graph.SerializeToString()
+        return ort.InferenceSession(source, sess_options=opts, providers=session_providers())
     except Exception as exc:  # ORT raises its own types for unreadable or foreign graphs
         raise ModelNotFoundError(
             f"{what} model file {model_path} cannot be loaded by onnxruntime ({exc}): replace the file"

@@ -135,12 +135,19 @@ def _input_normalisation(model_path: str) -> tuple[float, float]:
 
 class FaceEmbedder:
     """ArcFace recognizer (e.g. w600k_mbf.onnx) on OpenVINO or onnxruntime
-    (:func:`vcn.detection.open_session`). One instance per worker."""
+    (:func:`vcn.detection.open_session`). One instance per worker.
 
-    def __init__(self, model_path: str, cfg: EmbeddingConfig, threads: int = 1) -> None:
+    ``features`` names an inner tensor of the graph that :meth:`embed_with_features` also
+    returns from the same pass (SER-FIQ's dropout point, so quality costs no second trunk pass).
+    """
+
+    def __init__(
+        self, model_path: str, cfg: EmbeddingConfig, threads: int = 1, features: str | None = None
+    ) -> None:
         self.cfg = cfg
+        self._features = features
         self._session = open_session(model_path, threads, "face recognizer", openvino=True,
-                                     precision=cfg.precision)
+                                     precision=cfg.precision, extra_outputs=(features,) if features else ())
         inp = self._session.get_inputs()[0]
         if list(inp.shape[1:]) != [3, CROP_SIZE, CROP_SIZE]:
             raise ModelNotFoundError(
@@ -161,17 +168,33 @@ class FaceEmbedder:
         Returns:
             float32 (N, 512) L2-normalised embeddings.
         """
+        return self._run(crops)[0]
+
+    def embed_with_features(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, 112, 112, 3) BGR aligned crops -> (float32 (N, 512) L2-normalised
+        embeddings, float32 (N, ...) the ``features`` tensor of each crop)."""
+        if self._features is None:
+            raise ConfigError("FaceEmbedder.embed_with_features needs a features= tensor name")
+        return self._run(crops)
+
+    def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3) or crops.dtype != np.uint8:
             raise InputError(
                 "FaceEmbedder.embed needs uint8 (N, 112, 112, 3) aligned crops (vcn.embedding.align_faces), "
                 f"got {crops.dtype} {crops.shape}"
             )
         out = np.zeros((len(crops), self.dim), np.float32)
+        feats = []
         for start in range(0, len(crops), self.cfg.batch_size):
             batch = crops[start : start + self.cfg.batch_size]
             blob = cv2.dnn.blobFromImages(
                 list(batch), 1.0 / self._std, (CROP_SIZE, CROP_SIZE), (self._mean,) * 3, swapRB=True
             )
-            out[start : start + len(batch)] = self._session.run(None, {self._input_name: blob})[0]
+            result = self._session.run(None, {self._input_name: blob})
+            out[start : start + len(batch)] = result[0]
+            if self._features is not None:
+                feats.append(np.asarray(result[-1], np.float32))
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        features = None if self._features is None else (
+            np.concatenate(feats) if feats else np.zeros((0,), np.float32))
+        return out / np.maximum(norms, 1e-12), features

@@ -31,8 +31,8 @@ from vcn.linking import link_fragments
 from vcn.matching import MatchingConfig, index_sums, mean_directions
 from vcn.set_distance import CosineDistance, embedding_track_stats
 from vcn.thresholds import group_spread_floor, in_quality_range, view_thresholds_embedding
-from vcn.track_quality import SerFiqConfig, mad_low_outliers, track_quality
-from vcn.view_bank import ViewBank, build_view_bank, embed_crops
+from vcn.track_quality import SerFiqConfig, dropout_point, mad_low_outliers, track_quality
+from vcn.view_bank import ViewBank, build_view_bank, embed_crops, embed_crops_with_features
 from vcn.views import SHOT_VIEWS, ViewConfig
 
 
@@ -87,15 +87,19 @@ def bank_for(backbone: OnnxBackbone, crops: np.ndarray, cfg: MethodConfig, seed:
     engine (:class:`vcn.embedding.FaceEmbedder`, as many threads as torch has; bfloat16 for
     the augmented views where OpenVINO runs it)."""
     device = resolve_device(cfg.finetune)
+    point = dropout_point(backbone, cfg.serfiq.mode)
     if device.type == "cuda":
         model = backbone.to(device)
 
-        def embed(x: np.ndarray) -> np.ndarray:
+        def embed(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return embed_crops_with_features(model, x, point, 256, device)
+
+        def embed_views(x: np.ndarray) -> np.ndarray:
             return embed_crops(model, x, 256, device)
-        embed_views = embed
     else:
         threads = torch.get_num_threads()
-        embed = FaceEmbedder(backbone.source, EmbeddingConfig(batch_size=64), threads).embed
+        clean = FaceEmbedder(backbone.source, EmbeddingConfig(batch_size=64), threads, features=point)
+        embed = clean.embed_with_features
         bf16 = EmbeddingConfig(batch_size=64, precision="bf16")
         embed_views = FaceEmbedder(backbone.source, bf16, threads).embed
     return build_view_bank(embed, embed_views, backbone, crops, cfg.views, cfg.threshold_views,

@@ -87,50 +87,80 @@ def _pairwise_mean_distance(emb: torch.Tensor) -> torch.Tensor:
     return dist[:, iu[0], iu[1]].mean(-1)
 
 
-def serfiq_scores(backbone: OnnxBackbone, crops: np.ndarray, cfg: SerFiqConfig, seed: int) -> np.ndarray:
-    """SER-FIQ quality of each aligned crop: float32 (N,) in (0, 1], higher = better.
-
-    backbone: from ``vcn.backbone.load_backbone`` (or a finetuned copy); not modified.
-    crops: uint8 (N, 112, 112, 3) BGR aligned faces. Dropout masks come from a generator seeded
-    with ``seed``, so the scores are reproducible.
-    """
-    crops = np.asarray(crops)
-    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
-        raise InputError(
-            f"serfiq_scores expects uint8 (N, 112, 112, 3) aligned crops, got {crops.dtype} {crops.shape}"
-        )
+def _device(cfg: SerFiqConfig) -> torch.device:
     use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError("SerFiqConfig.device='cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    device = torch.device("cuda" if use_cuda else "cpu")
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+def serfiq_from_features(
+    backbone: OnnxBackbone, features: np.ndarray, cfg: SerFiqConfig, seed: int
+) -> np.ndarray:
+    """SER-FIQ quality from each face's activations at :func:`dropout_point`: float32 (N,) in
+    (0, 1].
+
+    features: float32 (N, ...) the recognizer's activations at the dropout point (the trunk's
+    output, from any engine). ``passes`` masked copies go through the last layers of
+    ``backbone`` (not modified). The masks come from a generator seeded with ``seed`` and are
+    the same for every face, so a face's score does not depend on its batch.
+    """
+    features = np.asarray(features, np.float32)
+    if len(features) == 0:
+        return np.zeros(0, np.float32)
+    device = _device(cfg)
     point = dropout_point(backbone, cfg.mode)
+    keep = 1.0 - cfg.dropout
+    shape = features.shape[1:] if cfg.mode == "unit" else (features.shape[1],) + (1,) * (features.ndim - 2)
+    gen = torch.Generator().manual_seed(seed)
+    masks = ((torch.rand((cfg.passes, 1, *shape), generator=gen) < keep).float() / keep).to(device)
     was_training = backbone.training
     backbone.eval()
-    gen = torch.Generator().manual_seed(seed)
-    keep = 1.0 - cfg.dropout
-    masks: torch.Tensor | None = None
     scores = []
     try:
-        for i in range(0, len(crops), cfg.batch):
-            x = preprocess(crops[i : i + cfg.batch], backbone.input_mean, backbone.input_std).to(device)
-            with torch.no_grad():
-                h = backbone.run(x, stop=point)
-                if masks is None:
-                    # One set of masks for all faces, drawn on the CPU generator: scores do not
-                    # depend on batch composition or device.
-                    shape = h.shape[1:] if cfg.mode == "unit" else (h.shape[1],) + (1,) * (h.dim() - 2)
-                    masks = (torch.rand((cfg.passes, 1, *shape), generator=gen) < keep).to(
-                        device, h.dtype
-                    ) / keep
+        with torch.no_grad():
+            for i in range(0, len(features), cfg.batch):
+                h = torch.from_numpy(features[i : i + cfg.batch]).to(device)
                 hs = (h.unsqueeze(0) * masks).reshape(-1, *h.shape[1:])
                 emb = F.normalize(backbone.run(hs, start=point).float(), dim=-1)
                 emb = emb.reshape(cfg.passes, h.shape[0], -1)
                 scores.append((2.0 * torch.sigmoid(-_pairwise_mean_distance(emb))).cpu().numpy())
     finally:
         backbone.train(was_training)
-    if not scores:
-        return np.zeros(0, np.float32)
     return np.concatenate(scores).astype(np.float32)
+
+
+def serfiq_features(backbone: OnnxBackbone, crops: np.ndarray, cfg: SerFiqConfig) -> np.ndarray:
+    """float32 (N, ...) the torch recognizer's activations at :func:`dropout_point` for uint8
+    (N, 112, 112, 3) BGR aligned crops (for engines that cannot return them with the embedding)."""
+    crops = np.asarray(crops)
+    if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
+        raise InputError(
+            f"serfiq_features expects uint8 (N, 112, 112, 3) aligned crops, got {crops.dtype} {crops.shape}"
+        )
+    device = _device(cfg)
+    point = dropout_point(backbone, cfg.mode)
+    was_training = backbone.training
+    backbone.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(crops), cfg.batch):
+                x = preprocess(crops[i : i + cfg.batch], backbone.input_mean, backbone.input_std).to(device)
+                out.append(backbone.run(x, stop=point).float().cpu().numpy())
+    finally:
+        backbone.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def serfiq_scores(backbone: OnnxBackbone, crops: np.ndarray, cfg: SerFiqConfig, seed: int) -> np.ndarray:
+    """SER-FIQ quality of each aligned crop: float32 (N,) in (0, 1], higher = better.
+
+    backbone: from ``vcn.backbone.load_backbone`` (or a finetuned copy); not modified.
+    crops: uint8 (N, 112, 112, 3) BGR aligned faces; the trunk runs in torch. Reproducible for
+    a given ``seed`` (see :func:`serfiq_from_features`).
+    """
+    return serfiq_from_features(backbone, serfiq_features(backbone, crops, cfg), cfg, seed)
 
 
 def track_quality(face_scores: np.ndarray, track_index: np.ndarray) -> np.ndarray:

@@ -19,10 +19,12 @@ import torch.nn.functional as F
 
 from vcn.backbone import OnnxBackbone, preprocess
 from vcn.errors import InputError
-from vcn.track_quality import SerFiqConfig, serfiq_scores
+from vcn.track_quality import SerFiqConfig, serfiq_from_features
 from vcn.views import ViewConfig, strong_view_blocks
 
 Embed = Callable[[np.ndarray], np.ndarray]
+# Crops -> (unit embeddings (N, D), activations at SER-FIQ's dropout point (N, ...)), one pass.
+EmbedWithFeatures = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 # Faces whose views are drawn and embedded at once (64 faces x 10 views: 24 MB of pixels).
 _BLOCK = 64
@@ -75,6 +77,24 @@ def embed_crops(backbone: OnnxBackbone, crops: np.ndarray, batch: int, device: t
     return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
 
+def embed_crops_with_features(
+    backbone: OnnxBackbone, crops: np.ndarray, point: str, batch: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 (N, D) unit embeddings, float32 (N, ...) activations at ``point``) of uint8
+    (N, 112, 112, 3) BGR crops by the torch recognizer on ``device``, in float32."""
+    emb, feats = [], []
+    backbone.eval()
+    with torch.no_grad():
+        for i in range(0, len(crops), batch):
+            x = preprocess(crops[i:i + batch], backbone.input_mean, backbone.input_std).to(device)
+            h = backbone.run(x, stop=point)
+            emb.append(F.normalize(backbone.run(h, start=point).float(), dim=-1).cpu().numpy())
+            feats.append(h.float().cpu().numpy())
+    if not emb:
+        return np.zeros((0, 512), np.float32), np.zeros((0,), np.float32)
+    return np.concatenate(emb), np.concatenate(feats)
+
+
 def _views(
     embed: Embed, crops: np.ndarray, clean: np.ndarray, cfg: ViewConfig, seed: int | tuple[int, int]
 ) -> np.ndarray:
@@ -88,7 +108,7 @@ def _views(
 
 
 def build_view_bank(
-    embed: Embed,
+    embed: EmbedWithFeatures,
     embed_views: Embed,
     backbone: OnnxBackbone,
     crops: np.ndarray,
@@ -100,9 +120,10 @@ def build_view_bank(
 ) -> ViewBank:
     """Embed the views of ``crops`` (N, 112, 112, 3) uint8 once with the generic recognizer.
 
-    ``embed`` maps crops to float32 (M, D) unit rows (the recognizer on OpenVINO, onnxruntime or
-    torch), ``embed_views`` the same for augmented views (it may round more); ``backbone`` is
-    its torch copy, for SER-FIQ's dropout inside the graph. Draw ``d``
+    ``embed`` maps the clean crops to float32 (M, D) unit rows (the recognizer on OpenVINO,
+    onnxruntime or torch) and their activations at SER-FIQ's dropout point
+    (:func:`vcn.track_quality.dropout_point`), ``embed_views`` maps augmented views to unit rows
+    (it may round more); ``backbone`` is the torch copy, whose last layers score SER-FIQ. Draw ``d``
     of the matching views comes from ``seed`` for ``d = 0`` and from ``(seed, d)`` after; the
     threshold views from ``seed + 1``. Views are drawn and embedded a block of faces at a time,
     so memory holds one block of pixels; the bank itself is 1 KB per view.
@@ -112,9 +133,9 @@ def build_view_bank(
         raise InputError(
             f"build_view_bank expects uint8 (N, 112, 112, 3) aligned crops, got {crops.dtype} {crops.shape}"
         )
-    clean = embed(crops)
+    clean, features = embed(crops)
     match = np.stack([_views(embed_views, crops, clean, match_views, seed if d == 0 else (seed, d))
                       for d in range(draws)])
     thresh = _views(embed_views, crops, clean, threshold_views, seed + 1)
-    quality = serfiq_scores(backbone, crops, serfiq, seed)
+    quality = serfiq_from_features(backbone, features, serfiq, seed)
     return ViewBank(match, thresh, quality.astype(np.float32))
