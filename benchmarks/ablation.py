@@ -1,7 +1,7 @@
 """The paper's ablation rows and the baselines, side by side, on labelled videos.
 
 For each (video, ground truth) pair: stage 1 runs once through the real flow (or is reused from
-``--out``), then every row clusters the same tracks and is scored with ``vcn.metrics``:
+``--out``), then every row clusters the same tracks and is scored with ``vcn.evaluation.metrics``:
 
     generic + HAC           un-finetuned ArcFace, average-linkage HAC at cosine 0.6
     generic + DBSCAN        per face, eps 0.5, min 3 (Immich's defaults), track majority
@@ -13,7 +13,7 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
     vcn without shot views  the default with thresholds from the matching views alone, without
                             the views that add wide framing, low light and noise
                             (``MethodConfig.threshold_views``); it embeds a second view bank
-    vcn                     ``--method vcn`` (:func:`vcn.method.cluster`): cosine distance
+    vcn                     ``--method vcn`` (:func:`vcn.method.videoclusternet.cluster`): cosine distance
                             from the matched groups, shot-view thresholds, the matched
                             groups' spread lent to lone tracks within their quality range,
                             fragments linked
@@ -21,7 +21,7 @@ For each (video, ground truth) pair: stage 1 runs once through the real flow (or
                             sequence, clustered as ``vct`` clusters (view thresholds, linking,
                             unknowns on the detector score)
     vct                     ``--method vct``: the sequence transformer trained on the title
-                            (``vcn.vct``), the same clustering
+                            (``vcn.method.vct``), the same clustering
     vct + matched positives the same with coarse matches on the frozen embeddings as positives
 
     .venv/bin/python -m benchmarks.ablation [--sets hamilton pedestrians hard1 easy2] [--seed S]
@@ -89,7 +89,7 @@ def stage1(video: Path, out: Path) -> Path:
     """Run the per-movie flow (tracks + HAC) unless its output exists; return the movie folder."""
     from flows.movie import movie_flow
     from flows.runtime import dask_cluster, prefect_api
-    from vcn.video import content_id
+    from vcn.media.video import content_id
 
     movie = out / content_id(str(video))
     if not (movie / "tracks.parquet").exists():
@@ -107,12 +107,14 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     the baselines; ``vct``: also the VCT rows (:func:`vct_rows`); ``match_draws``:
     ``MethodConfig.match_draws`` of the seeded rows."""
     from storage.crops import read_crops
-    from vcn import baselines, clustering, metrics, thresholds
-    from vcn.backbone import load_backbone
-    from vcn.detection import default_model_dir, find_models
-    from vcn.finetune import face_embeddings
-    from vcn.matching import sample_rows
-    from vcn.method import MethodConfig, adapt, bank_for, cluster
+    from vcn import baselines
+    from vcn.evaluation import metrics
+    from vcn.faces.backbone import load_backbone
+    from vcn.faces.detection import default_model_dir, find_models
+    from vcn.method import clustering, thresholds
+    from vcn.method.finetune import face_embeddings
+    from vcn.method.matching import sample_rows
+    from vcn.method.videoclusternet import MethodConfig, adapt, bank_for, cluster
 
     faces = pq.read_table(movie / "faces.parquet").to_pandas()
     tracks = pq.read_table(movie / "tracks.parquet").to_pandas()
@@ -142,7 +144,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     for level, name in ((1, "generic + FINCH 1"), (2, "generic + FINCH")):
         t0 = time.perf_counter()
         score(name, baselines.finch(means, level=level), time.perf_counter() - t0)
-    from vcn.constraints import cooccurring_pairs
+    from vcn.method.constraints import cooccurring_pairs
 
     if vct:
         vct_rows(faces, face_track, emb, cooccurring_pairs(faces["frame_idx"].to_numpy(), face_track),
@@ -210,8 +212,8 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
 def vct_rows(faces: pd.DataFrame, face_track: np.ndarray, emb: np.ndarray, cannot: np.ndarray,
              seed: int, score) -> None:
     """Score average pooling, ``vct`` and ``vct`` with matched positives, each through
-    :func:`vcn.vct.run_vct` (one clustering for all three)."""
-    from vcn.vct import VctConfig, run_vct
+    :func:`vcn.method.vct.run_vct` (one clustering for all three)."""
+    from vcn.method.vct import VctConfig, run_vct
 
     frames = faces["frame_idx"].to_numpy()
     quality = faces["det_score"].to_numpy()

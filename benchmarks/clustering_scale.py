@@ -18,9 +18,9 @@ import tracemalloc
 import numpy as np
 
 from vcn.baselines import finch
-from vcn.clustering import hac, parameter_free
-from vcn.matching import coarse_matches
-from vcn.set_distance import CosineDistance, embedding_track_stats
+from vcn.method.clustering import hac, parameter_free
+from vcn.method.matching import coarse_matches
+from vcn.method.set_distance import CosineDistance, embedding_track_stats
 
 
 def synthetic(rng: np.random.Generator, n_tracks: int, faces: int, dim: int, n_ids: int):

@@ -49,7 +49,7 @@ from scipy.stats import spearmanr
 
 from benchmarks.ablation import dataset, stage1
 from benchmarks.finetune import auc, cosine_dist
-from vcn.views import ViewConfig, strong_views
+from vcn.method.views import ViewConfig, strong_views
 
 # Face heights (pixels) that --resolution-matched compares at; 112 is the crop itself.
 _LADDER = (112, 80, 56, 40, 28)
@@ -62,7 +62,7 @@ _SHARP_PX = 80
 
 def track_identities(faces: pd.DataFrame, gt_csv: Path) -> dict[str, str]:
     """Majority ground-truth identity of each track id (tracks with no matched face are absent)."""
-    from vcn import metrics
+    from vcn.evaluation import metrics
 
     gt = metrics.read_ground_truth(pd.read_csv(gt_csv).drop(columns=["video"], errors="ignore"))
     pred = faces[["frame_idx", "x1", "y1", "x2", "y2", "track_id"]].assign(cluster_id="c")
@@ -88,8 +88,8 @@ def distilled(backbone, crops: np.ndarray, sharp: np.ndarray, steps: int, seed: 
     import torch
     import torch.nn.functional as F
 
-    from vcn.backbone import preprocess
-    from vcn.view_bank import embed_crops
+    from vcn.faces.backbone import preprocess
+    from vcn.method.view_bank import embed_crops
 
     torch.manual_seed(seed)
     target = torch.from_numpy(embed_crops(backbone, crops[sharp], 64, torch.device("cpu")))
@@ -120,7 +120,7 @@ def dlib_distances(video: Path, faces: pd.DataFrame, sample: np.ndarray, index: 
         raise SystemExit("--dlib needs dlib: pip install dlib-bin") from e
     predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
     recognizer = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
-    from vcn.video import iter_frames
+    from vcn.media.video import iter_frames
 
     rows = faces.iloc[sample]
     wanted = set(rows["frame_idx"])
@@ -188,12 +188,12 @@ def main() -> None:
     import torch
 
     from storage.crops import read_crops
-    from vcn.backbone import load_backbone
-    from vcn.detection import default_model_dir, find_models
-    from vcn.matching import sample_rows
-    from vcn.method import MethodConfig
-    from vcn.track_quality import SerFiqConfig, serfiq_scores, track_quality
-    from vcn.view_bank import embed_crops
+    from vcn.faces.backbone import load_backbone
+    from vcn.faces.detection import default_model_dir, find_models
+    from vcn.method.matching import sample_rows
+    from vcn.method.track_quality import SerFiqConfig, serfiq_scores, track_quality
+    from vcn.method.videoclusternet import MethodConfig
+    from vcn.method.view_bank import embed_crops
 
     cfg = MethodConfig()
 

@@ -43,8 +43,8 @@ import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vcn.boxes import box_iou
-from vcn.detection import DetectionConfig, FaceDetector, default_model_dir, find_models
+from vcn.faces.boxes import box_iou
+from vcn.faces.detection import DetectionConfig, FaceDetector, default_model_dir, find_models
 
 HEIGHT_BINS = ((0, 32, "<32"), (32, 64, "32-64"), (64, 256, "64-256"), (256, 1e9, ">256"))
 MATCH_IOU = 0.4
@@ -164,7 +164,7 @@ def detection_table(args, gt: pd.DataFrame, model: str) -> None:
 
 
 def costs(args, model_files) -> None:
-    from vcn.embedding import ARCFACE_TEMPLATE, EmbeddingConfig, FaceEmbedder, align_faces
+    from vcn.faces.embedding import ARCFACE_TEMPLATE, EmbeddingConfig, FaceEmbedder, align_faces
 
     detector = FaceDetector(model_files.detector, DetectionConfig(), threads=args.threads)
     embedder = FaceEmbedder(model_files.recognizer, EmbeddingConfig(), threads=args.threads)
@@ -205,8 +205,8 @@ def costs(args, model_files) -> None:
 
 
 def quality_check(args, gt: pd.DataFrame, model_files) -> None:
-    from vcn.embedding import align_faces
-    from vcn.quality import QualityConfig, keep_mask, measure
+    from vcn.faces.embedding import align_faces
+    from vcn.faces.quality import QualityConfig, keep_mask, measure
 
     qcfg = QualityConfig()
     detector = FaceDetector(model_files.detector, DetectionConfig(), threads=args.threads)

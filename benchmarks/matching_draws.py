@@ -5,7 +5,8 @@
 
 For each labelled set (names as in ``benchmarks.ablation``; stage 1 runs once through the real
 flow or is reused from ``--out``) and each seed, the generic model's first matching pass of
-:func:`vcn.method.adapt` (:func:`vcn.method.coarse_positives`: grown coarse matching on each of
+:func:`vcn.method.videoclusternet.adapt`
+(:func:`vcn.method.videoclusternet.coarse_positives`: grown coarse matching on each of
 ``--draws`` draws of views, draw 0 from the seed and draw ``d`` from ``(seed, d)``, then the
 majority vote, the default) runs once. Per seed it prints, for the first draw alone (what
 ``match_draws=1`` gives), for the vote, and for each draw: the positive pairs, how many join two
@@ -37,12 +38,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from storage.crops import read_crops
-    from vcn.backbone import load_backbone
-    from vcn.constraints import cooccurring_pairs
-    from vcn.detection import default_model_dir, find_models
-    from vcn.grouping import match_groups
-    from vcn.matching import sample_rows
-    from vcn.method import MethodConfig, bank_for, coarse_positives
+    from vcn.faces.backbone import load_backbone
+    from vcn.faces.detection import default_model_dir, find_models
+    from vcn.method.constraints import cooccurring_pairs
+    from vcn.method.grouping import match_groups
+    from vcn.method.matching import sample_rows
+    from vcn.method.videoclusternet import MethodConfig, bank_for, coarse_positives
 
     cfg = MethodConfig(match_draws=args.draws)
     backbone = load_backbone(find_models(default_model_dir()).recognizer)

@@ -24,14 +24,14 @@ import pyarrow.parquet as pq
 import torch
 
 from storage.crops import read_crops
-from vcn.backbone import load_backbone
-from vcn.constraints import cooccurring_pairs
-from vcn.finetune import FinetuneConfig, resolve_device
-from vcn.matching import sample_rows
-from vcn.method import MethodConfig, adapt, bank_for, cluster
-from vcn.metrics import ari
-from vcn.track_quality import SerFiqConfig
-from vcn.views import ViewConfig, strong_views
+from vcn.evaluation.metrics import ari
+from vcn.faces.backbone import load_backbone
+from vcn.method.constraints import cooccurring_pairs
+from vcn.method.finetune import FinetuneConfig, resolve_device
+from vcn.method.matching import sample_rows
+from vcn.method.track_quality import SerFiqConfig
+from vcn.method.videoclusternet import MethodConfig, adapt, bank_for, cluster
+from vcn.method.views import ViewConfig, strong_views
 
 
 def title_inputs(movie: Path, cfg: MethodConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

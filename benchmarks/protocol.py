@@ -202,7 +202,7 @@ def main() -> None:
     ap.add_argument("--cache", default=".bench/proto", help="episodes and stage-1 outputs")
     ap.add_argument("--out", default=".bench/proto/table", help="protocol.json and protocol.csv")
     args = ap.parse_args()
-    from vcn.video import content_id
+    from vcn.media.video import content_id
 
     names = args.sets or set_names(args.split, args.shapes, args.conditions or ["clean", "hard"])
     cache = Path(args.cache)

@@ -13,7 +13,7 @@ tool's degradations), each with its own seed and its own photos of one pool of p
 ingests them as one library with ``vcn ingest LIB --out OUT --method hac`` (``--method vcn`` for
 the default; the ``ingest-library`` flow links the titles' clusters into library identities as
 its last step), and scores the identities over all episodes at once: each labelled face of an
-episode is matched to a predicted track (:func:`vcn.metrics.match_faces`), its prediction is
+episode is matched to a predicted track (:func:`vcn.evaluation.metrics.match_faces`), its prediction is
 the identity of its cluster, its truth the person's name. Printed beside it: the per-title
 clusters taken as they are (no linking) and linking by plain HAC on the cluster means at cosine
 0.6 (clusters of one title may merge there). Figures: identity-level WCP, B-cubed F, identity
@@ -106,7 +106,7 @@ def labelled_faces(lib: Path, out: Path) -> pd.DataFrame:
     """Every labelled, scored face of every episode matched to a clustered track: ``identity``
     (truth), ``movie_id``, ``cluster_id``."""
     from storage.identities import published_titles
-    from vcn.metrics import UNKNOWN, match_faces
+    from vcn.evaluation.metrics import UNKNOWN, match_faces
 
     rows = []
     for title in published_titles(out):
@@ -125,8 +125,8 @@ def hac_links(out: Path) -> dict[tuple[str, str], str]:
     """Plain HAC (average linkage, cosine 0.6) on every cluster's generic mean, all titles at once."""
     from storage.identities import published_titles
     from tasks.identities import title_summaries
-    from vcn.clustering import hac
-    from vcn.identities import ClusterSummaries
+    from vcn.library.identities import ClusterSummaries
+    from vcn.method.clustering import hac
 
     s = ClusterSummaries.concat([title_summaries(str(out), t) for t in published_titles(out)])
     labels = hac(s.mean, threshold=0.6)
@@ -134,7 +134,7 @@ def hac_links(out: Path) -> dict[tuple[str, str], str]:
 
 
 def score(faces: pd.DataFrame, label: pd.Series) -> dict:
-    from vcn.metrics import bcubed, weighted_cluster_purity
+    from vcn.evaluation.metrics import bcubed, weighted_cluster_purity
 
     true, pred = faces["identity"].to_numpy(), label.to_numpy()
     return {"wcp": weighted_cluster_purity(true, pred), "bcubed_f": bcubed(true, pred)[2],
@@ -144,7 +144,7 @@ def score(faces: pd.DataFrame, label: pd.Series) -> dict:
 def synthetic_scale(n_clusters: int, per_title: int = 20, seed: int = 0) -> list[dict]:
     """Seconds to link ``n_clusters`` synthetic clusters (titles of ``per_title``, a cast of
     people recurring across titles), title by title, at a quarter, half and all of them."""
-    from vcn.identities import link_library, summarize_title
+    from vcn.library.identities import link_library, summarize_title
 
     rng = np.random.default_rng(seed)
     people = max(per_title, n_clusters // 10)

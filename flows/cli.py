@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from vcn.errors import VcnError
-from vcn.methods import METHODS, cli_help
+from vcn.method.registry import METHODS, cli_help
 
 EPILOG = """\
 examples:
@@ -211,7 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from storage.layout import MovieLayout
     from storage.manifest import read_manifest
-    from vcn.metrics import evaluate, format_report, read_ground_truth
+    from vcn.evaluation.metrics import evaluate, format_report, read_ground_truth
 
     pred_dir = Path(args.pred)
     faces_path = pred_dir / "faces.parquet"

@@ -44,7 +44,7 @@ from tasks.progress import say
 from tasks.report import write_report
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
-from vcn.report import md_text
+from vcn.report.html import md_text
 
 ARTIFACT_KEY = "ingest-library-summary"
 

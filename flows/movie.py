@@ -28,7 +28,7 @@ from tasks.report import write_report
 from tasks.stages import previous_rows, record_failure, stages_to_run
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
-from vcn.methods import get_method
+from vcn.method.registry import get_method
 
 
 # No result of this flow or its tasks is persisted: the manifest and the chunk files record what

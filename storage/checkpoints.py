@@ -1,7 +1,8 @@
 """Finetune checkpoints on disk: written atomically, so an interrupted finetune resumes.
 
-``model/checkpoint.pt`` holds the latest resumable :class:`vcn.method.Checkpoint` (overwritten as
-training goes); ``model/final.pt`` the finished one, whose hash goes into the manifest.
+``model/checkpoint.pt`` holds the latest resumable
+:class:`vcn.method.videoclusternet.Checkpoint` (overwritten as training goes); ``model/final.pt``
+the finished one, whose hash goes into the manifest.
 
 A title's folder sits on storage that other accounts may write, so reading a checkpoint never
 runs code: a file holds only tensors and plain values (numbers, strings, None, lists, tuples,
@@ -23,8 +24,8 @@ import torch
 from storage.atomic import atomic_path
 from storage.manifest import file_hash
 from vcn.errors import CheckpointError
-from vcn.finetune import FinetuneState
-from vcn.method import Checkpoint
+from vcn.method.finetune import FinetuneState
+from vcn.method.videoclusternet import Checkpoint
 
 FORMAT = "vcn-checkpoint/1"
 

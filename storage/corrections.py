@@ -18,8 +18,8 @@ from pathlib import Path
 
 from storage.atomic import read_json, write_json
 from storage.identities import LibraryLayout
-from vcn.corrections import Correction, TrackRef
 from vcn.errors import InputError
+from vcn.library.corrections import Correction, TrackRef
 
 TRACK_ID = re.compile(r"[0-9a-f]{16}-c\d+-t\d+")
 

@@ -35,7 +35,7 @@ from storage import schemas
 from storage.atomic import write_parquet
 from storage.catalogue import MOVIES, PARTITION_FILE, CatalogueLayout
 from vcn.errors import InputError
-from vcn.identities import ClusterSummaries, Links, empty_summaries
+from vcn.library.identities import ClusterSummaries, Links, empty_summaries
 
 EMBED_DIM = 512
 

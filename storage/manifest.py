@@ -62,8 +62,8 @@ def package_versions() -> dict[str, str]:
 
 
 # Modules that do not shape a movie's outputs, left out of the lineage hash.
-NOT_OUTPUT_SHAPING = {"cli.py", "report.py", "metrics.py", "library.py", "catalogue.py", "results.py",
-                      "runtime.py", "__init__.py"}
+NOT_OUTPUT_SHAPING = {"cli.py", "report.py", "html.py", "metrics.py", "library.py", "catalogue.py",
+                      "results.py", "runtime.py", "__init__.py"}
 
 
 def _source_files() -> list[Path]:

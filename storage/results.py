@@ -17,7 +17,7 @@ from storage.crops import read_crops
 from storage.layout import MovieLayout
 from storage.manifest import read_manifest
 from vcn.errors import StageError
-from vcn.report import MovieResults
+from vcn.report.html import MovieResults
 
 __all__ = ["MovieResults", "load_crops", "load_results"]
 

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from storage import schemas
 from storage.atomic import write_parquet
 from storage.layout import MovieLayout
-from vcn.assembly import ChunkFaces, MovieFaces
-from vcn.video import Chunk
+from vcn.faces.assembly import ChunkFaces, MovieFaces
+from vcn.media.video import Chunk
 
 
 def write_chunk_faces(layout: MovieLayout, index: int, columns: dict[str, Any],

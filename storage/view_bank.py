@@ -12,7 +12,7 @@ import numpy as np
 
 from storage.atomic import atomic_path
 from vcn.errors import InputError
-from vcn.view_bank import ViewBank
+from vcn.method.view_bank import ViewBank
 
 
 def save_view_bank(path: str | Path, bank: ViewBank, key: str) -> None:

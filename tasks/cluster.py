@@ -1,7 +1,7 @@
 """Stage 4 task: tracks → clusters; writes cluster ids into faces, tracks and clusters.parquet.
 
 The clusters written are the method's with the library's corrections applied
-(``vcn.corrections``): a reviewer's splits also enter the ``vcn`` clustering as cannot-links,
+(``vcn.library.corrections``): a reviewer's splits also enter the ``vcn`` clustering as cannot-links,
 merges are unions after it, rejected tracks are unknown.
 """
 
@@ -27,14 +27,14 @@ from tasks.finetune import method_inputs, view_bank
 from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from tasks.stages import stage_record
-from vcn.clustering import hac
-from vcn.constraints import cooccurring_pairs
-from vcn.corrections import apply_to_labels, cannot_link_rows, for_movie
 from vcn.errors import StageError
-from vcn.finetune import resolve_device
-from vcn.method import cluster
-from vcn.summary import TrackSummary, cluster_names, summarize_clusters
-from vcn.vct import run_vct
+from vcn.library.corrections import apply_to_labels, cannot_link_rows, for_movie
+from vcn.method.clustering import hac
+from vcn.method.constraints import cooccurring_pairs
+from vcn.method.finetune import resolve_device
+from vcn.method.vct import run_vct
+from vcn.method.videoclusternet import cluster
+from vcn.report.summary import TrackSummary, cluster_names, summarize_clusters
 
 
 def _set_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
@@ -94,7 +94,7 @@ def _cluster_vcn(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table,
 
 def _cluster_vct(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
                  said_apart: np.ndarray) -> Clustered:
-    """Labels (T,) (-1 = unknown) and quality (T,) of the ``vct`` method (:func:`vcn.vct.run_vct`)
+    """Labels (T,) (-1 = unknown) and quality (T,) of the ``vct`` method (:func:`vcn.method.vct.run_vct`)
     on the faces' frozen embeddings; the unknowns rule reads the detector score (median per
     track), which faces.parquet already holds, in place of SER-FIQ (it needs the crops and the
     recognizer); ``said_apart`` (P, 2) track pairs a reviewer split, kept apart like co-occurring
@@ -118,7 +118,7 @@ def _cluster_vct(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table,
     }
 
 
-# Each method's clustering, by its name in vcn.methods.METHODS (tests check they agree).
+# Each method's clustering, by its name in vcn.method.registry.METHODS (tests check they agree).
 CLUSTERERS: dict[str, Callable[..., Clustered]] = {
     "vcn": _cluster_vcn, "hac": _cluster_hac, "vct": _cluster_vct,
 }

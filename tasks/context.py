@@ -8,9 +8,9 @@ from typing import Any
 
 from storage.layout import MovieLayout
 from vcn.config import PipelineConfig, fingerprint
-from vcn.detection import ModelFiles
+from vcn.faces.detection import ModelFiles
+from vcn.media.video import VideoInfo
 from vcn.versions import STAGE_VERSIONS
-from vcn.video import VideoInfo
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class MovieContext:
             # The review log's merges, splits and rejects of this title, when there are any (a
             # label changes no cluster).
             from storage.corrections import read_log
-            from vcn.corrections import for_movie
+            from vcn.library.corrections import for_movie
 
             log = for_movie(read_log(self.layout.root.parent), self.movie_id)
             said = [c for c in log if c.kind != "label"]

@@ -30,13 +30,13 @@ from tasks.models import torch_threads, worker_address
 from tasks.policies import is_transient
 from tasks.progress import Progress
 from tasks.stages import stage_record
-from vcn.backbone import load_backbone
-from vcn.constraints import cooccurring_pairs
 from vcn.errors import CheckpointError
-from vcn.finetune import resolve_device
-from vcn.matching import sample_rows
-from vcn.method import Checkpoint, adapt, bank_for
-from vcn.view_bank import ViewBank
+from vcn.faces.backbone import load_backbone
+from vcn.method.constraints import cooccurring_pairs
+from vcn.method.finetune import resolve_device
+from vcn.method.matching import sample_rows
+from vcn.method.videoclusternet import Checkpoint, adapt, bank_for
+from vcn.method.view_bank import ViewBank
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Library task: link the clusters of the catalogue's titles into library identities.
 
 Reads the catalogue (``storage.catalogue``), summarises each title's clusters once
-(``vcn.identities.summarize_title``, stored under ``OUT/library/summaries``), links each title
-not linked yet against the identities already there (``vcn.identities.link_title``), and writes
+(``vcn.library.identities.summarize_title``, stored under ``OUT/library/summaries``), links each title
+not linked yet against the identities already there (``vcn.library.identities.link_title``), and writes
 ``members.parquet`` and ``identities.parquet`` (``storage.identities``) with the library's
 corrections log applied. A title re-clustered since (``vcn rerun``) is published to the
 catalogue again, taken out and linked again as a new one; the other titles' links are kept as
@@ -38,8 +38,8 @@ from storage.layout import MovieLayout
 from storage.manifest import file_lock
 from tasks.policies import is_transient
 from tasks.progress import say
-from vcn.corrections import Correction, TrackRef
-from vcn.identities import (
+from vcn.library.corrections import Correction, TrackRef
+from vcn.library.identities import (
     ClusterSummaries,
     IdentityConfig,
     Links,

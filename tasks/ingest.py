@@ -33,13 +33,13 @@ from tasks.models import face_models, worker_threads
 from tasks.policies import is_transient
 from tasks.progress import say
 from tasks.stages import stage_record
-from vcn.assembly import assemble_movie, check_title_decode
 from vcn.config import PipelineConfig
-from vcn.detection import default_model_dir, find_models
 from vcn.errors import InputError
-from vcn.ingest import ChunkResult, check_chunk_decode, process_chunk
+from vcn.faces.assembly import assemble_movie, check_title_decode
+from vcn.faces.detection import default_model_dir, find_models
+from vcn.faces.ingest import ChunkResult, check_chunk_decode, process_chunk
 from vcn.manifest import InputRecord
-from vcn.video import Chunk, content_id, plan_chunks, probe
+from vcn.media.video import Chunk, content_id, plan_chunks, probe
 
 
 @task(name="prepare-movie", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient,

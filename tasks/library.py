@@ -1,6 +1,6 @@
 """Library tasks: find a library's titles, tell which are already done, publish finished ones.
 
-A title is a video file, identified by its content id (``vcn.video.content_id``), so a renamed or
+A title is a video file, identified by its content id (``vcn.media.video.content_id``), so a renamed or
 moved file is recognised and two copies of one film are processed once. A title is *done* when
 ``manifest.json`` says every stage completed with the current config section, models and stage
 version (``vcn.versions``) and the outputs exist: exactly the test ``process-movie`` applies
@@ -27,10 +27,10 @@ from tasks.policies import is_transient
 from tasks.progress import say
 from tasks.stages import stage_plan
 from vcn.config import PipelineConfig
-from vcn.detection import ModelFiles, default_model_dir, find_models
 from vcn.errors import InputError
+from vcn.faces.detection import ModelFiles, default_model_dir, find_models
 from vcn.manifest import InputFailure
-from vcn.video import VideoInfo, content_id
+from vcn.media.video import VideoInfo, content_id
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import cv2
 
-from vcn.detection import DetectionConfig, FaceDetector
-from vcn.embedding import EmbeddingConfig, FaceEmbedder
-from vcn.ingest import FaceModels
+from vcn.faces.detection import DetectionConfig, FaceDetector
+from vcn.faces.embedding import EmbeddingConfig, FaceEmbedder
+from vcn.faces.ingest import FaceModels
 
 
 def worker_threads() -> int:

@@ -23,7 +23,7 @@ from storage.layout import MovieLayout
 from storage.results import MovieResults, load_crops, load_results
 from tasks.context import MovieContext
 from tasks.policies import is_transient
-from vcn.report import (
+from vcn.report.html import (
     Identity,
     ReportConfig,
     encode_thumbnails,

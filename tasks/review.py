@@ -22,8 +22,8 @@ from typing import Any
 from storage.corrections import append, resolve
 from storage.layout import MovieLayout
 from tasks.identities import update_identities
-from vcn.corrections import Correction, TrackRef
 from vcn.errors import InputError
+from vcn.library.corrections import Correction, TrackRef
 
 
 def _tracks(out: str, targets: list[str]) -> list[list[TrackRef]]:

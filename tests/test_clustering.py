@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from vcn.baselines import dbscan_faces, finch, finch_partitions, track_majority
-from vcn.clustering import hac, parameter_free, parameter_free_embedding
 from vcn.errors import ConfigError, InputError
-from vcn.set_distance import CosineDistance, EuclideanDistance, embedding_track_stats
-from vcn.thresholds import (
+from vcn.method.clustering import hac, parameter_free, parameter_free_embedding
+from vcn.method.set_distance import CosineDistance, EuclideanDistance, embedding_track_stats
+from vcn.method.thresholds import (
     group_spread_floor,
     in_quality_range,
     own_thresholds,

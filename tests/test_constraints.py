@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from test_clustering import make_tracks, unit
 
-from vcn.clustering import parameter_free, parameter_free_embedding
-from vcn.constraints import ConstrainedMerger, consistent_pairs, cooccurring_pairs, drop_pairs
 from vcn.errors import InputError
-from vcn.set_distance import CosineDistance, embedding_track_stats
+from vcn.method.clustering import parameter_free, parameter_free_embedding
+from vcn.method.constraints import ConstrainedMerger, consistent_pairs, cooccurring_pairs, drop_pairs
+from vcn.method.set_distance import CosineDistance, embedding_track_stats
 
 
 def test_cooccurring_pairs_from_frames() -> None:
@@ -98,8 +98,8 @@ def test_constraints_hold_on_random_data_and_rounds_end() -> None:
 
 
 def test_grow_matches_closes_groups_and_respects_cannot_links() -> None:
-    from vcn.grouping import grow_matches, mutual_nearest
-    from vcn.matching import MatchingConfig, coarse_matches
+    from vcn.method.grouping import grow_matches, mutual_nearest
+    from vcn.method.matching import MatchingConfig, coarse_matches
 
     rng = np.random.default_rng(5)
     _, index, ident, views = make_tracks(rng, [4, 4, 3], dim=32, face_spread=0.4, track_spread=0.5,
@@ -128,8 +128,8 @@ def test_grow_matches_never_links_groups_wider_apart_than_its_track_matches() ->
     """Two people, two tracks each: round 0 pairs each person's tracks; the two groups' Gaussians
     then admit each other (and, two groups only, they are mutual nearest), but they lie farther
     apart than the widest track match, so growth refuses them."""
-    from vcn.grouping import group_distances, grow_matches
-    from vcn.matching import MatchingConfig, coarse_matches
+    from vcn.method.grouping import group_distances, grow_matches
+    from vcn.method.matching import MatchingConfig, coarse_matches
 
     rng = np.random.default_rng(0)
     dim, cfg, none = 16, MatchingConfig(mutual=True), np.zeros((0, 2), np.int64)
@@ -148,7 +148,7 @@ def test_grow_matches_never_links_groups_wider_apart_than_its_track_matches() ->
 
 
 def test_group_distances_are_mean_pairwise_cosine() -> None:
-    from vcn.grouping import group_distances
+    from vcn.method.grouping import group_distances
 
     rng = np.random.default_rng(1)
     emb = unit(rng.standard_normal((7, 5)))
@@ -160,7 +160,7 @@ def test_group_distances_are_mean_pairwise_cosine() -> None:
 
 def test_mutual_nearest_keeps_one_partner_and_skips_cannot_links() -> None:
     """A hub between two people matches both; only its nearest partner, if mutual, is kept."""
-    from vcn.grouping import mutual_nearest
+    from vcn.method.grouping import mutual_nearest
 
     a, hub, c = np.eye(3)[0], np.array([0.6, 0.8, 0.0]), np.eye(3)[1]
     emb = np.stack([a, a, hub, c, c])
@@ -174,7 +174,7 @@ def test_mutual_nearest_keeps_one_partner_and_skips_cannot_links() -> None:
 
 
 def test_group_pairs_maps_track_pairs_onto_distinct_groups() -> None:
-    from vcn.constraints import group_pairs
+    from vcn.method.constraints import group_pairs
 
     group = np.array([0, 0, 1, 2])
     # (0, 1) is inside group 0; (1, 3) and (3, 0) are both groups 0-2: one pair.
@@ -183,7 +183,7 @@ def test_group_pairs_maps_track_pairs_onto_distinct_groups() -> None:
 
 
 def test_voted_matches_keep_the_pairs_a_majority_of_draws_make() -> None:
-    from vcn.grouping import voted_matches
+    from vcn.method.grouping import voted_matches
 
     means = np.eye(6)
     none = np.zeros((0, 2), np.int64)
@@ -198,7 +198,7 @@ def test_voted_matches_keep_the_pairs_a_majority_of_draws_make() -> None:
 
 
 def test_voted_matches_close_the_kept_pairs_without_joining_a_cannot_link() -> None:
-    from vcn.grouping import voted_matches
+    from vcn.method.grouping import voted_matches
 
     # 0-1 voted by draws 1 and 2, 1-2 by draws 2 and 3, never 0-2 together in one draw: closing
     # the majority pairs would put 0 and 2 in one group, and they share a frame. The pair with
@@ -218,7 +218,7 @@ def test_voted_matches_with_every_draw_are_the_pairs_every_draw_has() -> None:
     """For transitively closed matchings (as grow_matches returns), a quorum of every draw keeps
     exactly the pairs every draw has: the meet of their partitions."""
     from vcn.errors import ConfigError
-    from vcn.grouping import pairs_within_groups, voted_matches
+    from vcn.method.grouping import pairs_within_groups, voted_matches
 
     rng = np.random.default_rng(3)
     for _ in range(20):

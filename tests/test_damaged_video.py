@@ -13,11 +13,11 @@ import av
 import numpy as np
 import pytest
 
-from vcn.assembly import ChunkFaces, check_title_decode
-from vcn.detection import default_model_dir, find_models
 from vcn.errors import CorruptVideoError, TruncatedVideoError
-from vcn.ingest import IngestConfig, check_chunk_decode, process_chunk
-from vcn.video import MAX_BAD_PACKETS, Chunk, probe
+from vcn.faces.assembly import ChunkFaces, check_title_decode
+from vcn.faces.detection import default_model_dir, find_models
+from vcn.faces.ingest import IngestConfig, check_chunk_decode, process_chunk
+from vcn.media.video import MAX_BAD_PACKETS, Chunk, probe
 
 
 def packet_spans(path: str) -> list[tuple[int, int]]:

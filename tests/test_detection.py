@@ -11,7 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from vcn.detection import (
+from vcn.errors import ConfigError, InputError, ModelNotFoundError
+from vcn.faces.detection import (
     DetectionConfig,
     Detections,
     FaceDetector,
@@ -20,7 +21,6 @@ from vcn.detection import (
     find_models,
     nms,
 )
-from vcn.errors import ConfigError, InputError, ModelNotFoundError
 
 DATA = Path(__file__).parent / "data"
 # The single face of det_jolie.jpg (330x512), as insightface's own SCRFD (det_size 640) boxes it.

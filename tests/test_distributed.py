@@ -22,7 +22,7 @@ import pytest
 from flows.cli import main as vcn_main
 from storage.layout import MovieLayout
 from storage.manifest import read_manifest
-from vcn.video import iter_frames
+from vcn.media.video import iter_frames
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from vcn.detection import DetectionConfig, FaceDetector, ModelFiles, default_model_dir, find_models
-from vcn.embedding import (
+from vcn.errors import ConfigError, InputError
+from vcn.faces.detection import DetectionConfig, FaceDetector, ModelFiles, default_model_dir, find_models
+from vcn.faces.embedding import (
     ARCFACE_TEMPLATE,
     EmbeddingConfig,
     FaceEmbedder,
@@ -18,7 +19,6 @@ from vcn.embedding import (
     align_faces,
     similarity_transform,
 )
-from vcn.errors import ConfigError, InputError
 
 DATA = Path(__file__).parent / "data"
 

@@ -26,7 +26,7 @@ from flows.cli import main as vcn_main
 from storage import schemas
 from storage.layout import MovieLayout
 from storage.manifest import read_manifest
-from vcn.video import ChunkConfig, content_id, iter_frames, plan_chunks, probe
+from vcn.media.video import ChunkConfig, content_id, iter_frames, plan_chunks, probe
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""vcn.finetune and vcn.view_bank: DINO loss, centring and EMA by hand; the view bank of real
+"""vcn.method.finetune and vcn.method.view_bank: DINO loss, centring and EMA by hand; the view bank of real
 faces; a tiny real finetune that trains, keeps the adapter at the identity in the head stage and
 resumes bit-exactly on the CPU; the voted matching of adapt."""
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vcn.errors import ConfigError, InputError
-from vcn.finetune import (
+from vcn.method.finetune import (
     FinetuneConfig,
     dino_loss,
     ema_update,
@@ -23,9 +23,9 @@ from vcn.finetune import (
     teacher_momentum,
     update_center,
 )
-from vcn.track_quality import SerFiqConfig, dropout_point
-from vcn.view_bank import build_view_bank, embed_crops, embed_crops_with_features
-from vcn.views import ViewConfig, strong_views
+from vcn.method.track_quality import SerFiqConfig, dropout_point
+from vcn.method.view_bank import build_view_bank, embed_crops, embed_crops_with_features
+from vcn.method.views import ViewConfig, strong_views
 
 DATA = Path(__file__).parent / "data"
 
@@ -198,7 +198,7 @@ def test_resume_from_a_checkpoint_file(run, video, tmp_path) -> None:
     """A state saved mid-joint-stage (optimizer moments, generator state, losses) survives the
     file round trip, read with ``weights_only=True``, and resumes to the same final weights."""
     from storage.checkpoints import load_checkpoint, save_checkpoint
-    from vcn.method import Checkpoint
+    from vcn.method.videoclusternet import Checkpoint
 
     final, cks = run
     bank, track_index, matches = video
@@ -250,11 +250,11 @@ def test_inputs_are_checked(video) -> None:
 def test_adapt_keeps_only_the_groups_a_majority_of_draws_makes(video) -> None:
     """``match_draws=2`` (a majority of two is both): adapt's first positives are the track
     pairs that both draws' grown matchings put in one group."""
-    from vcn.constraints import cooccurring_pairs
-    from vcn.grouping import match_groups, pairs_within_groups
-    from vcn.matching import MatchingConfig
-    from vcn.method import MethodConfig, adapt, coarse_positives
-    from vcn.view_bank import ViewBank
+    from vcn.method.constraints import cooccurring_pairs
+    from vcn.method.grouping import match_groups, pairs_within_groups
+    from vcn.method.matching import MatchingConfig
+    from vcn.method.videoclusternet import MethodConfig, adapt, coarse_positives
+    from vcn.method.view_bank import ViewBank
 
     bank, track_index, _ = video
     two_draws = ViewBank(bank.match[:2], bank.thresh, bank.quality)
@@ -273,10 +273,10 @@ def test_adapt_keeps_only_the_groups_a_majority_of_draws_makes(video) -> None:
 def test_coarse_positives_vote_over_the_draws(video) -> None:
     """Each draw of the bank runs the grown matching; the positives are the pairs a majority of
     the draws' groups hold (on these faces the three draws differ, so the vote is not any one)."""
-    from vcn.constraints import cooccurring_pairs
-    from vcn.grouping import grow_matches, match_groups, pairs_within_groups
-    from vcn.matching import MatchingConfig
-    from vcn.method import MethodConfig, coarse_positives
+    from vcn.method.constraints import cooccurring_pairs
+    from vcn.method.grouping import grow_matches, match_groups, pairs_within_groups
+    from vcn.method.matching import MatchingConfig
+    from vcn.method.videoclusternet import MethodConfig, coarse_positives
 
     bank, track_index, _ = video
     cannot = cooccurring_pairs(np.arange(len(track_index)), track_index)  # one face a frame: none

@@ -234,7 +234,7 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
     tracks = pq.read_table(layout.tracks).to_pandas()
     assert (tracks["cluster_id"] != "").all() and tracks["quality"].notna().all()
     assert result["clusters"] >= 2
-    # Two tracks with faces on one frame are two people: never one cluster (vcn/constraints.py).
+    # Two tracks with faces on one frame are two people: never one cluster (vcn/method/constraints.py).
     faces = pq.read_table(layout.faces).to_pandas()
     on_frame = faces[faces["cluster_id"] != "unknown"].groupby("frame_idx")
     together = on_frame.agg(tracks=("track_id", "nunique"), clusters=("cluster_id", "nunique"))

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from vcn.errors import InputError
-from vcn.identities import ClusterSummaries, Links, library_reach, link_library, link_title, summarize_title
+from vcn.library.identities import (
+    ClusterSummaries,
+    Links,
+    library_reach,
+    link_library,
+    link_title,
+    summarize_title,
+)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

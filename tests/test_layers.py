@@ -10,7 +10,7 @@ import pytest
 
 from vcn.config import ClusterConfig, PipelineConfig
 from vcn.errors import ConfigError
-from vcn.methods import METHODS, get_method
+from vcn.method.registry import METHODS, get_method
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {"prefect", "prefect_dask", "dask", "distributed", "flows", "tasks", "storage"}

@@ -25,7 +25,7 @@ from storage.layout import MovieLayout
 from storage.manifest import read_manifest
 from storage.media import find_videos, read_catalogue_file
 from vcn.errors import InputError
-from vcn.video import content_id, iter_frames
+from vcn.media.video import content_id, iter_frames
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""vcn.linking: a fragment joins its nearest larger cluster when it lies nearer than anyone seen
+"""vcn.method.linking: a fragment joins its nearest larger cluster when it lies nearer than anyone seen
 on screen beside that cluster; a cluster with too few co-occurrences takes nobody; no join
 crosses a cannot-link."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vcn.linking import cooccurrence_bounds, link_fragments
+from vcn.method.linking import cooccurrence_bounds, link_fragments
 
 
 def _tracks(angles_deg: list[float]) -> np.ndarray:

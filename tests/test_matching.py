@@ -8,7 +8,7 @@ from test_clustering import make_tracks as blobs
 from test_clustering import unit
 
 from vcn.errors import ConfigError, InputError
-from vcn.matching import MatchingConfig, _maha_blocks, coarse_matches, fit_track_gaussians
+from vcn.method.matching import MatchingConfig, _maha_blocks, coarse_matches, fit_track_gaussians
 
 
 def make_tracks(

@@ -1,4 +1,4 @@
-"""vcn.method, vcn.views, vcn.summary and vcn.config on small hand-made cases."""
+"""vcn.method.videoclusternet, vcn.method.views, vcn.report.summary and vcn.config on small cases."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pytest
 
 from vcn.config import PipelineConfig
 from vcn.errors import CheckpointError, ConfigError
-from vcn.grouping import match_groups
-from vcn.matching import sample_rows
-from vcn.method import Checkpoint, MethodConfig, cluster
-from vcn.summary import cluster_names, summarize_clusters, summarize_tracks
-from vcn.view_bank import ViewBank
-from vcn.views import ViewConfig, strong_views
+from vcn.method.grouping import match_groups
+from vcn.method.matching import sample_rows
+from vcn.method.videoclusternet import Checkpoint, MethodConfig, cluster
+from vcn.method.view_bank import ViewBank
+from vcn.method.views import ViewConfig, strong_views
+from vcn.report.summary import cluster_names, summarize_clusters, summarize_tracks
 
 
 def test_sample_rows_caps_and_spreads_each_track():
@@ -123,7 +123,7 @@ def test_checkpoint_round_trip(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
 
 
-# -- stage 4 (vcn.method.cluster) on synthetic view banks -------------------------------------
+# -- stage 4 (vcn.method.videoclusternet.cluster) on synthetic view banks ----------------------------
 
 
 def unit(x: np.ndarray) -> np.ndarray:

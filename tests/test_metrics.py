@@ -1,4 +1,4 @@
-"""Tests of vcn.metrics: label metrics against hand arithmetic, GT matching, the full report."""
+"""Tests of vcn.evaluation.metrics: label metrics against hand arithmetic, GT matching, the full report."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vcn.boxes import box_iou
 from vcn.errors import ConfigError, InputError
-from vcn.metrics import (
+from vcn.evaluation.metrics import (
     EvalReport,
     MatchConfig,
     ari,
@@ -24,6 +23,7 @@ from vcn.metrics import (
     read_ground_truth,
     weighted_cluster_purity,
 )
+from vcn.faces.boxes import box_iou
 
 HAMILTON_GT = Path("/work/shared/data/dev/hamilton.faces.csv")
 LN2, LN3 = math.log(2), math.log(3)

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from vcn.detection import DetectionConfig, Detections, FaceDetector, default_model_dir, find_models
-from vcn.embedding import align_face, align_faces
 from vcn.errors import ConfigError, InputError
-from vcn.quality import QualityConfig, keep_mask, measure, passes, sharpness, yaw_proxy
+from vcn.faces.detection import DetectionConfig, Detections, FaceDetector, default_model_dir, find_models
+from vcn.faces.embedding import align_face, align_faces
+from vcn.faces.quality import QualityConfig, keep_mask, measure, passes, sharpness, yaw_proxy
 
 DATA = Path(__file__).parent / "data"
 # Eyes, nose tip and mouth corners of a mean face, mm (x right, y down, z towards the camera).

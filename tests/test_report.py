@@ -24,7 +24,7 @@ from storage.results import load_results
 from tasks.report import build_report, load_thumbnails
 from vcn.errors import StageError
 from vcn.manifest import Manifest
-from vcn.report import (
+from vcn.report.html import (
     MovieResults,
     ReportConfig,
     encode_thumbnails,
@@ -308,7 +308,7 @@ def test_html_report_escapes_file_names_and_ids(tmp_path: Path):
 
 def test_markdown_artifact_escapes_file_names_and_ids(tiny_thumbs):
     markdown_it = pytest.importorskip("markdown_it")
-    from vcn.report import md_text
+    from vcn.report.html import md_text
 
     results = hostile_results()
     md = render_markdown(results, tiny_thumbs, report_path="/out/<b>x</b>`/report.html")
@@ -388,7 +388,7 @@ def write_library(out: Path, movie_id: str) -> None:
     by a reviewer; person_001 is id_00001 with no name; person_002 was rejected (no identity); a
     cluster of another title shares id_00003."""
     from storage.identities import LibraryLayout, LinkedLibrary, write_members
-    from vcn.identities import ClusterSummaries, Links
+    from vcn.library.identities import ClusterSummaries, Links
 
     movies = np.array([OTHER_TITLE, movie_id, movie_id, movie_id], object)
     n = len(movies)
@@ -465,7 +465,7 @@ def test_report_without_a_library_renders_as_before(tmp_path: Path, tiny: MovieR
 
 
 def test_correction_commands_quote_ids_and_use_the_placeholder():
-    from vcn.report import correction_commands
+    from vcn.report.html import correction_commands
 
     cmds = correction_commands("00112233aabbccdd", HOSTILE_IDS["person_002"])
     assert cmds["reject"] == "vcn reject OUT '00112233aabbccdd:<script>alert(2)</script>'"

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.corrections import append, read_log, resolve
-from vcn.corrections import Correction, apply_to_labels, cannot_link_rows
 from vcn.errors import InputError
+from vcn.library.corrections import Correction, apply_to_labels, cannot_link_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vcn.errors import ConfigError, InputError
-from vcn.shots import ShotConfig, ShotDetector, merge_cuts, shot_index, shots_from_cuts
-from vcn.video import ChunkConfig, iter_decoded, iter_frames, plan_chunks, probe
+from vcn.media.shots import ShotConfig, ShotDetector, merge_cuts, shot_index, shots_from_cuts
+from vcn.media.video import ChunkConfig, iter_decoded, iter_frames, plan_chunks, probe
 
 
 def detect(path: str, start: int, end: int, cfg: ShotConfig | None = None) -> np.ndarray:

@@ -19,17 +19,17 @@ from storage.layout import MovieLayout
 from storage.manifest import record_stage
 from tasks.context import MovieContext
 from tasks.stages import stage_plan, stage_record
-from vcn.assembly import ChunkFaces, assemble_movie
-from vcn.clustering import hac
 from vcn.config import PipelineConfig
-from vcn.detection import ModelFiles
-from vcn.finetune import face_embeddings
-from vcn.ingest import IngestConfig, process_chunk
-from vcn.matching import index_sums
-from vcn.method import adapt, cluster
-from vcn.video import Chunk, VideoInfo
-from vcn.view_bank import ViewBank
-from vcn.views import strong_view_blocks
+from vcn.faces.assembly import ChunkFaces, assemble_movie
+from vcn.faces.detection import ModelFiles
+from vcn.faces.ingest import IngestConfig, process_chunk
+from vcn.media.video import Chunk, VideoInfo
+from vcn.method.clustering import hac
+from vcn.method.finetune import face_embeddings
+from vcn.method.matching import index_sums
+from vcn.method.videoclusternet import adapt, cluster
+from vcn.method.view_bank import ViewBank
+from vcn.method.views import strong_view_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
@@ -111,7 +111,7 @@ def stage_outputs() -> dict[str, str]:
     """Digests of the tracks stage and of the HAC clustering on the first 60 frames of the sample:
     faces (ids, frames, boxes to the pixel), local tracks and cuts; tracks; cluster labels."""
     from tasks.models import face_models
-    from vcn.detection import default_model_dir, find_models
+    from vcn.faces.detection import default_model_dir, find_models
 
     cfg = IngestConfig()
     files = find_models(default_model_dir())
@@ -165,7 +165,8 @@ def synthetic_bank() -> tuple[ViewBank, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def method_outputs(h5_faces) -> dict[str, str]:
     """Digests of the finetune stage (the views it draws from real crops, and the matches,
-    rounds and adapted embeddings of :func:`vcn.method.adapt` on :func:`synthetic_bank`) and of
+    rounds and adapted embeddings of :func:`vcn.method.videoclusternet.adapt` on
+    :func:`synthetic_bank`) and of
     the vcn clustering of that bank under the adapted model (labels, unknown tracks, the
     lifted, held and linked counts, thresholds). The
     default method config with a short finetune (8 + 8 steps); floats are rounded to 2 decimals,

@@ -1,4 +1,4 @@
-"""vcn.track_quality: SER-FIQ scores fall as real faces are degraded, profile/dark tracks score
+"""vcn.method.track_quality: SER-FIQ scores fall as real faces are degraded, profile/dark tracks score
 below sharp frontal ones, and the MAD rule flags low tracks robustly."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vcn.errors import ConfigError, InputError
-from vcn.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
+from vcn.method.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
 
 DATA = Path(__file__).parent / "data"
 FRONTAL = [31, 32, 33, 34, 35, 36, 43, 44]  # Miranda's medium-shot track and two photo stills
@@ -97,9 +97,9 @@ def test_engine_features_give_the_torch_scores(backbone, h5_faces, openvino) -> 
     """The recognizer's engine returns the dropout point's activations with the embedding (OpenVINO,
     or onnxruntime with the tensor added as a graph output); SER-FIQ from them equals the torch
     trunk's scores, and the embedding is the plain one."""
-    from vcn.detection import open_session
-    from vcn.embedding import EmbeddingConfig, FaceEmbedder
-    from vcn.track_quality import dropout_point, serfiq_from_features
+    from vcn.faces.detection import open_session
+    from vcn.faces.embedding import EmbeddingConfig, FaceEmbedder
+    from vcn.method.track_quality import dropout_point, serfiq_from_features
 
     crops, _ = h5_faces
     cfg = SerFiqConfig()

@@ -1,4 +1,4 @@
-"""Tests of vcn.tracking: synthetic face tracks with known identities, and one real clip."""
+"""Tests of vcn.faces.tracking: synthetic face tracks with known identities, and one real clip."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vcn.boxes import box_iou
 from vcn.errors import ConfigError, InputError
-from vcn.stitching import join_chunk_tracks, stitch_pairs
-from vcn.tracking import Tracker, TrackerConfig, track_faces
+from vcn.faces.boxes import box_iou
+from vcn.faces.stitching import join_chunk_tracks, stitch_pairs
+from vcn.faces.tracking import Tracker, TrackerConfig, track_faces
 
 DIM = 512
 CFG = TrackerConfig()

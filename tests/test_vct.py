@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vcn.errors import ConfigError, InputError
-from vcn.vct import (
+from vcn.method.vct import (
     MeanPool,
     VctConfig,
     cluster_track_embeddings,
@@ -67,7 +67,7 @@ def test_untrained_encoder_is_average_pooling():
     emb, index, frames, label = drifting_tracks(1, scenes=3)
     cfg = VctConfig()
     seqs = track_sequences(emb, index, frames, len(label), cfg.pool_faces)
-    from vcn.vct import TrackEncoder
+    from vcn.method.vct import TrackEncoder
 
     torch.manual_seed(0)
     out = embed_tracks(TrackEncoder(cfg).eval(), seqs, cfg, seed=0)

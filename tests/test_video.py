@@ -21,7 +21,7 @@ from vcn.errors import (
     TruncatedVideoError,
     VideoOpenError,
 )
-from vcn.video import (
+from vcn.media.video import (
     MAX_BAD_PACKETS,
     Chunk,
     ChunkConfig,

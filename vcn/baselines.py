@@ -17,9 +17,9 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from vcn.clustering import first_appearance
 from vcn.errors import ConfigError, InputError
-from vcn.matching import check_track_index
+from vcn.method.clustering import first_appearance
+from vcn.method.matching import check_track_index
 
 # Bound on the entries of one block of the neighbourhood matrix (rows * columns).
 _BLOCK_ENTRIES = 1 << 23

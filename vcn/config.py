@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vcn.errors import ConfigError
-from vcn.ingest import IngestConfig
-from vcn.method import MethodConfig
-from vcn.methods import DEFAULT_METHOD, METHODS, get_method
-from vcn.vct import VctConfig
+from vcn.faces.ingest import IngestConfig
+from vcn.method.registry import DEFAULT_METHOD, METHODS, get_method
+from vcn.method.vct import VctConfig
+from vcn.method.videoclusternet import MethodConfig
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class ClusterConfig:
     parameter-free clustering, docs/method.md), ``hac`` (the baseline: average-linkage HAC on
     the cosine distance of track means, cut at ``hac_threshold``; several times faster, and
     behind ``vcn`` on degraded footage) or ``vct`` (a sequence transformer over each track's
-    face embeddings, trained on the title, then parameter-free clustering; ``vcn.vct``).
+    face embeddings, trained on the title, then parameter-free clustering; ``vcn.method.vct``).
     ``hac_threshold``: cosine-distance cut of the HAC baseline.
     ``vct``: the ``vct`` method's config (part of the clusters stage's config only under it).
     """

@@ -52,7 +52,7 @@ class _Flat:
 
 @dataclass(frozen=True)
 class InputRecord(_Flat):
-    """The input file as ``prepare-movie`` probed it (:class:`vcn.video.VideoInfo` plus the file's
+    """The input file as ``prepare-movie`` probed it (:class:`vcn.media.video.VideoInfo` plus the file's
     size and content id). ``to_json`` writes every field."""
 
     path: str = ""

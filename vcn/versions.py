@@ -9,13 +9,13 @@ digest of small outputs of each stage (tracks, HAC and vcn clusters, finetune) a
 the version is bumped and the digest recorded.
 
 - ``tracks``: decoding, shots, detection, quality filter, embedding, tracking and stitching
-  (``vcn.video``, ``vcn.shots``, ``vcn.detection``, ``vcn.quality``, ``vcn.embedding``,
-  ``vcn.tracking``, ``vcn.stitching``, ``vcn.ingest``, ``vcn.assembly``, ``vcn.summary``).
+  (``vcn.media``, ``vcn.faces``, ``vcn.report.summary``).
 - ``finetune``: the view bank, coarse matching and the self-supervised finetune
-  (``vcn.view_bank``, ``vcn.method.bank_for``, ``vcn.method.adapt``, ``vcn.finetune``,
-  ``vcn.matching``, ``vcn.grouping``, ``vcn.views``, ``vcn.augment``).
-- ``clusters``: stage 4 (``vcn.method.cluster``, ``vcn.clustering``, ``vcn.quality``'s SER-FIQ,
-  ``vcn.constraints``, ``vcn.linking``), the HAC baseline and the ``vct`` method (``vcn.vct``).
+  (``vcn.method``: ``view_bank``, ``views``, ``videoclusternet.bank_for`` and ``adapt``,
+  ``finetune``, ``matching``, ``grouping``).
+- ``clusters``: stage 4 (``vcn.method``: ``videoclusternet.cluster``, ``clustering``,
+  ``track_quality``, ``constraints``, ``linking``), the HAC baseline and the ``vct`` method
+  (``vcn.method.vct``).
 """
 
 from __future__ import annotations

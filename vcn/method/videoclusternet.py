@@ -8,8 +8,8 @@ sets low outliers aside as ``unknown`` and clusters the rest parameter-free, sta
 matched groups, on the cosine distance of the finetuned embeddings; docs/method.md gives the
 measurements behind each departure.
 
-Both stages see a fixed sample of faces per track (:func:`vcn.matching.sample_rows`), so cost grows with the
-number of tracks, not with their length.
+Both stages see a fixed sample of faces per track (:func:`vcn.method.matching.sample_rows`), so cost
+grows with the number of tracks, not with their length.
 """
 
 from __future__ import annotations
@@ -20,20 +20,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from vcn.backbone import OnnxBackbone
-from vcn.clustering import ParameterFreeResult, first_appearance, parameter_free
-from vcn.constraints import group_pairs
-from vcn.embedding import EmbeddingConfig, FaceEmbedder
 from vcn.errors import ConfigError
-from vcn.finetune import FinetuneConfig, FinetuneState, face_embeddings, finetune, resolve_device
-from vcn.grouping import grow_matches, match_groups, voted_matches
-from vcn.linking import link_fragments
-from vcn.matching import MatchingConfig, index_sums, mean_directions
-from vcn.set_distance import CosineDistance, embedding_track_stats
-from vcn.thresholds import group_spread_floor, in_quality_range, view_thresholds_embedding
-from vcn.track_quality import SerFiqConfig, dropout_point, mad_low_outliers, track_quality
-from vcn.view_bank import ViewBank, build_view_bank, embed_crops, embed_crops_with_features
-from vcn.views import SHOT_VIEWS, ViewConfig
+from vcn.faces.backbone import OnnxBackbone
+from vcn.faces.embedding import EmbeddingConfig, FaceEmbedder
+from vcn.method.clustering import ParameterFreeResult, first_appearance, parameter_free
+from vcn.method.constraints import group_pairs
+from vcn.method.finetune import FinetuneConfig, FinetuneState, face_embeddings, finetune, resolve_device
+from vcn.method.grouping import grow_matches, match_groups, voted_matches
+from vcn.method.linking import link_fragments
+from vcn.method.matching import MatchingConfig, index_sums, mean_directions
+from vcn.method.set_distance import CosineDistance, embedding_track_stats
+from vcn.method.thresholds import group_spread_floor, in_quality_range, view_thresholds_embedding
+from vcn.method.track_quality import SerFiqConfig, dropout_point, mad_low_outliers, track_quality
+from vcn.method.view_bank import ViewBank, build_view_bank, embed_crops, embed_crops_with_features
+from vcn.method.views import SHOT_VIEWS, ViewConfig
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class MethodConfig:
         clustering. mad_k: tracks whose quality is more than ``mad_k`` robust deviations below
         the median are ``unknown``.
     match_draws: independent draws of the matching views; each draw runs the whole grown
-        matching (:func:`vcn.grouping.grow_matches`) and the pairs that a majority of the draws
-        make stand (:func:`vcn.grouping.voted_matches`): one draw decides by chance whether a
+        matching (:func:`vcn.method.grouping.grow_matches`) and the pairs that a majority of the draws
+        make stand (:func:`vcn.method.grouping.voted_matches`): one draw decides by chance whether a
         wide pair of one person matches (docs/method.md, departure 1). 1 is a single draw.
     """
 
@@ -82,9 +82,9 @@ class Checkpoint:
 
 
 def bank_for(backbone: OnnxBackbone, crops: np.ndarray, cfg: MethodConfig, seed: int) -> ViewBank:
-    """The :class:`~vcn.view_bank.ViewBank` that :func:`adapt` and :func:`cluster` read: views
+    """The :class:`~vcn.method.view_bank.ViewBank` that :func:`adapt` and :func:`cluster` read: views
     embedded by the torch recognizer on CUDA (bf16 autocast), else by the recognizer's CPU
-    engine (:class:`vcn.embedding.FaceEmbedder`, as many threads as torch has; bfloat16 for
+    engine (:class:`vcn.faces.embedding.FaceEmbedder`, as many threads as torch has; bfloat16 for
     the augmented views where OpenVINO runs it)."""
     device = resolve_device(cfg.finetune)
     point = dropout_point(backbone, cfg.serfiq.mode)
@@ -118,9 +118,9 @@ def coarse_positives(
 
     ``track_index`` (N,) int64 in 0..T-1 of the bank's faces, ``cannot_link`` (P, 2) int64
     track pairs. Each of the bank's draws of matching views runs
-    :func:`vcn.grouping.grow_matches` under ``state`` (None: the generic model); ``voted``
+    :func:`vcn.method.grouping.grow_matches` under ``state`` (None: the generic model); ``voted``
     (M, 2) int64 are the pairs that ``cfg.quorum`` of them make
-    (:func:`vcn.grouping.voted_matches`), ``per_draw`` each draw's.
+    (:func:`vcn.method.grouping.voted_matches`), ``per_draw`` each draw's.
     """
     n_views = bank.match.shape[2]
     v_index = np.repeat(track_index, n_views)
@@ -147,10 +147,10 @@ def adapt(
 
     ``bank`` holds the views of the sampled faces (:func:`bank_for`), ``track_index`` (N,)
     int64 in 0..T-1 their tracks. ``cannot_link`` (P, 2) int64 pairs of tracks seen on one frame
-    (:func:`vcn.constraints.cooccurring_pairs`): a match between them is dropped, since they are
+    (:func:`vcn.method.constraints.cooccurring_pairs`): a match between them is dropped, since they are
     two people, and so is a match that would put two of them in one group through other matches
     (closest matches first). Matching is mutual, grows over groups of matched tracks
-    (:func:`vcn.grouping.grow_matches`) and is voted over the bank's draws of views. Each round
+    (:func:`vcn.method.grouping.grow_matches`) and is voted over the bank's draws of views. Each round
     finetunes afresh from the generic model with the round's positives.
     """
     cannot = np.zeros((0, 2), np.int64) if cannot_link is None else cannot_link
@@ -191,7 +191,7 @@ class Clustering:
     the matched group each track started in, after the cross-shot floor (NaN for unknown
     tracks), the merge rounds, how many lone tracks that floor lifted (``lifted``), how many
     it would have lifted but for their quality (``held``) and how many clusters the linking of
-    fragments joined a larger cluster (``linked``, :func:`vcn.linking.link_fragments`)."""
+    fragments joined a larger cluster (``linked``, :func:`vcn.method.linking.link_fragments`)."""
 
     labels: np.ndarray
     quality: np.ndarray
@@ -219,7 +219,7 @@ def _group_thresholds(
     their group, ``group`` (T,) int64 the group of each kept track, ``quality`` (T,) its
     quality. A group's threshold is the mean cosine distance between its views; a lone track
     within the quality range of the multi-track groups' tracks is floored at their median
-    (:func:`vcn.thresholds.group_spread_floor`): its own views show one shot only. Returns
+    (:func:`vcn.method.thresholds.group_spread_floor`): its own views show one shot only. Returns
     ``(thresholds (G,) float64, lifted, held)``: the lone tracks the floor lifted, and those it
     would have lifted but for their quality.
     """
@@ -254,7 +254,7 @@ def cluster(
     ``cfg.threshold_views`` (:func:`_group_thresholds`), so a group that spans shots brings its
     cross-shot spread to the merge test. A cluster then joins its nearest larger cluster when
     it lies nearer that cluster than any track seen on one frame with it
-    (:func:`vcn.linking.link_fragments`). The returned thresholds are the floored ones.
+    (:func:`vcn.method.linking.link_fragments`). The returned thresholds are the floored ones.
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(bank.quality, track_index)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vcn.matching import index_sums, mean_directions
+from vcn.method.matching import index_sums, mean_directions
 
 UNKNOWN = "unknown"
 

@@ -134,7 +134,7 @@ def find_models(model_dir: str) -> ModelFiles:
     if not os.path.isdir(folder):
         raise ModelNotFoundError(
             f"face model folder {folder} does not exist: pass the folder holding the SCRFD detector "
-            "and ArcFace recognizer ONNX files (default: vcn.detection.default_model_dir())"
+            "and ArcFace recognizer ONNX files (default: vcn.faces.detection.default_model_dir())"
         )
     files = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.lower().endswith(".onnx"))
     found = ", ".join(os.path.basename(p) for p in files) or "no .onnx files"
@@ -329,7 +329,7 @@ def open_session(
     if not os.path.isfile(model_path):
         raise ModelNotFoundError(
             f"{what} model file {model_path} does not exist: pass a path from "
-            "vcn.detection.find_models(<model folder>)"
+            "vcn.faces.detection.find_models(<model folder>)"
         )
     if threads < 1:
         raise ConfigError(f"threads={threads} for the {what} session: use 1 or more")

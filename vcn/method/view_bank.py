@@ -1,7 +1,7 @@
 """The generic recognizer's embeddings of every sampled face's views, computed once per title.
 
 The per-title model of VideoClusterNet adapts only what follows the frozen recognizer
-(:mod:`vcn.finetune`: a linear adapter and the DINO head), so every view a stage needs is
+(:mod:`vcn.method.finetune`: a linear adapter and the DINO head), so every view a stage needs is
 embedded once, by the generic model, here: the views each matching draw scores, the threshold
 views of stage 4 (which add wide framing, low light and noise), and the SER-FIQ quality of each
 face. The finetune samples its augmented views from the same bank. Later stages then cost matrix
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vcn.backbone import OnnxBackbone, preprocess
 from vcn.errors import InputError
-from vcn.track_quality import SerFiqConfig, serfiq_from_features
-from vcn.views import ViewConfig, strong_view_blocks
+from vcn.faces.backbone import OnnxBackbone, preprocess
+from vcn.method.track_quality import SerFiqConfig, serfiq_from_features
+from vcn.method.views import ViewConfig, strong_view_blocks
 
 Embed = Callable[[np.ndarray], np.ndarray]
 # Crops -> (unit embeddings (N, D), activations at SER-FIQ's dropout point (N, ...)), one pass.
@@ -122,7 +122,7 @@ def build_view_bank(
 
     ``embed`` maps the clean crops to float32 (M, D) unit rows (the recognizer on OpenVINO,
     onnxruntime or torch) and their activations at SER-FIQ's dropout point
-    (:func:`vcn.track_quality.dropout_point`), ``embed_views`` maps augmented views to unit rows
+    (:func:`vcn.method.track_quality.dropout_point`), ``embed_views`` maps augmented views to unit rows
     (it may round more); ``backbone`` is the torch copy, whose last layers score SER-FIQ. Draw ``d``
     of the matching views comes from ``seed`` for ``d = 0`` and from ``(seed, d)`` after; the
     threshold views from ``seed + 1``. Views are drawn and embedded a block of faces at a time,

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import onnx
 
-from vcn.detection import open_session
 from vcn.errors import ConfigError, InputError, ModelNotFoundError
+from vcn.faces.detection import open_session
 
 CROP_SIZE = 112
 # insightface's arcface_dst: where the eyes, nose tip and mouth corners land in a 112x112 crop.
@@ -135,7 +135,7 @@ def _input_normalisation(model_path: str) -> tuple[float, float]:
 
 class FaceEmbedder:
     """ArcFace recognizer (e.g. w600k_mbf.onnx) on OpenVINO or onnxruntime
-    (:func:`vcn.detection.open_session`). One instance per worker.
+    (:func:`vcn.faces.detection.open_session`). One instance per worker.
 
     ``features`` names an inner tensor of the graph that :meth:`embed_with_features` also
     returns from the same pass (SER-FIQ's dropout point, so quality costs no second trunk pass).
@@ -180,7 +180,8 @@ class FaceEmbedder:
     def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if crops.ndim != 4 or crops.shape[1:] != (CROP_SIZE, CROP_SIZE, 3) or crops.dtype != np.uint8:
             raise InputError(
-                "FaceEmbedder.embed needs uint8 (N, 112, 112, 3) aligned crops (vcn.embedding.align_faces), "
+                "FaceEmbedder.embed needs uint8 (N, 112, 112, 3) aligned crops "
+                "(vcn.faces.embedding.align_faces), "
                 f"got {crops.dtype} {crops.shape}"
             )
         out = np.zeros((len(crops), self.dim), np.float32)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from vcn.boxes import box_iou
 from vcn.errors import ConfigError, InputError
+from vcn.faces.boxes import box_iou
 from vcn.unionfind import DisjointSet
 
 

@@ -92,7 +92,7 @@ def _safe(name: str) -> str:
 def _pads(attrs: dict, spatial: int) -> tuple[list[int], bool]:
     """ONNX pads (begin..., end...) as F.pad order, and whether they are symmetric."""
     if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise ConfigError(f"auto_pad={attrs['auto_pad']!r} is not supported by vcn/backbone.py")
+        raise ConfigError(f"auto_pad={attrs['auto_pad']!r} is not supported by vcn/faces/backbone.py")
     pads = list(attrs.get("pads", [0] * (2 * spatial)))
     begin, end = pads[:spatial], pads[spatial:]
     torch_pad: list[int] = []
@@ -137,7 +137,7 @@ class OnnxBackbone(nn.Module):
             if n.op_type not in _SUPPORTED:
                 raise ConfigError(
                     f"{onnx_path}: op {n.op_type!r} (node {n.name or i}) is not supported by "
-                    "vcn/backbone.py; use an insightface ArcFace recognizer (w600k_mbf, w600k_r50) "
+                    "vcn/faces/backbone.py; use an insightface ArcFace recognizer (w600k_mbf, w600k_r50) "
                     "or add the op to the converter"
                 )
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
@@ -361,7 +361,7 @@ class OnnxBackbone(nn.Module):
             return [
                 xs[0].permute(*a["perm"]) if "perm" in a else xs[0].permute(*reversed(range(xs[0].dim())))
             ]
-        raise ConfigError(f"{self.source}: op {op!r} is not supported by vcn/backbone.py")
+        raise ConfigError(f"{self.source}: op {op!r} is not supported by vcn/faces/backbone.py")
 
 
 def load_backbone(onnx_path: str) -> OnnxBackbone:
@@ -375,7 +375,7 @@ def load_backbone(onnx_path: str) -> OnnxBackbone:
     if not os.path.isfile(onnx_path):
         raise ModelNotFoundError(
             f"recognizer model {onnx_path!r} does not exist; pass the path of w600k_mbf.onnx "
-            "(see vcn.detection.default_model_dir) or another ArcFace ONNX file"
+            "(see vcn.faces.detection.default_model_dir) or another ArcFace ONNX file"
         )
     return OnnxBackbone(onnx_path)
 

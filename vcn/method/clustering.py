@@ -5,11 +5,11 @@ pair of clusters whose set distance is at most the *own* threshold of either clu
 distance between the cluster's own faces), applies the links transitively, recomputes distances
 and thresholds of the merged clusters, and repeats until nothing links. No cut-off is tuned.
 
-The set distances (:mod:`vcn.set_distance`: cosine, euclidean) are bilinear in per-set sums, so
+The set distances (:mod:`vcn.method.set_distance`: cosine, euclidean) are bilinear in per-set sums, so
 a merged cluster's statistics are the sums of its parts and nothing is recomputed from faces.
 
 A cluster's own threshold is ``(sum over ordered pairs a != b in C of d(a, b)) / (n (n - 1))``,
-with the within-track pairs valued at each track's threshold ``tau_t`` (see :mod:`vcn.thresholds`);
+with the within-track pairs valued at each track's threshold ``tau_t`` (see :mod:`vcn.method.thresholds`);
 cross-track pairs inside a cluster are exact. The per-track correction
 ``n_t (n_t - 1) (tau_t - own_t)`` is itself a sum, so it aggregates like the other statistics.
 
@@ -29,10 +29,10 @@ from scipy import sparse
 from scipy.cluster import hierarchy
 from scipy.sparse.csgraph import connected_components
 
-from vcn.constraints import ConstrainedMerger, group_pairs
 from vcn.errors import ConfigError, InputError
-from vcn.set_distance import DistanceModel, distance_model, embedding_track_stats
-from vcn.thresholds import own_thresholds, robust_thresholds
+from vcn.method.constraints import ConstrainedMerger, group_pairs
+from vcn.method.set_distance import DistanceModel, distance_model, embedding_track_stats
+from vcn.method.thresholds import own_thresholds, robust_thresholds
 
 # Distances are compared with ``<=`` plus this rounding allowance, so that identical tracks
 # (distance 0, threshold 0) still merge despite float64 round-off.
@@ -190,16 +190,16 @@ def parameter_free(
 
     Args:
         track_stats: ``(T, F)`` float64 per-track statistics of ``model`` (column 0 = faces), e.g.
-            from :func:`vcn.set_distance.embedding_track_stats`.
+            from :func:`vcn.method.set_distance.embedding_track_stats`.
         model: the set distance.
         track_thresholds: optional ``(T,)`` float within-track thresholds ``tau_t`` (e.g. from
-            augmented views, :func:`vcn.thresholds.view_thresholds_embedding`; NaN entries take
-            the median of the others); default :func:`vcn.thresholds.robust_thresholds` of the
+            augmented views, :func:`vcn.method.thresholds.view_thresholds_embedding`; NaN entries take
+            the median of the others); default :func:`vcn.method.thresholds.robust_thresholds` of the
             tracks' own thresholds.
         cannot_link: optional ``(P, 2)`` int pairs of tracks that must end in different
-            clusters (co-occurring tracks, :func:`vcn.constraints.cooccurring_pairs`). With
+            clusters (co-occurring tracks, :func:`vcn.method.constraints.cooccurring_pairs`). With
             them a round applies its links closest first and skips a link that would join a
-            cannot-link pair (:class:`vcn.constraints.ConstrainedMerger`); without them links
+            cannot-link pair (:class:`vcn.method.constraints.ConstrainedMerger`); without them links
             apply transitively at once, as in the paper.
 
     Returns:
@@ -264,7 +264,7 @@ def parameter_free_embedding(
         metric: ``cosine`` (mean pairwise cosine distance) or ``euclidean`` (mean pairwise
             squared distance; same partition as cosine on unit-norm embeddings).
         track_thresholds: optional ``(T,)`` within-track thresholds in the metric's units,
-            e.g. :func:`vcn.thresholds.view_thresholds_embedding`; default: own thresholds
+            e.g. :func:`vcn.method.thresholds.view_thresholds_embedding`; default: own thresholds
             floored at the median.
         cannot_link: optional ``(P, 2)`` int track pairs kept apart (see :func:`parameter_free`).
 

@@ -7,7 +7,7 @@ face will be, the Hungarian algorithm assigns detections to tracks on a cost tha
 appearance, and hard gates on both refuse links that no cost should buy (a face jumping across the
 frame, or two people swapping places as they cross).
 
-Chunks are tracked independently; ``vcn/stitching.py`` joins their tracks.
+Chunks are tracked independently; ``vcn/faces/stitching.py`` joins their tracks.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from vcn.boxes import box_iou
 from vcn.errors import ConfigError, InputError
+from vcn.faces.boxes import box_iou
 
 # Cost given to gated-out pairs; any assignment that costs this much is discarded.
 _BLOCKED = 1e6

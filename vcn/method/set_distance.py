@@ -19,7 +19,7 @@ import numpy as np
 from scipy import sparse
 
 from vcn.errors import ConfigError, InputError
-from vcn.matching import check_track_index
+from vcn.method.matching import check_track_index
 
 
 class DistanceModel(ABC):

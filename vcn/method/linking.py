@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from vcn.constraints import ConstrainedMerger, group_pairs
 from vcn.errors import InputError
-from vcn.matching import mean_directions, unit_rows
+from vcn.method.constraints import ConstrainedMerger, group_pairs
+from vcn.method.matching import mean_directions, unit_rows
 
 
 def cooccurrence_bounds(track_units: np.ndarray, labels: np.ndarray, means: np.ndarray,

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vcn.backbone import WEIGHT_LAYER_OPS, OnnxBackbone, preprocess
 from vcn.errors import ConfigError, InputError
+from vcn.faces.backbone import WEIGHT_LAYER_OPS, OnnxBackbone, preprocess
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def serfiq_features(backbone: OnnxBackbone, crops: np.ndarray, cfg: SerFiqConfig
 def serfiq_scores(backbone: OnnxBackbone, crops: np.ndarray, cfg: SerFiqConfig, seed: int) -> np.ndarray:
     """SER-FIQ quality of each aligned crop: float32 (N,) in (0, 1], higher = better.
 
-    backbone: from ``vcn.backbone.load_backbone`` (or a finetuned copy); not modified.
+    backbone: from ``vcn.faces.backbone.load_backbone`` (or a finetuned copy); not modified.
     crops: uint8 (N, 112, 112, 3) BGR aligned faces; the trunk runs in torch. Reproducible for
     a given ``seed`` (see :func:`serfiq_from_features`).
     """

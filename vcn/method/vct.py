@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vcn.clustering import first_appearance, parameter_free
 from vcn.errors import ConfigError, InputError
-from vcn.grouping import grow_matches
-from vcn.linking import link_fragments
-from vcn.matching import MatchingConfig
-from vcn.set_distance import CosineDistance, embedding_track_stats
-from vcn.thresholds import view_thresholds_embedding
-from vcn.track_quality import mad_low_outliers, track_quality
+from vcn.method.clustering import first_appearance, parameter_free
+from vcn.method.grouping import grow_matches
+from vcn.method.linking import link_fragments
+from vcn.method.matching import MatchingConfig
+from vcn.method.set_distance import CosineDistance, embedding_track_stats
+from vcn.method.thresholds import view_thresholds_embedding
+from vcn.method.track_quality import mad_low_outliers, track_quality
 
 # Sinusoidal frequencies of the frame-offset code: wavelengths from 2 to about 2000 frames.
 _N_FREQ = 8
@@ -68,7 +68,7 @@ class VctConfig:
     threshold_views: augmented views per track whose spread sets its clustering threshold.
     matched_positives: also train with coarse matches (two tracks of one person) as positives.
     mad_k: tracks whose quality lies more than ``mad_k`` robust deviations below the median are
-        ``unknown`` (:func:`vcn.track_quality.mad_low_outliers`).
+        ``unknown`` (:func:`vcn.method.track_quality.mad_low_outliers`).
     """
 
     depth: int = 2
@@ -428,12 +428,12 @@ def cluster_track_embeddings(
 
     ``track_emb`` (T, D) unit track embeddings; ``view_emb`` (T, V, D) embeddings of ``V``
     augmented views of each track, whose mean pairwise cosine distance is the track's threshold
-    (:func:`vcn.thresholds.view_thresholds_embedding`: how far the model moves one person's
+    (:func:`vcn.method.thresholds.view_thresholds_embedding`: how far the model moves one person's
     track under crops, drops and noise); ``face_quality`` (N,) float per face and
     ``face_track`` (N,) int its track: a track's quality is their median, and low outliers
-    (:func:`vcn.track_quality.mad_low_outliers`) are ``unknown``; ``cannot_link`` (P, 2) int64
+    (:func:`vcn.method.track_quality.mad_low_outliers`) are ``unknown``; ``cannot_link`` (P, 2) int64
     pairs never joined. Clusters then join their larger nearest cluster within its extent
-    (:func:`vcn.linking.link_fragments`).
+    (:func:`vcn.method.linking.link_fragments`).
     """
     track_emb = np.asarray(track_emb, np.float64)
     n = len(track_emb)
@@ -480,7 +480,7 @@ class VctResult:
 
 def coarse_track_matches(seqs: TrackSequences, cannot_link: np.ndarray, per_track: int = 8) -> np.ndarray:
     """(M, 2) int64 track pairs that vcn's coarse matching links on the frozen embeddings of
-    ``per_track`` faces per track (:func:`vcn.grouping.grow_matches`, mutual)."""
+    ``per_track`` faces per track (:func:`vcn.method.grouping.grow_matches`, mutual)."""
     n, lengths = len(seqs.length), seqs.length[:, None]
     pick = np.minimum(np.arange(per_track)[None, :] * lengths // per_track, lengths - 1)
     emb = seqs.embeddings[np.arange(n)[:, None], pick].reshape(-1, seqs.embeddings.shape[2])

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vcn.detection import DetectionConfig, FaceDetector
-from vcn.embedding import EmbeddingConfig, FaceEmbedder, align_faces
 from vcn.errors import ConfigError
-from vcn.quality import QualityConfig, measure, passes
-from vcn.shots import ShotConfig, ShotDetector
-from vcn.tracking import TrackerConfig, track_faces
-from vcn.video import Chunk, ChunkConfig, DecodeStats, check_decoded, iter_decoded
+from vcn.faces.detection import DetectionConfig, FaceDetector
+from vcn.faces.embedding import EmbeddingConfig, FaceEmbedder, align_faces
+from vcn.faces.quality import QualityConfig, measure, passes
+from vcn.faces.tracking import TrackerConfig, track_faces
+from vcn.media.shots import ShotConfig, ShotDetector
+from vcn.media.video import Chunk, ChunkConfig, DecodeStats, check_decoded, iter_decoded
 
 # face_id = frame_idx * FACE_ID_BASE + index of the detection in its frame. Unique per movie and
 # identical for the same detection seen by two overlapping chunks.
@@ -164,7 +164,7 @@ def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig
     scaled by the decoder, and only frames on the stride grid are converted to full-size BGR for
     the face detector. Returns a :class:`ChunkResult`; a chunk without faces returns empty
     arrays, not an error. Undecodable packets are skipped and counted; the caller checks the
-    counts (:func:`vcn.video.check_decoded`).
+    counts (:func:`vcn.media.video.check_decoded`).
     """
     shots = ShotDetector(cfg.shots)
     clock = _Clock(("decode", "shots", "detect", "filter", "embed", "track"))

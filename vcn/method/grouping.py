@@ -1,12 +1,12 @@
 """Coarse matching grown over groups of matched tracks: the positives of the finetune.
 
-Round 1 is the paper's track matching (:func:`vcn.matching.coarse_matches`, mutual); each further
+Round 1 is the paper's track matching (:func:`vcn.method.matching.coarse_matches`, mutual); each further
 round fits one Gaussian per *group* of matched tracks (a person's spread across shots) and
 matches groups with the same rule, until the groups stop changing (:func:`grow_matches`). Two
 guards keep a wrong match from snowballing: a match must join mutually nearest groups
 (:func:`mutual_nearest`), and a group match may not join groups that lie farther apart than the
 widest track match of the first round (:func:`group_distances`). Co-occurring tracks are never joined
-(:mod:`vcn.constraints`). Matching runs on random views of the faces, so one draw of views can
+(:mod:`vcn.method.constraints`). Matching runs on random views of the faces, so one draw of views can
 miss a match or make a wrong one: :func:`voted_matches` keeps the pairs that a majority of
 independent draws make. docs/method.md (departure 1) has the measurements.
 """
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vcn.constraints import consistent_pairs, drop_pairs, group_pairs
 from vcn.errors import ConfigError
-from vcn.matching import MatchingConfig, coarse_matches, index_sums, mean_directions
+from vcn.method.constraints import consistent_pairs, drop_pairs, group_pairs
+from vcn.method.matching import MatchingConfig, coarse_matches, index_sums, mean_directions
 from vcn.unionfind import DisjointSet
 
 
@@ -62,7 +62,7 @@ def voted_matches(
     pairs that are two people. The kept pairs are closed transitively, so with a quorum below
     ``len(matches)`` a group can join tracks that no single pair vote joined, and could join a
     cannot-link pair: the pairs are therefore applied most votes first, then closest means
-    first, skipping one that would (:func:`vcn.constraints.consistent_pairs`). With
+    first, skipping one that would (:func:`vcn.method.constraints.consistent_pairs`). With
     ``quorum == len(matches)`` the groups are the meet of the matchings' partitions.
     ``O(sum M_i log)`` time.
 
@@ -151,7 +151,7 @@ def grow_matches(
     apart two tracks of one person are known to be in this video, and growth links no wider
     (docs/method.md, departure 1). A group match
     stands for its closest pair of tracks; matches that co-occur or would join a co-occurring
-    pair are dropped (closest first, :func:`vcn.constraints.consistent_pairs`).
+    pair are dropped (closest first, :func:`vcn.method.constraints.consistent_pairs`).
 
     Returns (M, 2) int64 pairs ``a < b`` of every two tracks in one final group: the positives.
     """

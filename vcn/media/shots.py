@@ -1,7 +1,7 @@
 """Shot boundaries with PySceneDetect's ContentDetector, fed frame by frame.
 
 A cut at frame ``c`` means a new shot starts at ``c``. Frames come from
-:func:`vcn.video.iter_frames`, so cuts are in the same 0-based decode index. Chunks detect cuts
+:func:`vcn.media.video.iter_frames`, so cuts are in the same 0-based decode index. Chunks detect cuts
 over ``[read_start, end)`` independently; :func:`merge_cuts` joins their lists.
 """
 
@@ -101,7 +101,7 @@ class ShotDetector:
     def analysis_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) a ``width`` x ``height`` frame is scored at. A caller that can
         downscale more cheaply than :meth:`push` (the decoder's scaler,
-        :meth:`vcn.video.DecodedFrame.small`) pushes frames of this size, which are scored as
+        :meth:`vcn.media.video.DecodedFrame.small`) pushes frames of this size, which are scored as
         they are."""
         if width > self._cfg.analysis_width:
             scale = self._cfg.analysis_width / width

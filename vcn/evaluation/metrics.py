@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from vcn.boxes import box_iou
 from vcn.errors import ConfigError, InputError
+from vcn.faces.boxes import box_iou
 
 IGNORE = "ignore"
 """GT identity of faces that are matched but never scored."""

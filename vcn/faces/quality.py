@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vcn.detection import Detections
 from vcn.errors import ConfigError, InputError
+from vcn.faces.detection import Detections
 
 # Sharpness is measured on the aligned crop halved to 56x56: a 24 px face is then roughly at its
 # native resolution (the 112 px crop of a small face is mostly interpolation), and INTER_AREA
@@ -104,7 +104,7 @@ def sharpness(crops: np.ndarray) -> np.ndarray:
     """
     if crops.ndim != 4 or crops.shape[1:] != (112, 112, 3) or crops.dtype != np.uint8:
         raise InputError(
-            "sharpness needs uint8 (K, 112, 112, 3) aligned crops (vcn.embedding.align_faces), "
+            "sharpness needs uint8 (K, 112, 112, 3) aligned crops (vcn.faces.embedding.align_faces), "
             f"got {crops.dtype} {crops.shape}"
         )
     out = np.zeros(len(crops), np.float32)

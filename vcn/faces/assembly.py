@@ -2,7 +2,7 @@
 
 Chunk ``k`` re-decodes the last frames of chunk ``k-1`` (the overlap). There both chunks saw the
 same detections, so a track that crosses the boundary shows up as two local tracks sharing boxes
-on the overlap frames; ``vcn.stitching`` joins them. Faces in the overlap are then kept from the
+on the overlap frames; ``vcn.faces.stitching`` joins them. Faces in the overlap are then kept from the
 earlier chunk only.
 """
 
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vcn.ingest import IngestConfig
-from vcn.shots import merge_cuts, shot_index, shots_from_cuts
-from vcn.stitching import join_chunk_tracks
-from vcn.summary import TrackSummary, summarize_tracks
-from vcn.video import Chunk, VideoInfo, check_decoded, decode_warning
+from vcn.faces.ingest import IngestConfig
+from vcn.faces.stitching import join_chunk_tracks
+from vcn.media.shots import merge_cuts, shot_index, shots_from_cuts
+from vcn.media.video import Chunk, VideoInfo, check_decoded, decode_warning
+from vcn.report.summary import TrackSummary, summarize_tracks
 
 
 @dataclass
@@ -61,7 +61,7 @@ def check_title_decode(chunks: list[ChunkFaces], info: VideoInfo) -> DecodeRepor
     ``decode_error`` of their metadata) with what the title's container declares.
 
     Raises :class:`~vcn.errors.TruncatedVideoError` or :class:`~vcn.errors.CorruptVideoError`
-    (see :func:`vcn.video.check_decoded`) when the title lost more than a few frames or packets.
+    (see :func:`vcn.media.video.check_decoded`) when the title lost more than a few frames or packets.
     """
     decoded = sum(int(c.meta.get("owned_frames", c.chunk.end - c.chunk.start)) for c in chunks)
     bad = sum(int(c.meta.get("bad_packets", 0)) for c in chunks)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from vcn.errors import InputError
-from vcn.matching import check_track_index
-from vcn.set_distance import DistanceModel, distance_model, embedding_track_stats
+from vcn.method.matching import check_track_index
+from vcn.method.set_distance import DistanceModel, distance_model, embedding_track_stats
 
 
 def own_thresholds(stats: np.ndarray, model: DistanceModel) -> np.ndarray:
@@ -70,7 +70,7 @@ def group_spread_floor(
         group_sizes: ``(G,)`` int tracks in each group.
         group_quality: optional ``(G,)`` float quality of each group's lowest-quality track
             (the track's own for a lone group, e.g. SER-FIQ medians,
-            :func:`vcn.track_quality.track_quality`); NaN never lends.
+            :func:`vcn.method.track_quality.track_quality`); NaN never lends.
 
     Returns:
         ``(G,)`` float64 thresholds; unchanged when no group spans two tracks (nothing was

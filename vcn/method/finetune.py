@@ -8,7 +8,7 @@ and sharpening keep the outputs from collapsing. The teacher is an EMA of the st
 
 The recognizer itself stays frozen: the per-title model is a linear map of its 512-d embedding
 (:class:`Adapter`, the identity at the start), so every view is embedded once by the generic
-model (:mod:`vcn.view_bank`) and a training step, a matching pass or a threshold costs matrix
+model (:mod:`vcn.method.view_bank`) and a training step, a matching pass or a threshold costs matrix
 products on 512-d rows. Budgets (steps, batch, LRs) are fixed functions of the number of tracks,
 never tuned per video.
 """

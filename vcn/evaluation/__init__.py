@@ -1,0 +1,1 @@
+"""Scoring predictions against face-level labels: WCP, NMI, ARI, B-cubed, cluster ratio."""

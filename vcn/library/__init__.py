@@ -1,0 +1,1 @@
+"""Across titles: people linked between a library's titles, and reviewers' corrections."""

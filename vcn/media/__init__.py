@@ -1,0 +1,1 @@
+"""The video itself: probing, chunk plans, decoding (``video``) and shot boundaries (``shots``)."""
