@@ -87,8 +87,8 @@ def dataset(name: str, cache: Path) -> tuple[Path, Path]:
 
 def stage1(video: Path, out: Path) -> Path:
     """Run the per-movie flow (tracks + HAC) unless its output exists; return the movie folder."""
-    from flows.movie import movie_flow
-    from flows.runtime import dask_cluster, prefect_api
+    from vcn.flows.movie import movie_flow
+    from vcn.flows.runtime import dask_cluster, prefect_api
     from vcn.media.video import content_id
 
     movie = out / content_id(str(video))
@@ -106,7 +106,6 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     ``default_only``: the baselines (``ANCHORS``) and the default (``vcn``); ``anchors_only``:
     the baselines; ``vct``: also the VCT rows (:func:`vct_rows`); ``match_draws``:
     ``MethodConfig.match_draws`` of the seeded rows."""
-    from storage.crops import read_crops
     from vcn import baselines
     from vcn.evaluation import metrics
     from vcn.faces.backbone import load_backbone
@@ -115,6 +114,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     from vcn.method.finetune import face_embeddings
     from vcn.method.matching import sample_rows
     from vcn.method.videoclusternet import MethodConfig, adapt, bank_for, cluster
+    from vcn.storage.crops import read_crops
 
     faces = pq.read_table(movie / "faces.parquet").to_pandas()
     tracks = pq.read_table(movie / "tracks.parquet").to_pandas()
@@ -157,8 +157,8 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     crops = read_crops(movie / "crops", faces["face_id"].to_numpy()[sample])
     index = face_track[sample]
     backbone = load_backbone(find_models(default_model_dir()).recognizer)
-    from storage.checkpoints import load_checkpoint, save_checkpoint
     from vcn.errors import CheckpointError
+    from vcn.storage.checkpoints import load_checkpoint, save_checkpoint
 
     cache = movie / "model" / f"ablation-seed{seed}-draws{cfg.match_draws}.pt"
     t0 = time.perf_counter()

@@ -187,13 +187,13 @@ def main() -> None:
 
     import torch
 
-    from storage.crops import read_crops
     from vcn.faces.backbone import load_backbone
     from vcn.faces.detection import default_model_dir, find_models
     from vcn.method.matching import sample_rows
     from vcn.method.track_quality import SerFiqConfig, serfiq_scores, track_quality
     from vcn.method.videoclusternet import MethodConfig
     from vcn.method.view_bank import embed_crops
+    from vcn.storage.crops import read_crops
 
     cfg = MethodConfig()
 

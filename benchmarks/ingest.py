@@ -52,10 +52,10 @@ class PeakRSS:
 
 
 def run_once(video: Path, workers: int, method: str) -> dict:
-    from flows.movie import movie_flow
-    from flows.runtime import dask_cluster
-    from storage.layout import MovieLayout
-    from storage.manifest import read_manifest
+    from vcn.flows.movie import movie_flow
+    from vcn.flows.runtime import dask_cluster
+    from vcn.storage.layout import MovieLayout
+    from vcn.storage.manifest import read_manifest
 
     out = Path(tempfile.mkdtemp(prefix="vcn-bench-"))
     try:
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--cache", default=".bench", help="where the composed video is kept")
     args = ap.parse_args()
     video = compose_long_video(Path(args.cache) / f"dev-720p-{int(args.seconds)}s.mp4", args.seconds)
-    from flows.runtime import prefect_api
+    from vcn.flows.runtime import prefect_api
 
     with prefect_api():
         rows = [run_once(video, w, args.method) for w in args.workers]

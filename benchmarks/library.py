@@ -34,10 +34,10 @@ from pathlib import Path
 
 from benchmarks.compose import compose_long_video
 from benchmarks.ingest import PeakRSS
-from storage import schemas
-from storage.layout import MovieLayout
-from storage.manifest import read_manifest
 from vcn.manifest import StageRecord
+from vcn.storage import schemas
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import read_manifest
 
 
 def _span_s(rec: StageRecord) -> float:
@@ -117,8 +117,8 @@ def main() -> None:
     config = {"ingest": {"chunk": {"chunk_seconds": args.chunk_seconds}}, "cluster": {"method": args.method}}
     from prefect.logging.handlers import APILogHandler
 
-    from flows.library import ingest_library
-    from flows.runtime import prefect_api
+    from vcn.flows.library import ingest_library
+    from vcn.flows.runtime import prefect_api
 
     try:
         with prefect_api():

@@ -37,13 +37,13 @@ def main() -> None:
     ap.add_argument("--cache", default=".bench")
     args = ap.parse_args()
 
-    from storage.crops import read_crops
     from vcn.faces.backbone import load_backbone
     from vcn.faces.detection import default_model_dir, find_models
     from vcn.method.constraints import cooccurring_pairs
     from vcn.method.grouping import match_groups
     from vcn.method.matching import sample_rows
     from vcn.method.videoclusternet import MethodConfig, bank_for, coarse_positives
+    from vcn.storage.crops import read_crops
 
     cfg = MethodConfig(match_draws=args.draws)
     backbone = load_backbone(find_models(default_model_dir()).recognizer)

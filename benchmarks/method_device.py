@@ -23,7 +23,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from storage.crops import read_crops
 from vcn.evaluation.metrics import ari
 from vcn.faces.backbone import load_backbone
 from vcn.method.constraints import cooccurring_pairs
@@ -32,6 +31,7 @@ from vcn.method.matching import sample_rows
 from vcn.method.track_quality import SerFiqConfig
 from vcn.method.videoclusternet import MethodConfig, adapt, bank_for, cluster
 from vcn.method.views import ViewConfig, strong_views
+from vcn.storage.crops import read_crops
 
 
 def title_inputs(movie: Path, cfg: MethodConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

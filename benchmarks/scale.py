@@ -210,7 +210,7 @@ def _ts(iso: str) -> float:
 
 def first_chunk_start(movie: Path) -> float:
     """The earliest chunk start: a chunk file's ``written_at`` less its summed phase timings."""
-    from storage.schemas import table_metadata
+    from vcn.storage.schemas import table_metadata
 
     starts = []
     for path in sorted((movie / "chunks").glob("chunk-*.faces.parquet")):
@@ -225,10 +225,10 @@ def run(video: Path, run_dir: Path, workers: int | None, reuse: bool) -> dict[st
     record = run_dir / "scale-run.json"
     if reuse and record.exists():
         return json.loads(record.read_text())
-    from flows.movie import movie_flow
-    from flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
-    from storage.layout import MovieLayout
-    from storage.manifest import read_manifest
+    from vcn.flows.movie import movie_flow
+    from vcn.flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
+    from vcn.storage.layout import MovieLayout
+    from vcn.storage.manifest import read_manifest
 
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)

@@ -97,7 +97,7 @@ def compose_series(plan: list[list[tuple[str, str]]], seed: int, hard: bool, lib
 def ingest(lib: Path, out: Path, method: str, workers: int) -> float:
     """``vcn ingest LIB --out OUT --method M`` (the real CLI, in a subprocess); its wall seconds."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flows.cli", "ingest", str(lib), "--out", str(out), "--method",
+    subprocess.run([sys.executable, "-m", "vcn.flows.cli", "ingest", str(lib), "--out", str(out), "--method",
                     method, "--workers", str(workers), "--concurrency", "1"], check=True, cwd=ROOT)
     return time.perf_counter() - t0
 
@@ -105,8 +105,8 @@ def ingest(lib: Path, out: Path, method: str, workers: int) -> float:
 def labelled_faces(lib: Path, out: Path) -> pd.DataFrame:
     """Every labelled, scored face of every episode matched to a clustered track: ``identity``
     (truth), ``movie_id``, ``cluster_id``."""
-    from storage.identities import published_titles
     from vcn.evaluation.metrics import UNKNOWN, match_faces
+    from vcn.storage.identities import published_titles
 
     rows = []
     for title in published_titles(out):
@@ -123,10 +123,10 @@ def labelled_faces(lib: Path, out: Path) -> pd.DataFrame:
 
 def hac_links(out: Path) -> dict[tuple[str, str], str]:
     """Plain HAC (average linkage, cosine 0.6) on every cluster's generic mean, all titles at once."""
-    from storage.identities import published_titles
-    from tasks.identities import title_summaries
     from vcn.library.identities import ClusterSummaries
     from vcn.method.clustering import hac
+    from vcn.storage.identities import published_titles
+    from vcn.tasks.identities import title_summaries
 
     s = ClusterSummaries.concat([title_summaries(str(out), t) for t in published_titles(out)])
     labels = hac(s.mean, threshold=0.6)

@@ -61,9 +61,9 @@ def _config_overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.movie import movie_flow
-    from flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
     from vcn.config import PipelineConfig
+    from vcn.flows.movie import movie_flow
+    from vcn.flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
 
     overrides = _config_overrides(args)
     PipelineConfig.from_dict(overrides)  # fail fast on a bad flag, before any server starts
@@ -94,10 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.library import ingest_library
-    from flows.runtime import prefect_api
-    from tasks.library import LibrarySummary, format_summary
     from vcn.config import PipelineConfig
+    from vcn.flows.library import ingest_library
+    from vcn.flows.runtime import prefect_api
+    from vcn.tasks.library import LibrarySummary, format_summary
 
     if not args.library_root and not args.catalogue:
         raise VcnError("vcn ingest needs LIBRARY_ROOT (a folder of videos) or --catalogue FILE.csv|.parquet")
@@ -105,7 +105,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = PipelineConfig.from_dict(overrides)  # fail fast on a bad flag, before any server starts
     root, catalogue = (str(Path(p).resolve()) if p else None for p in (args.library_root, args.catalogue))
     if args.dry_run:
-        from tasks.library import format_plan, plan_titles
+        from vcn.tasks.library import format_plan, plan_titles
 
         print(format_plan(plan_titles(root, catalogue, str(Path(args.out).resolve()), cfg)))
         return 0
@@ -126,10 +126,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from flows.movie import movie_flow
-    from flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
-    from storage.layout import MovieLayout
-    from storage.manifest import read_manifest
+    from vcn.flows.movie import movie_flow
+    from vcn.flows.runtime import dask_cluster, gpu_workers, model_threads, prefect_api
+    from vcn.storage.layout import MovieLayout
+    from vcn.storage.manifest import read_manifest
 
     movie_dir = Path(args.movie_dir).resolve()
     layout = MovieLayout(movie_dir)
@@ -153,14 +153,14 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 
 def cmd_identities(args: argparse.Namespace) -> int:
-    from tasks.identities import format_identities, update_identities
+    from vcn.tasks.identities import format_identities, update_identities
 
     print(format_identities(update_identities(str(Path(args.library_out).resolve()), rebuild=args.rebuild)))
     return 0
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from tasks import review
+    from vcn.tasks import review
 
     out, user = args.library_out, args.user
     if args.command == "label":
@@ -176,7 +176,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tasks.report import build_report
+    from vcn.tasks.report import build_report
 
     print(build_report(str(Path(args.movie_dir).resolve())))
     return 0
@@ -209,9 +209,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from storage.layout import MovieLayout
-    from storage.manifest import read_manifest
     from vcn.evaluation.metrics import evaluate, format_report, read_ground_truth
+    from vcn.storage.layout import MovieLayout
+    from vcn.storage.manifest import read_manifest
 
     pred_dir = Path(args.pred)
     faces_path = pred_dir / "faces.parquet"
@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows.console import configure
+    from vcn.flows.console import configure
 
     args = build_parser().parse_args(argv)
     configure(args.verbose)

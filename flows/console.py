@@ -3,7 +3,7 @@
 By default the console shows what vcn is doing (per title and stage, progress, warnings, one
 line per failed title) and the summary; the libraries' INFO logs (Prefect's state changes,
 Dask's scheduler and worker chatter) go to the Prefect UI or nowhere. vcn's lines are the log
-records marked with :data:`tasks.progress.CONSOLE`; everything else needs WARNING or above to
+records marked with :data:`vcn.tasks.progress.CONSOLE`; everything else needs WARNING or above to
 show, except Prefect's "Finished in state" lines (vcn reports each title's result itself) and
 records of vcn's own errors, which the title's one-line failure already says.
 

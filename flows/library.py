@@ -27,11 +27,14 @@ from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
-from flows.console import verbose
-from flows.movie import movie_flow
-from flows.runtime import dask_cluster, gpu_workers, model_threads
-from tasks.identities import link_identities
-from tasks.library import (
+from vcn.config import PipelineConfig
+from vcn.errors import InputError
+from vcn.flows.console import verbose
+from vcn.flows.movie import movie_flow
+from vcn.flows.runtime import dask_cluster, gpu_workers, model_threads
+from vcn.report.html import md_text
+from vcn.tasks.identities import link_identities
+from vcn.tasks.library import (
     LibrarySummary,
     Title,
     describe_error,
@@ -40,11 +43,8 @@ from tasks.library import (
     publish_catalogue,
     summary_rows,
 )
-from tasks.progress import say
-from tasks.report import write_report
-from vcn.config import PipelineConfig
-from vcn.errors import InputError
-from vcn.report.html import md_text
+from vcn.tasks.progress import say
+from vcn.tasks.report import write_report
 
 ARTIFACT_KEY = "ingest-library-summary"
 

@@ -17,18 +17,18 @@ from prefect.states import Failed, State
 from prefect_dask import DaskTaskRunner
 from tqdm import tqdm
 
-from flows.console import verbose
-from flows.runtime import gpu_annotation
-from storage.manifest import file_lock
-from tasks.cluster import cluster_tracks
-from tasks.finetune import finetune_model
-from tasks.ingest import assemble_tracks, chunk_plan, ingest_chunk, prepare_movie
-from tasks.progress import Progress, duration, say
-from tasks.report import write_report
-from tasks.stages import previous_rows, record_failure, stages_to_run
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
+from vcn.flows.console import verbose
+from vcn.flows.runtime import gpu_annotation
 from vcn.method.registry import get_method
+from vcn.storage.manifest import file_lock
+from vcn.tasks.cluster import cluster_tracks
+from vcn.tasks.finetune import finetune_model
+from vcn.tasks.ingest import assemble_tracks, chunk_plan, ingest_chunk, prepare_movie
+from vcn.tasks.progress import Progress, duration, say
+from vcn.tasks.report import write_report
+from vcn.tasks.stages import previous_rows, record_failure, stages_to_run
 
 
 # No result of this flow or its tasks is persisted: the manifest and the chunk files record what
@@ -51,7 +51,7 @@ def process_movie(
     name) forces that stage and the later ones to run.
     ``gpu``: the Dask cluster has workers with a ``GPU`` resource; the finetune and the vcn
     clustering ask for one. ``threads``: PyTorch threads for those two tasks on their worker
-    (``None``: its ``VCN_THREADS``); :func:`flows.runtime.model_threads` gives a local cluster's.
+    (``None``: its ``VCN_THREADS``); :func:`vcn.flows.runtime.model_threads` gives a local cluster's.
 
     A bad input (:class:`vcn.errors.InputError`: missing, empty, unreadable, truncated or damaged
     file) ends the run *Failed* with the error's one-line message as the state message and no

@@ -74,7 +74,7 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
         n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
         memory_limit=0, resources=resources,
         # Each worker prints what the command prints (flows/console.py).
-        preload=["flows.console"],
+        preload=["vcn.flows.console"],
     ) as cluster:
         yield cluster.scheduler_address
 
@@ -82,7 +82,7 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
 def model_threads(address: str | None, titles_in_flight: int) -> int | None:
     """PyTorch threads for a title's model tasks (finetune, clustering) on the local cluster: the
     cores shared by the titles in flight. ``None`` on an existing cluster (``address``): the
-    tasks then take their worker's ``VCN_THREADS`` (``tasks.models.torch_threads``).
+    tasks then take their worker's ``VCN_THREADS`` (``vcn.tasks.models.torch_threads``).
 
     A title's stages run one after another, so while its finetune or clustering runs the title
     has no chunk task on the other workers; the workers' one thread each (``OMP_NUM_THREADS=1``,

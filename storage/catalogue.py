@@ -25,12 +25,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage import schemas
-from storage.atomic import write_parquet
-from storage.layout import MovieLayout
-from storage.manifest import file_lock, now_iso, read_manifest
 from vcn.errors import StageError
 from vcn.manifest import InputRecord, Manifest
+from vcn.storage import schemas
+from vcn.storage.atomic import write_parquet
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import file_lock, now_iso, read_manifest
 
 TABLES = ("faces", "tracks", "clusters")
 MOVIES = "movies"

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from storage.atomic import atomic_path
-from storage.manifest import file_hash
 from vcn.errors import CheckpointError
 from vcn.method.finetune import FinetuneState
 from vcn.method.videoclusternet import Checkpoint
+from vcn.storage.atomic import atomic_path
+from vcn.storage.manifest import file_hash
 
 FORMAT = "vcn-checkpoint/1"
 

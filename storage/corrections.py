@@ -16,10 +16,10 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from storage.atomic import read_json, write_json
-from storage.identities import LibraryLayout
 from vcn.errors import InputError
 from vcn.library.corrections import Correction, TrackRef
+from vcn.storage.atomic import read_json, write_json
+from vcn.storage.identities import LibraryLayout
 
 TRACK_ID = re.compile(r"[0-9a-f]{16}-c\d+-t\d+")
 
@@ -63,8 +63,8 @@ def read_log(out_dir: str | Path) -> list[Correction]:
 def _title_tracks(out_dir: Path, movie_id: str) -> tuple[list[str], list[str]]:
     import pyarrow.parquet as pq
 
-    from storage.catalogue import CatalogueLayout
-    from storage.layout import MovieLayout
+    from vcn.storage.catalogue import CatalogueLayout
+    from vcn.storage.layout import MovieLayout
 
     path = MovieLayout.of(out_dir, movie_id).tracks
     if not path.exists():  # a title whose folder is elsewhere: its catalogue copy

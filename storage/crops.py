@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from storage.atomic import write_parquet
+from vcn.storage.atomic import write_parquet
 
 CROP_SCHEMA = pa.schema([("face_id", pa.int64()), ("jpeg", pa.binary())])
 JPEG_QUALITY = 92

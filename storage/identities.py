@@ -11,7 +11,7 @@ Layout, beside the catalogue (``OUT/catalogue``), under ``OUT/library``::
         rejected), linked_identity_id (the linking's own), linked_movie_id / linked_cluster_id
         (the member it linked to; null when it started the identity), distance, threshold;
         metadata: next identity number, the linked titles and their stamps, the log's digest
-    OUT/library/corrections/*.json   the corrections log (storage.corrections)
+    OUT/library/corrections/*.json   the corrections log (vcn.storage.corrections)
     OUT/library/identities.parquet   one row per identity (see IDENTITIES_SCHEMA)
     OUT/library/.lock                held while the library step runs
 
@@ -31,11 +31,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage import schemas
-from storage.atomic import write_parquet
-from storage.catalogue import MOVIES, PARTITION_FILE, CatalogueLayout
 from vcn.errors import InputError
 from vcn.library.identities import ClusterSummaries, Links, empty_summaries
+from vcn.storage import schemas
+from vcn.storage.atomic import write_parquet
+from vcn.storage.catalogue import MOVIES, PARTITION_FILE, CatalogueLayout
 
 EMBED_DIM = 512
 

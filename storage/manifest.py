@@ -19,6 +19,7 @@ import dataclasses
 import fcntl
 import hashlib
 import importlib.metadata
+import importlib.util
 import os
 import subprocess
 import time
@@ -27,9 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from storage.atomic import read_json, write_json
-from storage.layout import MovieLayout
 from vcn.manifest import InputFailure, Manifest, StageRecord
+from vcn.storage.atomic import read_json, write_json
+from vcn.storage.layout import MovieLayout
 
 PACKAGES = (
     "vcn", "numpy", "scipy", "pandas", "pyarrow", "av", "opencv-python", "scenedetect", "onnxruntime",
@@ -66,10 +67,20 @@ NOT_OUTPUT_SHAPING = {"cli.py", "report.py", "html.py", "metrics.py", "library.p
                       "results.py", "runtime.py", "__init__.py"}
 
 
+def _package_dir(name: str) -> Path:
+    """The folder of package ``name`` as installed (vcn.storage is storage/ in a checkout)."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
 def _source_files() -> list[Path]:
-    root = Path(__file__).resolve().parent.parent
-    files = (p for pkg in ("vcn", "storage", "tasks") for p in (root / pkg).rglob("*.py"))
-    return sorted(p for p in files if p.name not in NOT_OUTPUT_SHAPING)
+    """The core's modules (without the application in vcn.flows) plus vcn.storage and vcn.tasks,
+    wherever the install put them."""
+    outer = [_package_dir(name) for name in ("vcn.flows", "vcn.storage", "vcn.tasks")]
+    core = [p for p in _package_dir("vcn").rglob("*.py") if not any(p.is_relative_to(d) for d in outer)]
+    files = {*core, *(p for d in outer[1:] for p in d.rglob("*.py"))}
+    return sorted((p for p in files if p.name not in NOT_OUTPUT_SHAPING), key=lambda p: p.as_posix())
 
 
 def code_hash() -> str:
@@ -162,7 +173,7 @@ def missing_outputs(layout: MovieLayout, record: StageRecord) -> list[str]:
 
 def stage_is_complete(layout: MovieLayout, stage: str, stage_hash: str) -> bool:
     """True when ``stage`` completed with this stage hash (its config section, models and
-    algorithm version; ``tasks.context.MovieContext.stage_hash``) and its outputs still exist."""
+    algorithm version; ``vcn.tasks.context.MovieContext.stage_hash``) and its outputs still exist."""
     rec = read_manifest(layout).stages.get(stage)
     if rec is None or not rec.completed or rec.stage_hash != stage_hash:
         return False

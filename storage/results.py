@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.crops import read_crops
-from storage.layout import MovieLayout
-from storage.manifest import read_manifest
 from vcn.errors import StageError
 from vcn.report.html import MovieResults
+from vcn.storage.crops import read_crops
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import read_manifest
 
 __all__ = ["MovieResults", "load_crops", "load_results"]
 

@@ -1,5 +1,5 @@
 """A title's tables on disk: chunk faces, then faces, tracks and shots, read and written with
-their schemas (:mod:`storage.schemas`), atomically.
+their schemas (:mod:`vcn.storage.schemas`), atomically.
 
 A chunk's faces file is its completion record: it is written last, after the chunk's crops, and
 its metadata holds the chunk, its cuts, decode counts, timings and the stage hash it was made
@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from storage import schemas
-from storage.atomic import write_parquet
-from storage.layout import MovieLayout
 from vcn.faces.assembly import ChunkFaces, MovieFaces
 from vcn.media.video import Chunk
+from vcn.storage import schemas
+from vcn.storage.atomic import write_parquet
+from vcn.storage.layout import MovieLayout
 
 
 def write_chunk_faces(layout: MovieLayout, index: int, columns: dict[str, Any],

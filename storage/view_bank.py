@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.atomic import atomic_path
 from vcn.errors import InputError
 from vcn.method.view_bank import ViewBank
+from vcn.storage.atomic import atomic_path
 
 
 def save_view_bank(path: str | Path, bank: ViewBank, key: str) -> None:

@@ -17,16 +17,6 @@ import torch
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run, task_run
 
-from storage import schemas
-from storage.atomic import write_parquet
-from storage.checkpoints import load_checkpoint
-from storage.corrections import read_log
-from storage.manifest import now_iso, record_stage
-from tasks.context import MovieContext
-from tasks.finetune import method_inputs, view_bank
-from tasks.models import torch_threads, worker_address
-from tasks.policies import is_transient
-from tasks.stages import stage_record
 from vcn.errors import StageError
 from vcn.library.corrections import apply_to_labels, cannot_link_rows, for_movie
 from vcn.method.clustering import hac
@@ -35,6 +25,16 @@ from vcn.method.finetune import resolve_device
 from vcn.method.vct import run_vct
 from vcn.method.videoclusternet import cluster
 from vcn.report.summary import TrackSummary, cluster_names, summarize_clusters
+from vcn.storage import schemas
+from vcn.storage.atomic import write_parquet
+from vcn.storage.checkpoints import load_checkpoint
+from vcn.storage.corrections import read_log
+from vcn.storage.manifest import now_iso, record_stage
+from vcn.tasks.context import MovieContext
+from vcn.tasks.finetune import method_inputs, view_bank
+from vcn.tasks.models import torch_threads, worker_address
+from vcn.tasks.policies import is_transient
+from vcn.tasks.stages import stage_record
 
 
 def _set_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
@@ -65,7 +65,7 @@ def _cluster_hac(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table,
 def _cluster_vcn(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
                  said_apart: np.ndarray) -> Clustered:
     """Labels (T,) (-1 = unknown) and SER-FIQ quality (T,) of the parameter-free clustering,
-    with ``threads`` PyTorch threads (``tasks.models.torch_threads``); ``said_apart`` (P, 2)
+    with ``threads`` PyTorch threads (``vcn.tasks.models.torch_threads``); ``said_apart`` (P, 2)
     track rows a reviewer split, cannot-linked beside the tracks seen on one frame."""
     ck = load_checkpoint(ctx.layout.model_dir / "final.pt")
     if ck is None:
@@ -139,7 +139,7 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     faces_table = pq.read_table(layout.faces)
     faces = schemas.columns_from_table(faces_table.select(["face_id", "track_id", "embedding"]))
     extra: dict[str, Any] = {}
-    # The library's corrections that name this title's tracks (storage.corrections).
+    # The library's corrections that name this title's tracks (vcn.storage.corrections).
     said = for_movie(read_log(layout.root.parent), ctx.movie_id)
     if len(tracks.track_id) == 0:
         labels = np.zeros(0, np.int64)

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.layout import MovieLayout
 from vcn.config import PipelineConfig, fingerprint
 from vcn.faces.detection import ModelFiles
 from vcn.media.video import VideoInfo
+from vcn.storage.layout import MovieLayout
 from vcn.versions import STAGE_VERSIONS
 
 
@@ -45,8 +45,8 @@ class MovieContext:
         if stage == "clusters":
             # The review log's merges, splits and rejects of this title, when there are any (a
             # label changes no cluster).
-            from storage.corrections import read_log
             from vcn.library.corrections import for_movie
+            from vcn.storage.corrections import read_log
 
             log = for_movie(read_log(self.layout.root.parent), self.movie_id)
             said = [c for c in log if c.kind != "label"]

@@ -2,7 +2,7 @@
 
 Runs on a Dask worker (a GPU worker when the cluster advertises one). Checkpoints go to
 ``model/checkpoint.pt`` as training goes, so a killed finetune resumes where it stopped; a
-checkpoint that ``storage.checkpoints`` refuses is logged, recorded in the manifest, and the
+checkpoint that ``vcn.storage.checkpoints`` refuses is logged, recorded in the manifest, and the
 finetune starts over.
 """
 
@@ -20,16 +20,6 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run, task_run
 
-from storage.checkpoints import load_checkpoint, save_checkpoint
-from storage.crops import read_crops
-from storage.manifest import now_iso, record_stage
-from storage.tables import read_face_columns, read_track_ids
-from storage.view_bank import load_view_bank, save_view_bank
-from tasks.context import MovieContext
-from tasks.models import torch_threads, worker_address
-from tasks.policies import is_transient
-from tasks.progress import Progress
-from tasks.stages import stage_record
 from vcn.errors import CheckpointError
 from vcn.faces.backbone import load_backbone
 from vcn.method.constraints import cooccurring_pairs
@@ -37,6 +27,16 @@ from vcn.method.finetune import resolve_device
 from vcn.method.matching import sample_rows
 from vcn.method.videoclusternet import Checkpoint, adapt, bank_for
 from vcn.method.view_bank import ViewBank
+from vcn.storage.checkpoints import load_checkpoint, save_checkpoint
+from vcn.storage.crops import read_crops
+from vcn.storage.manifest import now_iso, record_stage
+from vcn.storage.tables import read_face_columns, read_track_ids
+from vcn.storage.view_bank import load_view_bank, save_view_bank
+from vcn.tasks.context import MovieContext
+from vcn.tasks.models import torch_threads, worker_address
+from vcn.tasks.policies import is_transient
+from vcn.tasks.progress import Progress
+from vcn.tasks.stages import stage_record
 
 
 @dataclass(frozen=True)

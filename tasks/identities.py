@@ -1,9 +1,9 @@
 """Library task: link the clusters of the catalogue's titles into library identities.
 
-Reads the catalogue (``storage.catalogue``), summarises each title's clusters once
+Reads the catalogue (``vcn.storage.catalogue``), summarises each title's clusters once
 (``vcn.library.identities.summarize_title``, stored under ``OUT/library/summaries``), links each title
 not linked yet against the identities already there (``vcn.library.identities.link_title``), and writes
-``members.parquet`` and ``identities.parquet`` (``storage.identities``) with the library's
+``members.parquet`` and ``identities.parquet`` (``vcn.storage.identities``) with the library's
 corrections log applied. A title re-clustered since (``vcn rerun``) is published to the
 catalogue again, taken out and linked again as a new one; the other titles' links are kept as
 they are.
@@ -18,9 +18,18 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from storage.catalogue import CatalogueLayout, is_current, publish_movie
-from storage.corrections import read_log
-from storage.identities import (
+from vcn.library.corrections import Correction, TrackRef
+from vcn.library.identities import (
+    ClusterSummaries,
+    IdentityConfig,
+    Links,
+    empty_summaries,
+    link_title,
+    summarize_title,
+)
+from vcn.storage.catalogue import CatalogueLayout, is_current, publish_movie
+from vcn.storage.corrections import read_log
+from vcn.storage.identities import (
     EMBED_DIM,
     LibraryLayout,
     LinkedLibrary,
@@ -34,19 +43,10 @@ from storage.identities import (
     write_members,
     write_summaries,
 )
-from storage.layout import MovieLayout
-from storage.manifest import file_lock
-from tasks.policies import is_transient
-from tasks.progress import say
-from vcn.library.corrections import Correction, TrackRef
-from vcn.library.identities import (
-    ClusterSummaries,
-    IdentityConfig,
-    Links,
-    empty_summaries,
-    link_title,
-    summarize_title,
-)
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import file_lock
+from vcn.tasks.policies import is_transient
+from vcn.tasks.progress import say
 
 
 def title_summaries(out_dir: str, title: PublishedTitle) -> ClusterSummaries:

@@ -10,9 +10,16 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run, task_run
 
-from storage.crops import write_crops
-from storage.layout import MovieLayout
-from storage.manifest import (
+from vcn.config import PipelineConfig
+from vcn.errors import InputError
+from vcn.faces.assembly import assemble_movie, check_title_decode
+from vcn.faces.detection import default_model_dir, find_models
+from vcn.faces.ingest import ChunkResult, check_chunk_decode, process_chunk
+from vcn.manifest import InputRecord
+from vcn.media.video import Chunk, content_id, plan_chunks, probe
+from vcn.storage.crops import write_crops
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import (
     code_hash,
     code_version,
     file_hash,
@@ -22,24 +29,17 @@ from storage.manifest import (
     record_stage,
     update_manifest,
 )
-from storage.tables import (
+from vcn.storage.tables import (
     chunk_metadata,
     read_chunk_faces,
     write_chunk_faces,
     write_title_tables,
 )
-from tasks.context import MovieContext
-from tasks.models import face_models, worker_threads
-from tasks.policies import is_transient
-from tasks.progress import say
-from tasks.stages import stage_record
-from vcn.config import PipelineConfig
-from vcn.errors import InputError
-from vcn.faces.assembly import assemble_movie, check_title_decode
-from vcn.faces.detection import default_model_dir, find_models
-from vcn.faces.ingest import ChunkResult, check_chunk_decode, process_chunk
-from vcn.manifest import InputRecord
-from vcn.media.video import Chunk, content_id, plan_chunks, probe
+from vcn.tasks.context import MovieContext
+from vcn.tasks.models import face_models, worker_threads
+from vcn.tasks.policies import is_transient
+from vcn.tasks.progress import say
+from vcn.tasks.stages import stage_record
 
 
 @task(name="prepare-movie", retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=is_transient,

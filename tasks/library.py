@@ -4,7 +4,7 @@ A title is a video file, identified by its content id (``vcn.media.video.content
 moved file is recognised and two copies of one film are processed once. A title is *done* when
 ``manifest.json`` says every stage completed with the current config section, models and stage
 version (``vcn.versions``) and the outputs exist: exactly the test ``process-movie`` applies
-(``tasks.stages.stage_plan``), made here without probing the video so that a nightly pass over a
+(``vcn.tasks.stages.stage_plan``), made here without probing the video so that a nightly pass over a
 large library stays cheap. Editing vcn's source makes no title stale; bumping a stage's version
 does.
 """
@@ -18,19 +18,19 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from storage.catalogue import CatalogueLayout, is_current, publish_movie
-from storage.layout import MovieLayout
-from storage.manifest import file_hash, known_paths, read_manifest
-from storage.media import find_videos, read_catalogue_file
-from tasks.context import MovieContext
-from tasks.policies import is_transient
-from tasks.progress import say
-from tasks.stages import stage_plan
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
 from vcn.faces.detection import ModelFiles, default_model_dir, find_models
 from vcn.manifest import InputFailure
 from vcn.media.video import VideoInfo, content_id
+from vcn.storage.catalogue import CatalogueLayout, is_current, publish_movie
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import file_hash, known_paths, read_manifest
+from vcn.storage.media import find_videos, read_catalogue_file
+from vcn.tasks.context import MovieContext
+from vcn.tasks.policies import is_transient
+from vcn.tasks.progress import say
+from vcn.tasks.stages import stage_plan
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def title_stage_plan(
     model_hashes: dict[str, str],
 ) -> dict[str, str | None] | None:
     """Per stage, why ``process-movie`` would run it for this title (None: its output is reused;
-    :func:`tasks.stages.stage_plan`); None when no run of this content got past probing."""
+    :func:`vcn.tasks.stages.stage_plan`); None when no run of this content got past probing."""
     layout = MovieLayout.of(out_dir, movie_id)
     inp = read_manifest(layout).input
     if inp is None:

@@ -17,12 +17,6 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from storage.atomic import write_bytes
-from storage.identities import title_identities
-from storage.layout import MovieLayout
-from storage.results import MovieResults, load_crops, load_results
-from tasks.context import MovieContext
-from tasks.policies import is_transient
 from vcn.report.html import (
     Identity,
     ReportConfig,
@@ -33,6 +27,12 @@ from vcn.report.html import (
     render_markdown,
     select_thumbnail_faces,
 )
+from vcn.storage.atomic import write_bytes
+from vcn.storage.identities import title_identities
+from vcn.storage.layout import MovieLayout
+from vcn.storage.results import MovieResults, load_crops, load_results
+from vcn.tasks.context import MovieContext
+from vcn.tasks.policies import is_transient
 
 
 def load_thumbnails(

@@ -1,13 +1,13 @@
 """The review API: label, merge, split and reject, by the ids the report and the library show.
 
-Each call resolves its ids to tracks (``storage.corrections.resolve``), appends one correction to
+Each call resolves its ids to tracks (``vcn.storage.corrections.resolve``), appends one correction to
 the library's log (``OUT/library/corrections``) and refreshes the library's identities, which
 show it at once (names, identities joined or split across titles). A title's own clusters show a
 merge, a split or a reject from its next clusters run on: the correction makes that stage stale,
 so the next ``vcn ingest`` re-clusters the title with the whole log applied (``vcn rerun
 OUT/<movie_id> --from clusters`` does it now); the result names the titles concerned.
 
-    from tasks.review import label, merge, split, reject
+    from vcn.tasks.review import label, merge, split, reject
     label("out", "id_00003", "Ada Lovelace")
     merge("out", "3b44...:person_002", "3b44...:person_005")
     split("out", "3b44...:person_001", off=["3b44...:c00000-t00012"])
@@ -19,11 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from storage.corrections import append, resolve
-from storage.layout import MovieLayout
-from tasks.identities import update_identities
 from vcn.errors import InputError
 from vcn.library.corrections import Correction, TrackRef
+from vcn.storage.corrections import append, resolve
+from vcn.storage.layout import MovieLayout
+from vcn.tasks.identities import update_identities
 
 
 def _tracks(out: str, targets: list[str]) -> list[list[TrackRef]]:

@@ -13,10 +13,10 @@ from typing import Any
 
 from prefect.runtime import flow_run
 
-from storage.manifest import missing_outputs, now_iso, read_manifest, record_stage
-from tasks.context import MovieContext
 from vcn.errors import ConfigError, InputError
 from vcn.manifest import StageRecord
+from vcn.storage.manifest import missing_outputs, now_iso, read_manifest, record_stage
+from vcn.tasks.context import MovieContext
 
 STAGES = ("tracks", "finetune", "clusters")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from flows.console import ConsoleFilter, ConsoleFormatter
-from tasks.progress import CONSOLE, Progress, duration
 from vcn.errors import TruncatedVideoError
+from vcn.flows.console import ConsoleFilter, ConsoleFormatter
+from vcn.tasks.progress import CONSOLE, Progress, duration
 
 
 def record(name: str, level: int, msg: str, exc: BaseException | None = None, **extra) -> logging.LogRecord:
@@ -55,7 +55,7 @@ class Collect:
 
 def test_progress_every_ten_percent_with_time_left(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr(sys.modules["tasks.progress"].time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sys.modules["vcn.tasks.progress"].time, "monotonic", lambda: now[0])
     log = Collect()
     progress = Progress(log, "x.mp4: tracks", 40, "chunks")
     for done in range(1, 41):
@@ -68,7 +68,7 @@ def test_progress_every_ten_percent_with_time_left(monkeypatch):
 
 
 def test_progress_of_resumed_work_estimates_from_the_work_done_since(monkeypatch):
-    monkeypatch.setattr(sys.modules["tasks.progress"].time, "monotonic", lambda: 10.0)
+    monkeypatch.setattr(sys.modules["vcn.tasks.progress"].time, "monotonic", lambda: 10.0)
     log = Collect()
     progress = Progress(log, "finetune round 1", 100, "steps", done=50, started=0.0)
     progress.update(55)

@@ -43,7 +43,7 @@ def holed_video(make_video, frame_maker, tmp_path_factory) -> str:
 def test_a_chunk_that_stops_decoding_fails(holed_video):
     info = probe(holed_video)
     assert (info.n_frames, info.declared_frames) == (130, 130), "the damage is invisible to probe"
-    from tasks.models import face_models
+    from vcn.tasks.models import face_models
 
     cfg = IngestConfig()
     models_files = find_models(default_model_dir())

@@ -19,10 +19,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import main as vcn_main
-from storage.layout import MovieLayout
-from storage.manifest import read_manifest
+from vcn.flows.cli import main as vcn_main
 from vcn.media.video import iter_frames
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -152,7 +152,7 @@ def test_model_stages_run_on_the_worker_that_advertises_a_gpu(dask_cluster, tmp_
 
 
 def test_model_threads_share_the_local_cores_among_titles_in_flight():
-    from flows.runtime import model_threads
+    from vcn.flows.runtime import model_threads
 
     cores = os.cpu_count() or 1
     assert model_threads(None, 1) == cores
@@ -168,7 +168,7 @@ def test_local_workers_keep_glibc_malloc_defaults():
     import dask
     from distributed import Client
 
-    from flows.runtime import dask_cluster
+    from vcn.flows.runtime import dask_cluster
 
     def worker_env() -> dict:
         return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
@@ -176,7 +176,7 @@ def test_local_workers_keep_glibc_malloc_defaults():
     def threads_inside_and_after(n: int | None) -> tuple[int, int]:
         import torch
 
-        from tasks.models import torch_threads
+        from vcn.tasks.models import torch_threads
 
         with torch_threads(n):
             inside = torch.get_num_threads()

@@ -22,11 +22,11 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import main as vcn_main
-from storage import schemas
-from storage.layout import MovieLayout
-from storage.manifest import read_manifest
+from vcn.flows.cli import main as vcn_main
 from vcn.media.video import ChunkConfig, content_id, iter_frames, plan_chunks, probe
+from vcn.storage import schemas
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ class WorkerKiller(threading.Thread):
 def test_worker_killed_during_a_chunk(prefect_server, tmp_path):
     from distributed import Client, LocalCluster
 
-    from flows.movie import movie_flow
+    from vcn.flows.movie import movie_flow
 
     out = tmp_path / "out"
     env = {"PREFECT_API_URL": prefect_server, "VCN_THREADS": "1"}
@@ -115,7 +115,7 @@ def test_flow_process_killed_mid_movie_then_rerun(prefect_server, tmp_path):
     args = ["run", str(SAMPLE), "--out", str(out), "--workers", "1", "--chunk-seconds", "1",
             "--method", "hac"]
     movie_dir = out / content_id(str(SAMPLE))
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=dict(os.environ),
+    proc = subprocess.Popen([sys.executable, "-m", "vcn.flows.cli", *args], cwd=ROOT, env=dict(os.environ),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
@@ -167,7 +167,7 @@ def _digests(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-# Library-wide tables that every newly linked title adds rows to (storage.identities).
+# Library-wide tables that every newly linked title adds rows to (vcn.storage.identities).
 LIBRARY_TABLES = {"library/members.parquet", "library/identities.parquet"}
 
 
@@ -271,7 +271,7 @@ def test_planted_pickles_never_run(prefect_server, tmp_path, short_finetune, cod
     runs none of them, refuses the checkpoint, finetunes from the start and completes."""
     import torch
 
-    from storage.checkpoints import FORMAT, load_checkpoint
+    from vcn.storage.checkpoints import FORMAT, load_checkpoint
 
     out = tmp_path / "out"
     common = ["run", str(SAMPLE), "--out", str(out), "--workers", "1", "--chunk-seconds", "3"]

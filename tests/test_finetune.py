@@ -197,8 +197,8 @@ def test_resume_gives_the_same_final_weights(run, video, resume_from: int) -> No
 def test_resume_from_a_checkpoint_file(run, video, tmp_path) -> None:
     """A state saved mid-joint-stage (optimizer moments, generator state, losses) survives the
     file round trip, read with ``weights_only=True``, and resumes to the same final weights."""
-    from storage.checkpoints import load_checkpoint, save_checkpoint
     from vcn.method.videoclusternet import Checkpoint
+    from vcn.storage.checkpoints import load_checkpoint, save_checkpoint
 
     final, cks = run
     bank, track_index, matches = video

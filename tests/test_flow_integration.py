@@ -13,10 +13,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import main as vcn_main
-from storage.layout import MovieLayout
-from storage.manifest import read_manifest
+from vcn.flows.cli import main as vcn_main
 from vcn.manifest import Manifest
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import read_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def batch_run(prefect_server, tmp_path_factory, bad_inputs):
     env = {k: v for k, v in os.environ.items() if k != "VCN_VERBOSE"}
     bad = [str(bad_inputs[k]) for k in ("missing", "zero", "text", "truncated", "cut")]
     proc = subprocess.run([
-        sys.executable, "-m", "flows.cli", "run", str(video), *bad, "--out", str(out), "--workers", "2",
+        sys.executable, "-m", "vcn.flows.cli", "run", str(video), *bad, "--out", str(out), "--workers", "2",
         "--method", "hac", "--chunk-seconds", "3", "--json", str(summary),
     ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     return proc.returncode, out, json.loads(summary.read_text()), video, proc.stdout + proc.stderr
@@ -123,7 +123,7 @@ def test_console_shows_vcn_lines_not_library_logs(batch_run, bad_inputs):
 
 def test_verbose_restores_library_logs_and_tracebacks(prefect_server, bad_inputs, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("VCN_VERBOSE", "DASK_LOGGING__DISTRIBUTED")}
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(bad_inputs["zero"]), "--out",
+    proc = subprocess.run([sys.executable, "-m", "vcn.flows.cli", "run", str(bad_inputs["zero"]), "--out",
                            str(tmp_path / "out"), "--workers", "1", "--verbose"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 1
@@ -192,14 +192,14 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
     checkpoint and the lineage are recorded, every track gets a cluster or ``unknown``."""
     import torch
 
-    from storage.checkpoints import load_checkpoint
+    from vcn.storage.checkpoints import load_checkpoint
 
     out = tmp_path / "out"
     summary = tmp_path / "s.json"
     config = {**short_finetune, "method": {**short_finetune["method"], "finetune": {
         **short_finetune["method"]["finetune"], "checkpoint_every": 4}}}
     # No --method: the default is vcn. Run as a user runs it, to see what it prints.
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(SAMPLE), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "vcn.flows.cli", "run", str(SAMPLE), "--out", str(out),
                            "--workers", "1", "--config", json.dumps(config), "--json", str(summary)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     printed = proc.stdout + proc.stderr
@@ -254,7 +254,7 @@ def test_vct_method_trains_on_the_title_and_clusters(prefect_server, tmp_path):
     out = tmp_path / "out"
     summary = tmp_path / "s.json"
     config = {"cluster": {"vct": {"min_steps": 30, "max_steps": 30}}}
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", "run", str(SAMPLE), "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "vcn.flows.cli", "run", str(SAMPLE), "--out", str(out),
                            "--workers", "1", "--method", "vct", "--config", json.dumps(config),
                            "--json", str(summary)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)

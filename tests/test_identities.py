@@ -116,9 +116,9 @@ def publish_synthetic(out, movie_id: str, name: str, summary_clusters: list[str]
 
     import pyarrow as pa
 
-    from storage import schemas
-    from storage.atomic import write_parquet
-    from storage.catalogue import MOVIES, MOVIES_SCHEMA, CatalogueLayout
+    from vcn.storage import schemas
+    from vcn.storage.atomic import write_parquet
+    from vcn.storage.catalogue import MOVIES, MOVIES_SCHEMA, CatalogueLayout
 
     cat = CatalogueLayout.of(out)
     meta = {"vcn": json.dumps({"movie_id": movie_id, "source": stamp})}
@@ -159,8 +159,8 @@ def test_library_step_links_incrementally_and_relinks_a_changed_title(tmp_path):
     import duckdb
     import pyarrow.parquet as pq
 
-    from storage.identities import LibraryLayout, clusters_query, members_query
-    from tasks.identities import update_identities
+    from vcn.storage.identities import LibraryLayout, clusters_query, members_query
+    from vcn.tasks.identities import update_identities
 
     centres = _people(7, 6)
     publish_synthetic(tmp_path, "aaaa", "ep1.mp4", *_title_of(centres, [0, 1, 2], 1), stamp="run1")
@@ -205,7 +205,7 @@ def test_library_step_links_incrementally_and_relinks_a_changed_title(tmp_path):
 
 
 def test_library_step_needs_a_catalogue(tmp_path):
-    from tasks.identities import update_identities
+    from vcn.tasks.identities import update_identities
 
     with pytest.raises(InputError, match="run `vcn ingest"):
         update_identities(str(tmp_path))
@@ -232,9 +232,9 @@ def test_an_identity_nearest_to_a_cluster_that_chose_another_leaves_that_link_al
 def test_corrections_across_titles_show_in_the_identities_at_once(tmp_path):
     import pyarrow.parquet as pq
 
-    from storage.identities import LibraryLayout
-    from tasks import review
-    from tasks.identities import update_identities
+    from vcn.storage.identities import LibraryLayout
+    from vcn.tasks import review
+    from vcn.tasks.identities import update_identities
 
     centres = _people(11, 4)
     publish_synthetic(tmp_path, "aaaa", "ep1.mp4", *_title_of(centres, [0, 1], 1), stamp="run1")

@@ -19,13 +19,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from flows.cli import main as vcn_main
-from storage.catalogue import CatalogueLayout
-from storage.layout import MovieLayout
-from storage.manifest import read_manifest
-from storage.media import find_videos, read_catalogue_file
 from vcn.errors import InputError
+from vcn.flows.cli import main as vcn_main
 from vcn.media.video import content_id, iter_frames
+from vcn.storage.catalogue import CatalogueLayout
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import read_manifest
+from vcn.storage.media import find_videos, read_catalogue_file
 
 pytestmark = pytest.mark.integration
 
@@ -239,7 +239,7 @@ def test_catalogue_file_with_a_missing_title(first_run, library, tmp_path):
 
 
 def test_config_change_reruns_clustering_and_republishes(first_run, library, prefect_server):
-    from flows.library import ingest_library
+    from vcn.flows.library import ingest_library
 
     _, out, first = first_run
     config = {"ingest": {"chunk": {"chunk_seconds": 1.0}}, "cluster": {"method": "hac", "hac_threshold": 0.2}}

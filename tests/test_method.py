@@ -110,7 +110,7 @@ def test_method_config_votes_by_majority():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    from storage.checkpoints import load_checkpoint, save_checkpoint
+    from vcn.storage.checkpoints import load_checkpoint, save_checkpoint
 
     ck = Checkpoint(round=1, matches=np.array([[0, 2]]), state=None, history=[{"round": 0}], done=False)
     digest = save_checkpoint(tmp_path / "c.pt", ck)

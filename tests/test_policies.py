@@ -13,19 +13,19 @@ import pkgutil
 
 from prefect import Flow, Task
 
-import tasks
-from tasks.cluster import cluster_tracks
-from tasks.finetune import finetune_model
-from tasks.ingest import ingest_chunk
-from tasks.policies import is_transient
+import vcn.tasks
 from vcn.errors import StageError, VideoOpenError
+from vcn.tasks.cluster import cluster_tracks
+from vcn.tasks.finetune import finetune_model
+from vcn.tasks.ingest import ingest_chunk
+from vcn.tasks.policies import is_transient
 
 
 def vcn_tasks() -> list[Task]:
     """Every Prefect task that the modules of ``tasks/`` define, so a new task is covered too."""
     found: dict[str, Task] = {}
-    for info in pkgutil.iter_modules(tasks.__path__):
-        module = importlib.import_module(f"tasks.{info.name}")
+    for info in pkgutil.iter_modules(vcn.tasks.__path__):
+        module = importlib.import_module(f"vcn.tasks.{info.name}")
         for obj in vars(module).values():
             if isinstance(obj, Task) and obj.fn.__module__ == module.__name__:
                 found[obj.name] = obj

@@ -19,9 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storage.crops import write_crops
-from storage.results import load_results
-from tasks.report import build_report, load_thumbnails
 from vcn.errors import StageError
 from vcn.manifest import Manifest
 from vcn.report.html import (
@@ -34,6 +31,9 @@ from vcn.report.html import (
     select_thumbnail_faces,
     track_intervals,
 )
+from vcn.storage.crops import write_crops
+from vcn.storage.results import load_results
+from vcn.tasks.report import build_report, load_thumbnails
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "short_hamilton_clip.mp4"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -387,8 +387,8 @@ def write_library(out: Path, movie_id: str) -> None:
     """``out/library/members.parquet`` as the library step writes it: person_000 is id_00003, named
     by a reviewer; person_001 is id_00001 with no name; person_002 was rejected (no identity); a
     cluster of another title shares id_00003."""
-    from storage.identities import LibraryLayout, LinkedLibrary, write_members
     from vcn.library.identities import ClusterSummaries, Links
+    from vcn.storage.identities import LibraryLayout, LinkedLibrary, write_members
 
     movies = np.array([OTHER_TITLE, movie_id, movie_id, movie_id], object)
     n = len(movies)
@@ -407,7 +407,7 @@ def write_library(out: Path, movie_id: str) -> None:
 
 
 def test_title_identities_reads_one_title_of_the_library(tmp_path: Path, tiny: MovieResults):
-    from storage.identities import title_identities
+    from vcn.storage.identities import title_identities
 
     assert title_identities(tmp_path, tiny.movie_id) is None, "no library: None"
     write_library(tmp_path, tiny.movie_id)
@@ -418,7 +418,7 @@ def test_title_identities_reads_one_title_of_the_library(tmp_path: Path, tiny: M
 
 
 def test_report_shows_identities_names_and_correction_commands(tmp_path: Path, tiny: MovieResults):
-    from flows.cli import main as vcn_main
+    from vcn.flows.cli import main as vcn_main
 
     out = tmp_path / "out"
     root = write_folder(out / tiny.movie_id, tiny)
@@ -447,7 +447,7 @@ def test_report_shows_identities_names_and_correction_commands(tmp_path: Path, t
     assert logged["kind"] == "label" and logged["name"] == "Ada Lovelace"
     assert logged["groups"] == [[[tiny.movie_id, t] for t in ("a1", "a2", "a3")]]
     # The Markdown artifact names the person too, escaped.
-    from tasks.report import library_identities
+    from vcn.tasks.report import library_identities
 
     identities, _ = library_identities(str(root), tiny.movie_id)
     md = render_markdown(tiny, {}, identities=identities)
@@ -483,7 +483,7 @@ def test_correction_commands_quote_ids_and_use_the_placeholder():
 
 @pytest.fixture(scope="module")
 def real_run(prefect_server, tmp_path_factory) -> Path:
-    from flows.cli import main as vcn_main
+    from vcn.flows.cli import main as vcn_main
 
     out = tmp_path_factory.mktemp("out")
     assert vcn_main(["run", str(SAMPLE), "--out", str(out), "--method", "hac"]) == 0
@@ -553,7 +553,7 @@ def test_report_task_publishes_the_markdown_artifact(real_run: Path, prefect_ser
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from tasks.report import write_report
+    from vcn.tasks.report import write_report
 
     @flow(name="report-only")
     def report_flow(movie_dir: str) -> str:

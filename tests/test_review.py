@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from storage.corrections import append, read_log, resolve
 from vcn.errors import InputError
 from vcn.library.corrections import Correction, apply_to_labels, cannot_link_rows
+from vcn.storage.corrections import append, read_log, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
@@ -77,7 +77,7 @@ def test_concurrent_appends_lose_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def ingested(prefect_server, tmp_path_factory):
-    from flows.cli import main as vcn_main
+    from vcn.flows.cli import main as vcn_main
 
     lib = tmp_path_factory.mktemp("lib")
     shutil.copy(SAMPLE, lib / SAMPLE.name)
@@ -98,7 +98,7 @@ def _members(out: Path) -> dict[str, dict]:
 
 
 def test_corrections_survive_a_rerun_of_the_clustering(ingested, capsys):
-    from flows.cli import main as vcn_main
+    from vcn.flows.cli import main as vcn_main
 
     out, movie, lib = ingested
     dry_run = ["ingest", str(lib), "--out", str(out), "--method", "hac", "--dry-run"]

@@ -15,10 +15,6 @@ import numpy as np
 import pytest
 
 import vcn.versions
-from storage.layout import MovieLayout
-from storage.manifest import record_stage
-from tasks.context import MovieContext
-from tasks.stages import stage_plan, stage_record
 from vcn.config import PipelineConfig
 from vcn.faces.assembly import ChunkFaces, assemble_movie
 from vcn.faces.detection import ModelFiles
@@ -30,6 +26,10 @@ from vcn.method.matching import index_sums
 from vcn.method.videoclusternet import adapt, cluster
 from vcn.method.view_bank import ViewBank
 from vcn.method.views import strong_view_blocks
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import record_stage
+from vcn.tasks.context import MovieContext
+from vcn.tasks.stages import stage_plan, stage_record
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "short_hamilton_clip.mp4"
@@ -110,8 +110,8 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 def stage_outputs() -> dict[str, str]:
     """Digests of the tracks stage and of the HAC clustering on the first 60 frames of the sample:
     faces (ids, frames, boxes to the pixel), local tracks and cuts; tracks; cluster labels."""
-    from tasks.models import face_models
     from vcn.faces.detection import default_model_dir, find_models
+    from vcn.tasks.models import face_models
 
     cfg = IngestConfig()
     files = find_models(default_model_dir())

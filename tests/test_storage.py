@@ -12,14 +12,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from storage import schemas
-from storage.atomic import atomic_path, write_bytes, write_json, write_parquet
-from storage.crops import read_crops, write_crops
-from storage.layout import MovieLayout
-from storage.manifest import known_paths, read_manifest, record_stage, stage_is_complete, update_manifest
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
 from vcn.manifest import InputFailure, InputRecord, Manifest, StageRecord
+from vcn.storage import schemas
+from vcn.storage.atomic import atomic_path, write_bytes, write_json, write_parquet
+from vcn.storage.crops import read_crops, write_crops
+from vcn.storage.layout import MovieLayout
+from vcn.storage.manifest import known_paths, read_manifest, record_stage, stage_is_complete, update_manifest
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "short_hamilton_clip.mp4"
 
@@ -198,8 +198,8 @@ def test_stage_record_extra_does_not_shadow_its_fields():
 def test_a_prepared_title_writes_the_manifest_shape_and_reads_it_back(tmp_path):
     """The manifest that prepare-movie and the stage records write has the keys it always had,
     and reads back into the same JSON."""
-    from tasks.ingest import prepare_movie
-    from tasks.stages import record_failure, stage_record
+    from vcn.tasks.ingest import prepare_movie
+    from vcn.tasks.stages import record_failure, stage_record
 
     ctx = prepare_movie.fn(str(SAMPLE), str(tmp_path), PipelineConfig())
     layout = ctx.layout
@@ -241,7 +241,7 @@ def _crafted_checkpoints(tmp_path: Path, code_payload) -> dict[str, tuple[Path, 
 
     import torch
 
-    from storage.checkpoints import FORMAT
+    from vcn.storage.checkpoints import FORMAT
 
     files = {}
     for name in ("raw-pickle", "torch-save", "torch-save-state"):
@@ -262,8 +262,8 @@ def _crafted_checkpoints(tmp_path: Path, code_payload) -> dict[str, tuple[Path, 
 
 
 def test_crafted_checkpoint_is_refused_without_running(tmp_path, code_payload):
-    from storage.checkpoints import load_checkpoint
     from vcn.errors import CheckpointError
+    from vcn.storage.checkpoints import load_checkpoint
 
     for name, (path, marker) in _crafted_checkpoints(tmp_path, code_payload).items():
         with pytest.raises(CheckpointError) as err:
@@ -277,8 +277,8 @@ def test_crafted_checkpoint_is_refused_without_running(tmp_path, code_payload):
 def test_checkpoint_of_tensors_but_not_vcns_layout_is_refused(tmp_path):
     import torch
 
-    from storage.checkpoints import FORMAT, load_checkpoint
     from vcn.errors import CheckpointError
+    from vcn.storage.checkpoints import FORMAT, load_checkpoint
 
     cases = {
         "weights.pt": {"layer.weight": torch.zeros(2, 2)},  # someone else's state dict

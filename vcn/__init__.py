@@ -1,8 +1,10 @@
 """vcn: VideoClusterNet face clustering for movies and TV episodes.
 
-The package is the pure core: functions take and return arrays and dataclasses. Orchestration
-(Prefect tasks and flows, Dask) lives in the sibling packages ``tasks`` and ``flows``; reading
-and writing Parquet files and ``manifest.json`` lives in ``storage``.
+The core (``media``, ``faces``, ``method``, ``library``, ``evaluation``, ``report``) is pure:
+functions take and return arrays and dataclasses. The orchestration installs beside it under the
+same name from the repository's own folders: ``vcn.flows`` (flows/: Prefect flows and the CLI),
+``vcn.tasks`` (tasks/: Prefect tasks) and ``vcn.storage`` (storage/: Parquet, ``manifest.json``,
+atomic writes).
 """
 
 __version__ = "0.1.0"

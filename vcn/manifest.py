@@ -8,7 +8,7 @@ config) and, per stage, the latest run (:class:`StageRecord`) plus every run in 
 vcn writes, older ones included: a missing key takes its default and a key a record does not name
 is kept in its ``extra`` and written back as it was, so reading and rewriting a manifest keeps
 every key. Pure data: reading and writing the file (locks, atomic replace) is
-:mod:`storage.manifest`'s job.
+:mod:`vcn.storage.manifest`'s job.
 """
 
 from __future__ import annotations

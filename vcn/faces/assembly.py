@@ -21,7 +21,7 @@ from vcn.report.summary import TrackSummary, summarize_tracks
 
 @dataclass
 class ChunkFaces:
-    """One chunk's stored faces: ``columns`` as in ``storage.schemas.CHUNK_FACES_SCHEMA``
+    """One chunk's stored faces: ``columns`` as in ``vcn.storage.schemas.CHUNK_FACES_SCHEMA``
     (``boxes`` not packed: ``x1,y1,x2,y2`` separate; ``landmarks`` (N, 5, 2)), and its cuts."""
 
     chunk: Chunk

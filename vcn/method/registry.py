@@ -5,7 +5,7 @@ its clustering, the :class:`vcn.config.ClusterConfig` field that holds its own s
 of the clusters stage's config only under that method), and whether its clustering goes to a GPU
 worker when one is there. The CLI's choices, :class:`vcn.config.PipelineConfig`'s stages and
 stage configs, the flow and the cluster task all read this table. Adding a method is its module,
-one entry here and its clustering function in ``tasks.cluster.CLUSTERERS``.
+one entry here and its clustering function in ``vcn.tasks.cluster.CLUSTERERS``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Cluster reports: a self-contained HTML page and a compact Markdown summary of one movie.
 
 Pure rendering: tables, the manifest and already-encoded JPEG thumbnails go in, a string comes
-out. Reading the outputs and writing ``report.html`` are the job of ``storage.results`` and
-``tasks.report``.
+out. Reading the outputs and writing ``report.html`` are the job of ``vcn.storage.results`` and
+``vcn.tasks.report``.
 
 The HTML opens offline: CSS and a few lines of JavaScript are inline, thumbnails are ``data:``
 URIs, the timeline is inline SVG. Its size stays bounded on a 2-hour movie because galleries are
@@ -10,7 +10,7 @@ capped (``ReportConfig``), thumbnails are small re-encoded JPEGs and timeline ba
 closer than one SVG unit are merged.
 
 Given the title's library identities (cluster id -> identity id and name, see
-:func:`storage.identities.title_identities`), each gallery shows the person's name and identity id
+:func:`vcn.storage.identities.title_identities`), each gallery shows the person's name and identity id
 and the review commands that correct the cluster (:func:`correction_commands`).
 
 Every string that comes from a file name or from metadata (the video's name, cluster and track
