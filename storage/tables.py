@@ -1,5 +1,5 @@
-"""A title's tables on disk: chunk faces, then faces, tracks and shots, read and written with
-their schemas (:mod:`vcn.storage.schemas`), atomically.
+"""A title's tables on disk: chunk faces, then faces, tracks and shots, then the clusters, read
+and written with their schemas (:mod:`vcn.storage.schemas`), atomically.
 
 A chunk's faces file is its completion record: it is written last, after the chunk's crops, and
 its metadata holds the chunk, its cuts, decode counts, timings and the stage hash it was made
@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vcn.faces.assembly import ChunkFaces, MovieFaces
 from vcn.media.video import Chunk
+from vcn.report.summary import ClusterSummary, TrackSummary
 from vcn.storage import schemas
 from vcn.storage.atomic import write_parquet
 from vcn.storage.layout import MovieLayout
@@ -73,3 +75,30 @@ def read_face_columns(layout: MovieLayout, columns: list[str]) -> dict[str, np.n
 def read_track_ids(layout: MovieLayout) -> list[str]:
     """The title's track ids in ``tracks.parquet`` order (the row numbers the method uses)."""
     return pq.read_table(layout.tracks, columns=["track_id"]).column(0).to_pylist()
+
+
+def read_tracks(layout: MovieLayout) -> TrackSummary:
+    """The title's ``tracks.parquet`` as a :class:`TrackSummary` (rows in file order)."""
+    c = schemas.columns_from_table(pq.read_table(layout.tracks))
+    return TrackSummary(
+        track_id=c["track_id"].astype(object), shot_id=c["shot_id"], first_frame=c["first_frame"],
+        last_frame=c["last_frame"], n_faces=c["n_faces"], mean_embedding=c["mean_embedding"],
+        quality=c["quality"],
+    )
+
+
+def _with_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)
+
+
+def write_clusters(layout: MovieLayout, face_cluster: np.ndarray, track_cluster: np.ndarray,
+                   quality: np.ndarray, clusters: ClusterSummary) -> None:
+    """Write a clustering: ``cluster_id`` of every face (F,) and track (T,) in file order, the
+    tracks' ``quality`` (T,) float32, and ``clusters.parquet`` from ``clusters``; each file
+    atomically, ``clusters.parquet`` last."""
+    faces = pq.read_table(layout.faces)
+    write_parquet(layout.faces, _with_column(faces, "cluster_id", pa.array(list(face_cluster), pa.string())))
+    tracks = _with_column(pq.read_table(layout.tracks), "cluster_id",
+                          pa.array(list(track_cluster), pa.string()))
+    write_parquet(layout.tracks, _with_column(tracks, "quality", pa.array(quality, pa.float32())))
+    write_parquet(layout.clusters, schemas.table_from_columns(schemas.CLUSTERS_SCHEMA, vars(clusters)))

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run, task_run
@@ -26,43 +24,27 @@ from vcn.method.vct import run_vct
 from vcn.method.videoclusternet import cluster
 from vcn.report.summary import TrackSummary, cluster_names, summarize_clusters
 from vcn.storage import schemas
-from vcn.storage.atomic import write_parquet
 from vcn.storage.checkpoints import load_checkpoint
 from vcn.storage.corrections import read_log
 from vcn.storage.manifest import now_iso, record_stage
+from vcn.storage.tables import read_face_columns, read_tracks, write_clusters
 from vcn.tasks.context import MovieContext
 from vcn.tasks.finetune import method_inputs, view_bank
 from vcn.tasks.models import torch_threads, worker_address
 from vcn.tasks.policies import is_transient
 from vcn.tasks.stages import stage_record
 
-
-def _set_column(table: pa.Table, name: str, values: np.ndarray) -> pa.Table:
-    idx = table.schema.get_field_index(name)
-    return table.set_column(idx, name, pa.array(list(values), pa.string()))
-
-
-def read_tracks(path: str) -> TrackSummary:
-    """Load ``tracks.parquet`` into a :class:`TrackSummary`."""
-    c = schemas.columns_from_table(pq.read_table(path))
-    return TrackSummary(
-        track_id=c["track_id"].astype(object), shot_id=c["shot_id"], first_frame=c["first_frame"],
-        last_frame=c["last_frame"], n_faces=c["n_faces"], mean_embedding=c["mean_embedding"],
-        quality=c["quality"],
-    )
-
-
 Clustered = tuple[np.ndarray, np.ndarray | None, dict[str, Any]]
 
 
-def _cluster_hac(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
+def _cluster_hac(ctx: MovieContext, tracks: TrackSummary, threads: int | None,
                  said_apart: np.ndarray) -> Clustered:
     """Labels (T,) of the HAC baseline on the tracks' mean embeddings (no quality, no unknowns);
     a reviewer's splits apply afterwards, with the rest of the log."""
     return hac(tracks.mean_embedding, threshold=ctx.config.cluster.hac_threshold), None, {}
 
 
-def _cluster_vcn(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
+def _cluster_vcn(ctx: MovieContext, tracks: TrackSummary, threads: int | None,
                  said_apart: np.ndarray) -> Clustered:
     """Labels (T,) (-1 = unknown) and SER-FIQ quality (T,) of the parameter-free clustering,
     with ``threads`` PyTorch threads (``vcn.tasks.models.torch_threads``); ``said_apart`` (P, 2)
@@ -92,14 +74,14 @@ def _cluster_vcn(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table,
     }
 
 
-def _cluster_vct(ctx: MovieContext, tracks: TrackSummary, faces_table: pa.Table, threads: int | None,
+def _cluster_vct(ctx: MovieContext, tracks: TrackSummary, threads: int | None,
                  said_apart: np.ndarray) -> Clustered:
     """Labels (T,) (-1 = unknown) and quality (T,) of the ``vct`` method (:func:`vcn.method.vct.run_vct`)
     on the faces' frozen embeddings; the unknowns rule reads the detector score (median per
     track), which faces.parquet already holds, in place of SER-FIQ (it needs the crops and the
     recognizer); ``said_apart`` (P, 2) track pairs a reviewer split, kept apart like co-occurring
     ones."""
-    c = schemas.columns_from_table(faces_table.select(["track_id", "frame_idx", "det_score", "embedding"]))
+    c = read_face_columns(ctx.layout, ["track_id", "frame_idx", "det_score", "embedding"])
     index = tracks.index_of(c["track_id"].astype(object))
     cannot = cooccurring_pairs(c["frame_idx"], index)
     if len(said_apart):
@@ -135,9 +117,8 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     started = now_iso()
     layout = ctx.layout
     cfg = ctx.config.cluster
-    tracks = read_tracks(str(layout.tracks))
-    faces_table = pq.read_table(layout.faces)
-    faces = schemas.columns_from_table(faces_table.select(["face_id", "track_id", "embedding"]))
+    tracks = read_tracks(layout)
+    faces = read_face_columns(layout, ["face_id", "track_id", "embedding"])
     extra: dict[str, Any] = {}
     # The library's corrections that name this title's tracks (vcn.storage.corrections).
     said = for_movie(read_log(layout.root.parent), ctx.movie_id)
@@ -147,7 +128,7 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
         labels = np.zeros(1, np.int64)
     else:
         apart = cannot_link_rows(said, ctx.movie_id, tracks.track_id)
-        labels, quality, extra = CLUSTERERS[cfg.method](ctx, tracks, faces_table, threads, apart)
+        labels, quality, extra = CLUSTERERS[cfg.method](ctx, tracks, threads, apart)
         if quality is not None:
             tracks.quality = quality.astype(np.float32)
     if said:
@@ -157,17 +138,11 @@ def cluster_tracks(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     track_cluster = cluster_names(labels, tracks.n_faces)
     row_of = tracks.index_of(faces["track_id"].astype(object))
     face_cluster = track_cluster[row_of] if len(row_of) else np.zeros(0, object)
-    write_parquet(layout.faces, _set_column(faces_table, "cluster_id", face_cluster))
-    tracks_table = _set_column(pq.read_table(layout.tracks), "cluster_id", track_cluster)
-    tracks_table = tracks_table.set_column(
-        tracks_table.schema.get_field_index("quality"), "quality", pa.array(tracks.quality, pa.float32())
-    )
-    write_parquet(layout.tracks, tracks_table)
     summary = summarize_clusters(
         tracks, track_cluster, faces["face_id"], row_of, faces["embedding"], ctx.info.fps,
         ctx.config.ingest.stride,
     )
-    write_parquet(layout.clusters, schemas.table_from_columns(schemas.CLUSTERS_SCHEMA, vars(summary)))
+    write_clusters(layout, face_cluster, track_cluster, tracks.quality, summary)
     n_clusters = int(np.sum(summary.cluster_id != schemas.UNKNOWN))
     rows = {"clusters": n_clusters, "unknown_tracks": int(np.sum(track_cluster == schemas.UNKNOWN))}
     record_stage(layout, "clusters", stage_record(

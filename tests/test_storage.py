@@ -14,12 +14,15 @@ import pytest
 
 from vcn.config import PipelineConfig
 from vcn.errors import InputError
+from vcn.faces.assembly import MovieFaces
 from vcn.manifest import InputFailure, InputRecord, Manifest, StageRecord
+from vcn.report.summary import TrackSummary, cluster_names, summarize_clusters
 from vcn.storage import schemas
 from vcn.storage.atomic import atomic_path, write_bytes, write_json, write_parquet
 from vcn.storage.crops import read_crops, write_crops
 from vcn.storage.layout import MovieLayout
 from vcn.storage.manifest import known_paths, read_manifest, record_stage, stage_is_complete, update_manifest
+from vcn.storage.tables import read_face_columns, read_tracks, write_clusters, write_title_tables
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "short_hamilton_clip.mp4"
 
@@ -54,6 +57,45 @@ def test_faces_table_round_trip(tmp_path):
     np.testing.assert_array_equal(back["embedding"], emb)
     np.testing.assert_array_equal(back["landmarks"], lmk)
     assert schemas.table_metadata(str(path)) == {"k": 1}
+
+
+def test_title_tables_then_clusters_round_trip(tmp_path):
+    """The assembled title's tables read back as the clusters stage needs them, and a clustering
+    written over them sets every face's and track's cluster and the tracks' quality."""
+    rng = np.random.default_rng(2)
+    n, ids = 6, np.array(["m-c00000-t00000", "m-c00000-t00001", "m-c00001-t00000"], object)
+    track_of_face = np.array([0, 0, 1, 1, 2, 2])
+    faces = {
+        "face_id": np.arange(n), "frame_idx": np.arange(n) * 5, "t_sec": np.arange(n) * 0.2,
+        "x1": np.zeros(n), "y1": np.zeros(n), "x2": np.full(n, 40.0), "y2": np.full(n, 48.0),
+        "det_score": np.full(n, 0.8), "landmarks": np.zeros((n, 5, 2), np.float32),
+        "sharpness": np.ones(n), "yaw": np.zeros(n),
+        "embedding": rng.normal(size=(n, 512)).astype(np.float32),
+        "shot_id": np.zeros(n, np.int32), "track_id": ids[track_of_face],
+    }
+    tracks = TrackSummary(
+        track_id=ids, shot_id=np.zeros(3, np.int32), first_frame=np.array([0, 10, 20]),
+        last_frame=np.array([5, 15, 25]), n_faces=np.full(3, 2), quality=np.full(3, np.nan, np.float32),
+        mean_embedding=rng.normal(size=(3, 512)).astype(np.float32),
+    )
+    layout = MovieLayout(tmp_path / "m")
+    layout.root.mkdir()
+    write_title_tables(layout, MovieFaces(faces, tracks, np.array([[0, 30]]), np.zeros(0, np.int64)), 25.0)
+    back = read_tracks(layout)
+    np.testing.assert_array_equal(back.track_id, ids)
+    np.testing.assert_array_equal(back.mean_embedding, tracks.mean_embedding)
+    assert set(read_face_columns(layout, ["cluster_id"])["cluster_id"]) == {schemas.UNKNOWN}
+
+    track_cluster = cluster_names(np.array([0, 0, -1]), back.n_faces)
+    row_of = back.index_of(faces["track_id"])
+    quality = np.array([0.7, 0.6, 0.1], np.float32)
+    summary = summarize_clusters(back, track_cluster, faces["face_id"], row_of, faces["embedding"], 25.0, 5)
+    write_clusters(layout, track_cluster[row_of], track_cluster, quality, summary)
+    assert list(read_face_columns(layout, ["cluster_id"])["cluster_id"]) == list(track_cluster[row_of])
+    written = read_tracks(layout)
+    np.testing.assert_array_equal(written.quality, quality)
+    assert list(pq.read_table(layout.tracks).column("cluster_id").to_pylist()) == list(track_cluster)
+    assert pq.read_table(layout.clusters).column("cluster_id").to_pylist() == list(summary.cluster_id)
 
 
 def test_crops_store_returns_requested_order(tmp_path):
