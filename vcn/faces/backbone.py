@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,38 +37,6 @@ _WEIGHT_INPUTS: dict[str, tuple[int, ...]] = {
 }
 # Ops that count as a "weight layer" (SER-FIQ's dropout sits before the last one).
 WEIGHT_LAYER_OPS = ("Conv", "Gemm", "MatMul")
-
-_SUPPORTED = frozenset(
-    {
-        "Conv",
-        "PRelu",
-        "Relu",
-        "LeakyRelu",
-        "Sigmoid",
-        "Clip",
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "BatchNormalization",
-        "Flatten",
-        "Reshape",
-        "Gemm",
-        "MatMul",
-        "Identity",
-        "Dropout",
-        "GlobalAveragePool",
-        "AveragePool",
-        "MaxPool",
-        "Constant",
-        "Shape",
-        "Gather",
-        "Unsqueeze",
-        "Concat",
-        "Transpose",
-    }
-)
-
 
 @dataclass(frozen=True)
 class _Node:
@@ -249,119 +217,132 @@ class OnnxBackbone(nn.Module):
         raise ConfigError(f"{self.source}: tensor {stop!r} is not reached after {start!r}")
 
     def _exec(self, n: _Node, xs: list) -> Sequence[torch.Tensor]:
-        a, op = n.attrs, n.op
-        if op == "Conv":
-            w = xs[1]
-            spatial = w.dim() - 2
-            if spatial != 2:
-                raise ConfigError(f"{self.source}: only 2-D Conv is supported (node {n.key})")
-            torch_pad, symmetric = _pads(a, spatial)
-            x = xs[0]
-            pad: tuple[int, ...] | int = tuple(a.get("pads", [0, 0, 0, 0])[:2])
-            if not symmetric:
-                x, pad = F.pad(x, torch_pad), 0
-            return [
-                F.conv2d(
-                    x,
-                    w,
-                    xs[2] if len(xs) > 2 else None,
-                    stride=tuple(a.get("strides", [1, 1])),
-                    padding=pad,
-                    dilation=tuple(a.get("dilations", [1, 1])),
-                    groups=a.get("group", 1),
-                )
-            ]
-        if op == "PRelu":
-            x, slope = xs[0], xs[1]
-            # F.prelu is one fused kernel (where/ge/mul cost a third of the forward time); it
-            # takes a per-channel slope, which ONNX stores as (C, 1, 1).
-            if (
-                x.dim() >= 2
-                and slope.numel() in (1, x.shape[1])
-                and slope.dim() <= x.dim() - 1
-                and math.prod(slope.shape[1:]) == 1
-            ):
-                return [F.prelu(x, slope.reshape(-1))]
-            return [torch.where(x >= 0, x, x * slope)]
-        if op == "Relu":
-            return [F.relu(xs[0])]
-        if op == "LeakyRelu":
-            return [F.leaky_relu(xs[0], a.get("alpha", 0.01))]
-        if op == "Sigmoid":
-            return [torch.sigmoid(xs[0])]
-        if op == "Clip":
-            lo = a.get("min", xs[1] if len(xs) > 1 and xs[1] is not None else None)
-            hi = a.get("max", xs[2] if len(xs) > 2 and xs[2] is not None else None)
-            return [torch.clamp(xs[0], lo, hi)]
-        if op in ("Add", "Sub", "Mul", "Div"):
-            f = {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Div": torch.div}[op]
-            return [f(xs[0], xs[1])]
-        if op == "BatchNormalization":
-            return [
-                F.batch_norm(xs[0], xs[3], xs[4], xs[1], xs[2], training=False, eps=a.get("epsilon", 1e-5))
-            ]
-        if op == "Flatten":
-            axis = a.get("axis", 1) % max(xs[0].dim(), 1)
-            return [xs[0].reshape(math.prod(xs[0].shape[:axis]), -1)]
-        if op == "Reshape":
-            shape = [int(s) for s in xs[1].tolist()]
-            shape = [xs[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
-            return [xs[0].reshape(shape)]
-        if op == "Gemm":
-            A = xs[0].t() if a.get("transA", 0) else xs[0]
-            B = xs[1].t() if a.get("transB", 0) else xs[1]
-            y = a.get("alpha", 1.0) * (A @ B)
-            if len(xs) > 2 and xs[2] is not None:
-                y = y + a.get("beta", 1.0) * xs[2]
-            return [y]
-        if op == "MatMul":
-            return [torch.matmul(xs[0], xs[1])]
-        if op in ("Identity", "Dropout"):
-            return [xs[0]]
-        if op == "GlobalAveragePool":
-            return [xs[0].mean(dim=tuple(range(2, xs[0].dim())), keepdim=True)]
-        if op in ("AveragePool", "MaxPool"):
-            torch_pad, symmetric = _pads(a, 2)
-            k, s = tuple(a["kernel_shape"]), tuple(a.get("strides", [1, 1]))
-            if not symmetric:
-                raise ConfigError(f"{self.source}: asymmetric pads in {op} (node {n.key}) are not supported")
-            p = tuple(a.get("pads", [0, 0, 0, 0])[:2])
-            if op == "MaxPool":
-                return [F.max_pool2d(xs[0], k, s, p, ceil_mode=bool(a.get("ceil_mode", 0)))]
-            return [
-                F.avg_pool2d(
-                    xs[0],
-                    k,
-                    s,
-                    p,
-                    ceil_mode=bool(a.get("ceil_mode", 0)),
-                    count_include_pad=bool(a.get("count_include_pad", 0)),
-                )
-            ]
-        if op == "Constant":
-            return [torch.from_numpy(np.array(a["value"]))]
-        if op == "Shape":
-            return [torch.tensor(xs[0].shape, dtype=torch.int64)]
-        if op == "Gather":
-            idx = xs[1].long()
-            return [
-                torch.index_select(xs[0], a.get("axis", 0), idx.reshape(-1)).reshape(
-                    xs[0].shape[: a.get("axis", 0)] + idx.shape + xs[0].shape[a.get("axis", 0) + 1 :]
-                )
-            ]
-        if op == "Unsqueeze":
-            axes = a["axes"] if "axes" in a else xs[1].tolist()
-            y = xs[0]
-            for ax in sorted(int(v) % (y.dim() + len(axes)) for v in axes):
-                y = y.unsqueeze(ax)
-            return [y]
-        if op == "Concat":
-            return [torch.cat([x for x in xs if x is not None], dim=a["axis"])]
-        if op == "Transpose":
-            return [
-                xs[0].permute(*a["perm"]) if "perm" in a else xs[0].permute(*reversed(range(xs[0].dim())))
-            ]
-        raise ConfigError(f"{self.source}: op {op!r} is not supported by vcn/faces/backbone.py")
+        return _OPS[n.op](n.attrs, xs, f"{self.source}, node {n.key}")
+
+
+# -- the ops ------------------------------------------------------------------------------------
+# Each takes the node's attributes, its inputs (None for an omitted optional input) and a
+# "model, node" string for errors, and returns the node's outputs.
+
+Tensors = list[torch.Tensor]
+
+
+def _conv(a: dict, xs: list, where: str) -> Tensors:
+    w = xs[1]
+    if w.dim() != 4:
+        raise ConfigError(f"{where}: only 2-D Conv is supported")
+    torch_pad, symmetric = _pads(a, 2)
+    x = xs[0]
+    pad: tuple[int, ...] | int = tuple(a.get("pads", [0, 0, 0, 0])[:2])
+    if not symmetric:
+        x, pad = F.pad(x, torch_pad), 0
+    return [F.conv2d(x, w, xs[2] if len(xs) > 2 else None, stride=tuple(a.get("strides", [1, 1])),
+                     padding=pad, dilation=tuple(a.get("dilations", [1, 1])), groups=a.get("group", 1))]
+
+
+def _prelu(a: dict, xs: list, where: str) -> Tensors:
+    x, slope = xs[0], xs[1]
+    # F.prelu is one fused kernel (where/ge/mul cost a third of the forward time); it takes a
+    # per-channel slope, which ONNX stores as (C, 1, 1).
+    if (x.dim() >= 2 and slope.numel() in (1, x.shape[1]) and slope.dim() <= x.dim() - 1
+            and math.prod(slope.shape[1:]) == 1):
+        return [F.prelu(x, slope.reshape(-1))]
+    return [torch.where(x >= 0, x, x * slope)]
+
+
+def _clip(a: dict, xs: list, where: str) -> Tensors:
+    lo = a.get("min", xs[1] if len(xs) > 1 and xs[1] is not None else None)
+    hi = a.get("max", xs[2] if len(xs) > 2 and xs[2] is not None else None)
+    return [torch.clamp(xs[0], lo, hi)]
+
+
+def _batch_norm(a: dict, xs: list, where: str) -> Tensors:
+    return [F.batch_norm(xs[0], xs[3], xs[4], xs[1], xs[2], training=False, eps=a.get("epsilon", 1e-5))]
+
+
+def _flatten(a: dict, xs: list, where: str) -> Tensors:
+    axis = a.get("axis", 1) % max(xs[0].dim(), 1)
+    return [xs[0].reshape(math.prod(xs[0].shape[:axis]), -1)]
+
+
+def _reshape(a: dict, xs: list, where: str) -> Tensors:
+    shape = [int(s) for s in xs[1].tolist()]
+    return [xs[0].reshape([xs[0].shape[i] if s == 0 else s for i, s in enumerate(shape)])]
+
+
+def _gemm(a: dict, xs: list, where: str) -> Tensors:
+    A = xs[0].t() if a.get("transA", 0) else xs[0]
+    B = xs[1].t() if a.get("transB", 0) else xs[1]
+    y = a.get("alpha", 1.0) * (A @ B)
+    if len(xs) > 2 and xs[2] is not None:
+        y = y + a.get("beta", 1.0) * xs[2]
+    return [y]
+
+
+def _pool(a: dict, xs: list, where: str, op: str) -> Tensors:
+    _, symmetric = _pads(a, 2)
+    if not symmetric:
+        raise ConfigError(f"{where}: asymmetric pads in {op} are not supported")
+    k, s = tuple(a["kernel_shape"]), tuple(a.get("strides", [1, 1]))
+    p = tuple(a.get("pads", [0, 0, 0, 0])[:2])
+    ceil = bool(a.get("ceil_mode", 0))
+    if op == "MaxPool":
+        return [F.max_pool2d(xs[0], k, s, p, ceil_mode=ceil)]
+    include_pad = bool(a.get("count_include_pad", 0))
+    return [F.avg_pool2d(xs[0], k, s, p, ceil_mode=ceil, count_include_pad=include_pad)]
+
+
+def _gather(a: dict, xs: list, where: str) -> Tensors:
+    axis, idx = a.get("axis", 0), xs[1].long()
+    out = torch.index_select(xs[0], axis, idx.reshape(-1))
+    return [out.reshape(xs[0].shape[:axis] + idx.shape + xs[0].shape[axis + 1:])]
+
+
+def _unsqueeze(a: dict, xs: list, where: str) -> Tensors:
+    axes = a["axes"] if "axes" in a else xs[1].tolist()
+    y = xs[0]
+    for ax in sorted(int(v) % (y.dim() + len(axes)) for v in axes):
+        y = y.unsqueeze(ax)
+    return [y]
+
+
+def _transpose(a: dict, xs: list, where: str) -> Tensors:
+    return [xs[0].permute(*a["perm"]) if "perm" in a else xs[0].permute(*reversed(range(xs[0].dim())))]
+
+
+def _elementwise(f: Callable[..., torch.Tensor]) -> Callable[[dict, list, str], Tensors]:
+    return lambda a, xs, where: [f(xs[0], xs[1])]
+
+
+_OPS: dict[str, Callable[[dict, list, str], Tensors]] = {
+    "Conv": _conv,
+    "PRelu": _prelu,
+    "Relu": lambda a, xs, where: [F.relu(xs[0])],
+    "LeakyRelu": lambda a, xs, where: [F.leaky_relu(xs[0], a.get("alpha", 0.01))],
+    "Sigmoid": lambda a, xs, where: [torch.sigmoid(xs[0])],
+    "Clip": _clip,
+    "Add": _elementwise(torch.add),
+    "Sub": _elementwise(torch.sub),
+    "Mul": _elementwise(torch.mul),
+    "Div": _elementwise(torch.div),
+    "BatchNormalization": _batch_norm,
+    "Flatten": _flatten,
+    "Reshape": _reshape,
+    "Gemm": _gemm,
+    "MatMul": _elementwise(torch.matmul),
+    "Identity": lambda a, xs, where: [xs[0]],
+    "Dropout": lambda a, xs, where: [xs[0]],
+    "GlobalAveragePool": lambda a, xs, where: [xs[0].mean(dim=tuple(range(2, xs[0].dim())), keepdim=True)],
+    "AveragePool": lambda a, xs, where: _pool(a, xs, where, "AveragePool"),
+    "MaxPool": lambda a, xs, where: _pool(a, xs, where, "MaxPool"),
+    "Constant": lambda a, xs, where: [torch.from_numpy(np.array(a["value"]))],
+    "Shape": lambda a, xs, where: [torch.tensor(xs[0].shape, dtype=torch.int64)],
+    "Gather": _gather,
+    "Unsqueeze": _unsqueeze,
+    "Concat": lambda a, xs, where: [torch.cat([x for x in xs if x is not None], dim=a["axis"])],
+    "Transpose": _transpose,
+}
+_SUPPORTED = frozenset(_OPS)
 
 
 def load_backbone(onnx_path: str) -> OnnxBackbone:
