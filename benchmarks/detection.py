@@ -32,6 +32,7 @@ wall-clock time; the wall-clock median is printed too.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -46,8 +47,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vcn.faces.boxes import box_iou
 from vcn.faces.detection import DetectionConfig, FaceDetector, default_model_dir, find_models
 
-HEIGHT_BINS = ((0, 32, "<32"), (32, 64, "32-64"), (64, 256, "64-256"), (256, 1e9, ">256"))
+HEIGHT_EDGES = "32,64,256"
 MATCH_IOU = 0.4
+
+
+def height_bins(edges: str) -> list[tuple[float, float, str]]:
+    """Bins of ground-truth face height from comma-separated edges: "32,64" gives <32, 32-64, >64."""
+    e = [float(v) for v in edges.split(",")]
+    inner = [(lo, hi, f"{lo:g}-{hi:g}") for lo, hi in itertools.pairwise(e)]
+    return [(0.0, e[0], f"<{e[0]:g}"), *inner, (e[-1], 1e9, f">{e[-1]:g}")]
 
 
 def parse_setting(name: str, threshold: float) -> DetectionConfig:
@@ -136,7 +144,7 @@ def detection_table(args, gt: pd.DataFrame, model: str) -> None:
     print(f"\n{os.path.basename(args.video)} {shape[1]}x{shape[0]}: {n_frames} labelled frames, "
           f"{int((gt.identity != 'ignore').sum())} scored faces; threads={args.threads}")
     strides = [int(k) for k in args.strides.split(",")] if args.strides else []
-    bins = [(lo, hi, name) for lo, hi, name in HEIGHT_BINS]
+    bins = height_bins(args.heights)
     scored_all = gt[gt.identity != "ignore"]
     counts = [(name, int(((scored_all.h >= lo) & (scored_all.h < hi)).sum())) for lo, hi, name in bins]
     header = (f"{'setting':<14}{'thr':>5}{'cpu ms':>8}{'wall ms':>8}{'recall':>8}"
@@ -319,6 +327,7 @@ def main() -> None:
     p.add_argument("--settings", default="640,800,960,1280,640+2x1,640+2x2")
     p.add_argument("--thresholds", default="0.5")
     p.add_argument("--strides", default="5,10,15,20")
+    p.add_argument("--heights", default=HEIGHT_EDGES, help="edges of the face-height bins, in px")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-frames", type=int, default=0, help="evaluate on at most this many labelled frames")
     p.add_argument("--model-dir", default=None)
