@@ -97,8 +97,8 @@ def test_engine_features_give_the_torch_scores(backbone, h5_faces, openvino) -> 
     """The recognizer's engine returns the dropout point's activations with the embedding (OpenVINO,
     or onnxruntime with the tensor added as a graph output); SER-FIQ from them equals the torch
     trunk's scores, and the embedding is the plain one."""
-    from vcn.faces.detection import open_session
     from vcn.faces.embedding import EmbeddingConfig, FaceEmbedder
+    from vcn.faces.sessions import open_session
     from vcn.method.track_quality import dropout_point, serfiq_from_features
 
     crops, _ = h5_faces

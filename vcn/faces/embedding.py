@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from vcn.errors import ConfigError, InputError, ModelNotFoundError
-from vcn.faces.detection import open_session
+from vcn.faces.sessions import open_session
 
 CROP_SIZE = 112
 # insightface's arcface_dst: where the eyes, nose tip and mouth corners land in a 112x112 crop.
@@ -135,7 +135,7 @@ def _input_normalisation(model_path: str) -> tuple[float, float]:
 
 class FaceEmbedder:
     """ArcFace recognizer (e.g. w600k_mbf.onnx) on OpenVINO or onnxruntime
-    (:func:`vcn.faces.detection.open_session`). One instance per worker.
+    (:func:`vcn.faces.sessions.open_session`). One instance per worker.
 
     ``features`` names an inner tensor of the graph that :meth:`embed_with_features` also
     returns from the same pass (SER-FIQ's dropout point, so quality costs no second trunk pass).
