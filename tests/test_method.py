@@ -9,7 +9,7 @@ from vcn.config import PipelineConfig
 from vcn.errors import CheckpointError, ConfigError
 from vcn.method.grouping import match_groups
 from vcn.method.matching import sample_rows
-from vcn.method.videoclusternet import Checkpoint, MethodConfig, cluster
+from vcn.method.videoclusternet import Checkpoint, MethodConfig, cluster, final_round
 from vcn.method.view_bank import ViewBank
 from vcn.method.views import ViewConfig, strong_views
 from vcn.report.summary import cluster_names, summarize_clusters, summarize_tracks
@@ -107,6 +107,18 @@ def test_method_config_votes_by_majority():
         MethodConfig(match_draws=0)
     assert [MethodConfig(match_draws=d).quorum for d in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
     assert PipelineConfig.from_dict({"method": {"match_draws": 5}}).method.quorum == 3
+
+
+def test_final_round_follows_the_cycle_of_repeated_matches():
+    a, b, c = {(0, 1)}, {(0, 1), (2, 3)}, {(2, 3)}
+    assert final_round([a], c, 2) is None  # new matches: another round runs
+    assert final_round([a], a, 2) == 0  # stable: the round just run is the outcome
+    # a, b, a, b, ...: round 2 would train on a again, as round 0 did
+    assert final_round([a, b], a, 2) == 0
+    assert final_round([a, b], a, 3) == 1
+    # a, b, c, b, c, ...: period 2 from round 1
+    assert final_round([a, b, c], b, 4) == 2
+    assert final_round([a, b, c], b, 5) == 1
 
 
 def test_checkpoint_round_trip(tmp_path):

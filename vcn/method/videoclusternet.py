@@ -134,6 +134,20 @@ def coarse_positives(
     return voted_matches(found, n_tracks, cfg.quorum, means, cannot_link), found
 
 
+def final_round(trained: list[set[tuple[int, int]]], new: set[tuple[int, int]], last: int) -> int | None:
+    """The round whose finetune round ``last`` would repeat, or None while the matches are new.
+
+    ``trained`` holds the positive pairs of each round run so far (index = round), ``new`` the
+    pairs matched after the latest one, ``last`` >= len(trained) - 1 the index of the final
+    round. Rounds finetune afresh with one seed, so equal positives give an equal model: once
+    ``new`` equals round k's pairs, the rounds from k on cycle with period len(trained) - k.
+    """
+    for k, pairs in enumerate(trained):
+        if pairs == new:
+            return k + (last - k) % (len(trained) - k)
+    return None
+
+
 def adapt(
     bank: ViewBank,
     track_index: np.ndarray,
@@ -151,7 +165,9 @@ def adapt(
     two people, and so is a match that would put two of them in one group through other matches
     (closest matches first). Matching is mutual, grows over groups of matched tracks
     (:func:`vcn.method.grouping.grow_matches`) and is voted over the bank's draws of views. Each round
-    finetunes afresh from the generic model with the round's positives.
+    finetunes afresh from the generic model with the round's positives; when a round's matches
+    repeat an earlier round's, the rounds left would repeat earlier finetunes, so the last
+    round's outcome is taken from the round it would repeat (:func:`final_round`).
     """
     cannot = np.zeros((0, 2), np.int64) if cannot_link is None else cannot_link
     train_views = bank.training_views()
@@ -162,6 +178,8 @@ def adapt(
     if resume is None:
         resume = Checkpoint(round=0, matches=match(None), state=None)
     ck = resume
+    first = ck.round
+    trained: list[tuple[np.ndarray, FinetuneState]] = []
     while not ck.done:
         def save(s: FinetuneState, ck: Checkpoint = ck) -> None:
             if on_checkpoint is not None:
@@ -174,9 +192,13 @@ def adapt(
             "round": ck.round, "matches": len(ck.matches), "next_matches": len(new),
             "steps": state.step, "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
         }]
-        stable = _pairs(new) == _pairs(ck.matches)
-        if stable or ck.round + 1 >= cfg.matching.max_rounds:
-            ck = Checkpoint(ck.round, ck.matches, state, history, done=True)
+        trained.append((ck.matches, state))
+        last = cfg.matching.max_rounds - 1 - first
+        end = final_round([_pairs(m) for m, _ in trained], _pairs(new), last)
+        if end is not None or ck.round >= cfg.matching.max_rounds - 1:
+            k = len(trained) - 1 if end is None else end
+            history[-1]["outcome_round"] = first + k
+            ck = Checkpoint(first + k, *trained[k], history, done=True)
         else:
             ck = Checkpoint(ck.round + 1, new, None, history)
         if on_checkpoint is not None:
