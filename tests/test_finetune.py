@@ -4,6 +4,7 @@ resumes bit-exactly on the CPU; the voted matching of adapt."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -28,6 +29,7 @@ from vcn.method.view_bank import build_view_bank, embed_crops, embed_crops_with_
 from vcn.method.views import ViewConfig, strong_views
 
 DATA = Path(__file__).parent / "data"
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA path needs a CUDA device")
 
 
 
@@ -233,6 +235,34 @@ def test_face_embeddings(run, video) -> None:
     assert per_view.shape == (6, 3, 512)
     np.testing.assert_allclose(per_view[:, 0], out, atol=1e-3)
     np.testing.assert_allclose(face_embeddings(None, bank.thresh, TINY), bank.thresh, atol=1e-3)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@cuda
+def test_views_embed_on_cuda_within_bf16_of_the_cpu(backbone, h5_faces) -> None:
+    crops = h5_faces[0][:16]
+    on_cpu = embed_crops(backbone, crops, 8, torch.device("cpu"))
+    on_gpu = embed_crops(copy.deepcopy(backbone).to("cuda"), crops, 8, torch.device("cuda"))
+    assert on_gpu.shape == on_cpu.shape == (16, 512)
+    assert _cosine(on_cpu, on_gpu).min() > 0.99
+
+
+@cuda
+def test_finetune_on_cuda_trains_the_model_the_cpu_trains(run, video) -> None:
+    """Initial weights and the pair sampler come from CPU generators, so the CUDA run follows
+    the CPU run's steps up to float rounding; its state comes back on the CPU."""
+    final, _ = run
+    bank, track_index, matches = video
+    gpu_cfg = dataclasses.replace(TINY, device="cuda")
+    on_gpu = finetune(bank.training_views(), track_index, matches, gpu_cfg, seed=7)
+    assert on_gpu.stage == "done" and on_gpu.step == final.step
+    assert on_gpu.center.device.type == "cpu"
+    np.testing.assert_allclose(on_gpu.losses, final.losses, atol=1e-2)
+    got = face_embeddings(on_gpu, bank.clean, gpu_cfg)
+    assert _cosine(got, face_embeddings(final, bank.clean, TINY)).min() > 0.999
 
 
 def test_inputs_are_checked(video) -> None:
