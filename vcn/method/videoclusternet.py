@@ -178,8 +178,8 @@ def adapt(
     if resume is None:
         resume = Checkpoint(round=0, matches=match(None), state=None)
     ck = resume
-    first = ck.round
-    trained: list[tuple[np.ndarray, FinetuneState]] = []
+    first, pairs = ck.round, _pairs(ck.matches)
+    trained: list[tuple[set[tuple[int, int]], np.ndarray, FinetuneState]] = []
     while not ck.done:
         def save(s: FinetuneState, ck: Checkpoint = ck) -> None:
             if on_checkpoint is not None:
@@ -192,13 +192,13 @@ def adapt(
             "round": ck.round, "matches": len(ck.matches), "next_matches": len(new),
             "steps": state.step, "final_loss": float(np.mean(state.losses[-20:])) if state.losses else None,
         }]
-        trained.append((ck.matches, state))
-        last = cfg.matching.max_rounds - 1 - first
-        end = final_round([_pairs(m) for m, _ in trained], _pairs(new), last)
+        trained.append((pairs, ck.matches, state))
+        pairs = _pairs(new)
+        end = final_round([t[0] for t in trained], pairs, cfg.matching.max_rounds - 1 - first)
         if end is not None or ck.round >= cfg.matching.max_rounds - 1:
             k = len(trained) - 1 if end is None else end
             history[-1]["outcome_round"] = first + k
-            ck = Checkpoint(first + k, *trained[k], history, done=True)
+            ck = Checkpoint(first + k, *trained[k][1:], history, done=True)
         else:
             ck = Checkpoint(ck.round + 1, new, None, history)
         if on_checkpoint is not None:
