@@ -107,10 +107,11 @@ def test_grow_matches_closes_groups_and_respects_cannot_links() -> None:
     emb = views.reshape(-1, 32)
     v_index = np.repeat(index, 4)
     cfg = MatchingConfig(mutual=True)
-    first = mutual_nearest(emb, v_index, coarse_matches(emb, v_index, cfg), np.zeros((0, 2), np.int64))
+    nearest = {tuple(p) for p in mutual_nearest(emb, v_index, np.zeros((0, 2), np.int64)).tolist()}
+    first = [p for p in coarse_matches(emb, v_index, cfg).tolist() if tuple(p) in nearest]
     grown = grow_matches(emb, v_index, cfg, np.zeros((0, 2), np.int64))
     as_set = {tuple(p) for p in grown.tolist()}
-    assert {tuple(p) for p in first.tolist()} <= as_set  # round 1: the paper's matching, mutual nearest
+    assert {tuple(p) for p in first} <= as_set  # round 1: the paper's matching, mutual nearest
     assert len(grown) > len(first)  # groups matched what single tracks did not
     assert all(ident[a] == ident[b] for a, b in grown)  # well-separated people: no wrong link
     # Transitively closed: every two tracks of a group are a pair.
@@ -159,18 +160,19 @@ def test_group_distances_are_mean_pairwise_cosine() -> None:
 
 
 def test_mutual_nearest_keeps_one_partner_and_skips_cannot_links() -> None:
-    """A hub between two people matches both; only its nearest partner, if mutual, is kept."""
+    """A hub between two people is near both; only its nearest partner, if mutual, pairs."""
     from vcn.method.grouping import mutual_nearest
 
     a, hub, c = np.eye(3)[0], np.array([0.6, 0.8, 0.0]), np.eye(3)[1]
     emb = np.stack([a, a, hub, c, c])
     group = np.array([0, 0, 1, 2, 2])
-    pairs = np.array([[0, 1], [1, 2]])
     # nearest(0) = 1, nearest(1) = 2 (0.8 > 0.6), nearest(2) = 1: only (1, 2) is mutual.
-    assert mutual_nearest(emb, group, pairs, np.zeros((0, 2), np.int64)).tolist() == [[1, 2]]
+    assert mutual_nearest(emb, group, np.zeros((0, 2), np.int64)).tolist() == [[1, 2]]
     # With 1 and 2 known to be two people, the hub's nearest allowed group is 0.
-    assert mutual_nearest(emb, group, pairs, np.array([[2, 1]])).tolist() == [[0, 1]]
-    assert mutual_nearest(emb, group, np.zeros((0, 2), np.int64), np.zeros((0, 2))).shape == (0, 2)
+    assert mutual_nearest(emb, group, np.array([[2, 1]])).tolist() == [[0, 1]]
+    # A group whose every other group is forbidden has no neighbour.
+    assert mutual_nearest(emb[:3], group[:3], np.array([[0, 1]])).shape == (0, 2)
+    assert mutual_nearest(emb[:2], group[:2], np.zeros((0, 2))).shape == (0, 2)
 
 
 def test_group_pairs_maps_track_pairs_onto_distinct_groups() -> None:

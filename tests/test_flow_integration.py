@@ -218,6 +218,8 @@ def test_vcn_method_finetunes_and_clusters(prefect_server, tmp_path, capsys, sho
     assert manifest.to_json() == written, "the typed manifest writes back what the run wrote"
     ft = manifest.stages["finetune"]
     assert ft.status == "completed" and ft.extra["checkpoint_blake2b"]
+    assert set(ft.extra["seconds"]) == {"inputs", "view_bank", "adapt"}, "the stage's time, part by part"
+    assert all(v >= 0 for v in ft.extra["seconds"].values()) and ft.extra["seconds"]["adapt"] > 0
     # One title in flight: its finetune uses every core, though the worker starts with one thread.
     assert ft.rows["torch_threads"] == os.cpu_count()
     clusters = manifest.stages["clusters"].extra

@@ -143,3 +143,33 @@ def test_bad_inputs_raise() -> None:
         coarse_matches(np.zeros((3, 4), np.float32), np.array([0, 1]))
     with pytest.raises(InputError, match="NaN"):
         coarse_matches(np.full((2, 4), np.nan, np.float32), np.array([0, 1]))
+
+
+def test_candidate_pairs_get_the_outcome_of_the_full_matching() -> None:
+    """Testing only some pairs gives each of them what the all-pairs matching gives it."""
+    from vcn.method.grouping import mutual_nearest
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((6, 32))
+    emb, index = [], []
+    for t in range(40):
+        person = t % 6
+        n = int(rng.integers(1, 9))
+        track = centres[person] + 0.3 * rng.standard_normal(32)
+        emb.append(track + 0.4 * rng.standard_normal((n, 32)))
+        index += [t] * n
+    emb = np.concatenate(emb)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    index = np.array(index)
+    every = np.array([(a, b) for a in range(40) for b in range(a + 1, 40)])
+    for cfg in (MatchingConfig(), MatchingConfig(mutual=True), MatchingConfig(max_items=4, block_faces=16)):
+        full = coarse_matches(emb, index, cfg)
+        assert len(full) > 10
+        assert coarse_matches(emb, index, cfg, candidates=every).tolist() == full.tolist()
+        some = every[rng.random(len(every)) < 0.3]
+        expect = [p for p in full.tolist() if p in some.tolist()]
+        assert coarse_matches(emb, index, cfg, candidates=some[:, ::-1]).tolist() == expect
+    nearest = mutual_nearest(emb, index, np.zeros((0, 2), np.int64))
+    assert 0 < len(nearest) <= 20 and len(np.unique(nearest)) == 2 * len(nearest)
+    with pytest.raises(InputError):
+        coarse_matches(emb, index, candidates=np.array([[0, 40]]))

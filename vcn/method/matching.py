@@ -185,7 +185,8 @@ class TrackGaussians:
 
 
 def fit_track_gaussians(
-    embeddings: np.ndarray, track_index: np.ndarray, cfg: MatchingConfig | None = None
+    embeddings: np.ndarray, track_index: np.ndarray, cfg: MatchingConfig | None = None,
+    only: np.ndarray | None = None,
 ) -> TrackGaussians:
     """Fit the shrunk Gaussian of every track (see the module docstring).
 
@@ -193,6 +194,10 @@ def fit_track_gaussians(
         embeddings: ``(N, D)`` float face embeddings (L2-normalised by convention).
         track_index: ``(N,)`` int track of each face, in ``0..T-1`` (``T = max + 1``).
         cfg: matching settings.
+        only: ``(K,)`` int tracks whose covariance factors and thresholds to compute, or None
+            for all; the others keep their mean, count and scale, no ``whiten`` rows and a
+            ``-inf`` threshold. The pooled variance always comes from every track, so a fitted
+            track's Gaussian is the same either way.
 
     Returns:
         A :class:`TrackGaussians` with ``T`` tracks.
@@ -220,6 +225,8 @@ def fit_track_gaussians(
     # Tracks are padded to a multiple of 8 faces so that each bucket is one batched inverse; zero
     # padding rows and columns of the Gram matrix leave the real block's inverse unchanged.
     pad = -(-counts // 8) * 8
+    if only is not None:
+        pad = np.where(np.isin(np.arange(n_tracks), only), pad, 0)
     for p in np.unique(pad[pad > 0]):
         tracks = np.flatnonzero(pad == p)
         per_chunk = max(1, cfg.block_faces // int(p))
@@ -305,8 +312,42 @@ def _maha_blocks(gauss: TrackGaussians, block_faces: int):
         lo = hi
 
 
+def _pair_mahalanobis(gauss: TrackGaussians, directed: np.ndarray, block_faces: int) -> np.ndarray:
+    """``(K,)`` squared Mahalanobis distance of track ``b``'s mean under track ``t``'s Gaussian
+    for each directed pair ``(t, b)`` of ``directed`` ``(K, 2)`` int64; the arithmetic of
+    :func:`_maha_blocks` on the given pairs only, ``O(sum n_t D)`` time."""
+    out = np.zeros(len(directed))
+    if len(directed) == 0 or len(gauss.row_track) == 0:
+        return out
+    mu = gauss.means
+    mu32 = mu.astype(np.float32)
+    order = np.argsort(gauss.row_track, kind="stable")
+    rows_per = np.bincount(gauss.row_track, minlength=len(mu))
+    first = np.r_[0, np.cumsum(rows_per)[:-1]]
+    t, b = directed[:, 0], directed[:, 1]
+    quad = np.zeros(len(directed))
+    lo = 0
+    while lo < len(directed):  # whole pairs per block, about block_faces rows each
+        size = np.cumsum(rows_per[t[lo:]])
+        hi = lo + max(1, int(np.searchsorted(size, block_faces, side="right")))
+        n = rows_per[t[lo:hi]]
+        pair = np.repeat(np.arange(lo, hi), n)
+        within = np.arange(len(pair)) - np.repeat(np.cumsum(n) - n, n)
+        v = gauss.whiten[order[first[t[pair]] + within]]
+        proj = np.einsum("rd,rd->r", v, mu32[b[pair]]) - np.einsum("rd,rd->r", v, mu32[t[pair]])
+        quad[lo:hi] = np.bincount(pair - lo, weights=np.square(proj).astype(np.float64), minlength=hi - lo)
+        lo = hi
+    sq = np.einsum("td,td->t", mu, mu)
+    total = sq[t] + sq[b]
+    dist2 = total - 2.0 * np.einsum("kd,kd->k", mu[t], mu[b])
+    dist2[dist2 <= 8.0 * np.finfo(np.float64).eps * total] = 0.0
+    out[:] = np.maximum(dist2 - quad, 0.0) / gauss.scale[t]
+    return out
+
+
 def coarse_matches(
-    embeddings: np.ndarray, track_index: np.ndarray, cfg: MatchingConfig | None = None
+    embeddings: np.ndarray, track_index: np.ndarray, cfg: MatchingConfig | None = None,
+    candidates: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pairs of tracks whose means fall inside each other's bottom-quantile density region.
 
@@ -316,20 +357,34 @@ def coarse_matches(
             faces (one-face tracks can only be matched *by* another track: their own threshold is
             the density at their mean, which no other mean reaches).
         cfg: matching settings; ``cfg.mutual`` picks "either direction" (default) or "both".
+        candidates: ``(K, 2)`` int track pairs to test, or None for every pair. Only their
+            tracks' Gaussians are fitted (the pooled variance still comes from all), so a
+            candidate's outcome is the one the full matching gives it; growth tests only
+            mutually nearest groups (:func:`vcn.method.grouping.grow_matches`).
 
     Returns:
         ``(M, 2)`` int64 unique unordered pairs ``(a, b)`` with ``a < b``, sorted
         lexicographically. Empty ``(0, 2)`` for fewer than two tracks.
         Each track's Gaussian and mean come from at most ``cfg.max_items`` of its items.
-        Cost: ``O(N T D)`` time, ``O(cfg.block_faces * T + N D)`` memory.
+        Cost: ``O(N T D)`` time, ``O(cfg.block_faces * T + N D)`` memory; with candidates
+        ``O(N D)`` plus the fit of their tracks.
     """
     cfg = cfg or MatchingConfig()
     track_index = check_track_index(track_index, len(embeddings))
     if np.bincount(track_index).max(initial=0) > cfg.max_items:
         keep = sample_rows(track_index, cfg.max_items)
         embeddings, track_index = np.asarray(embeddings)[keep], track_index[keep]
+    n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
+    if candidates is not None:
+        pairs = np.unique(np.sort(np.asarray(candidates, np.int64).reshape(-1, 2), axis=1), axis=0)
+        if len(pairs) and (pairs.min() < 0 or pairs.max() >= n_tracks):
+            raise InputError(f"candidates must be pairs of tracks in 0..{n_tracks - 1}")
+        gauss = fit_track_gaussians(embeddings, track_index, cfg, only=np.unique(pairs))
+        pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (gauss.counts[pairs] > 0).all(axis=1)]
+        ab = _pair_mahalanobis(gauss, pairs, cfg.block_faces) <= gauss.thresholds[pairs[:, 0]]
+        ba = _pair_mahalanobis(gauss, pairs[:, ::-1], cfg.block_faces) <= gauss.thresholds[pairs[:, 1]]
+        return pairs[(ab & ba) if cfg.mutual else (ab | ba)]
     gauss = fit_track_gaussians(embeddings, track_index, cfg)
-    n_tracks = len(gauss.means)
     found = []
     for tracks, maha in _maha_blocks(gauss, cfg.block_faces):
         hit = maha <= gauss.thresholds[tracks][:, None]
