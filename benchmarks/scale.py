@@ -21,21 +21,25 @@ title's ``manifest.json``:
                starts at its file's ``written_at`` less its summed phase timings)
     chunks     the chunks' phase seconds summed over chunks (the stage's CPU-side work)
     assemble   the ``tracks`` stage record (stitching chunks into faces, tracks and shots)
-    finetune   the ``finetune`` stage record
+    finetune   the ``finetune`` stage record, and two of its parts: ``bank`` (the generic
+               model's view bank, :mod:`vcn.method.view_bank`) and ``adapt`` (finetune rounds
+               and matching, :func:`vcn.method.videoclusternet.adapt`)
     cluster    the ``clusters`` stage record
     report     the end of clustering to the flow's return (report.html and its artifact)
     total      the flow call, wall clock
 
 and the peak RSS of every process (the flow process, which also holds the Dask scheduler and
 nannies; each Dask worker; the Prefect server), sampled every 0.5 s in a thread, overall and per
-stage window (largest process and sum of all).
+stage window (the largest worker, the largest process and the sum of all). Episodes are composed
+in a child process first, so the flow process holds only the run.
 
 With two or more lengths it fits, per stage, the growth exponent b of seconds ~ x^b by least
 squares on logs, x being the tracks and the minutes, and projects a 2-hour film: the fitted line
 at 120 minutes and the longest run scaled linearly. A stage whose exponent in tracks exceeds
 ``LINEAR_TOL`` is flagged as growing faster than linear. Peak memory is fitted against minutes:
-the chunks' largest process must stay flat (exponent at most ``FLAT_TOL``), and the method stages'
-largest process, projected to 2 hours, must stay under the machine's memory.
+the largest worker in the chunks window (the processes that decode, detect and embed) must stay
+flat (exponent at most ``FLAT_TOL``), and the method stages' largest process, projected to 2
+hours, must stay under the machine's memory.
 
     .venv/bin/python -m benchmarks.scale [--minutes 5 15 30] [--seed 1] [--hard] [--workers N]
         [--cache .bench/scale] [--out .bench/scale/scale.json] [--reuse]
@@ -55,7 +59,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +77,8 @@ GUEST_SHARE = 0.2
 LINEAR_TOL = 1.15
 FLAT_TOL = 0.15
 SAMPLE_S = 0.5
-STAGES = ("prepare", "ingest", "chunks", "assemble", "finetune", "cluster", "report", "total")
+STAGES = ("prepare", "ingest", "chunks", "assemble", "finetune", "bank", "adapt", "cluster", "report",
+          "total")
 WINDOWS = ("chunks", "assemble", "finetune", "cluster", "report")
 GIB = 2**30
 
@@ -185,12 +192,14 @@ class MemorySampler:
         return out
 
     def window(self, start: float, end: float) -> dict[str, int]:
-        """Peaks inside [start, end]: the largest single process and the sum (bytes); a window
-        shorter than the sampling interval takes the sample nearest its middle."""
+        """Peaks inside [start, end] (bytes): the largest Dask worker, the largest process and the
+        sum; a window shorter than the sampling interval takes the sample nearest its middle."""
         inside = [rss for t, rss in self.samples if start <= t <= end and rss]
         if not inside and self.samples:
             inside = [min(self.samples, key=lambda s: abs(s[0] - (start + end) / 2))[1]]
-        return {"largest": max((max(r.values()) for r in inside), default=0),
+        workers = [v for r in inside for pid, v in r.items() if self.roles.get(pid, "").startswith("worker-")]
+        return {"worker": max(workers, default=0),
+                "largest": max((max(r.values()) for r in inside), default=0),
                 "sum": max((sum(r.values()) for r in inside), default=0)}
 
     def __enter__(self) -> MemorySampler:
@@ -253,6 +262,8 @@ def run(video: Path, run_dir: Path, workers: int | None, reuse: bool) -> dict[st
         spans["finetune"] = (_ts(st["finetune"].started), _ts(st["finetune"].ended))
     seconds = {k: b - a for k, (a, b) in spans.items()}
     seconds["chunks"] = sum(st["tracks"].extra.get("chunk_seconds", {}).values())
+    parts = st["finetune"].extra.get("seconds", {}) if "finetune" in st else {}
+    seconds.update({k: parts[v] for k, v in (("bank", "view_bank"), ("adapt", "adapt")) if v in parts})
     inp = manifest.input
     out = {"video": str(video), "output": str(movie), "method": manifest.config["cluster"]["method"],
            "workers": workers or os.cpu_count(), "frames": inp.n_frames, "duration_s": inp.duration_s,
@@ -300,12 +311,14 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for w in WINDOWS:
         if not all(w in r["window_rss"] for r in rows):
             continue
-        for k in ("largest", "sum"):
+        for k in ("worker", "largest", "sum"):
+            if not all(k in r["window_rss"][w] for r in rows):
+                continue
             y = [r["window_rss"][w][k] / GIB for r in rows]
             mem_fit[f"{w}.{k}"] = {"vs_minutes": exponent(minutes, y), "film_gib": project(minutes, y)}
     ram = psutil.virtual_memory().total / GIB
     verdict: dict[str, Any] = {"ram_gib": ram}
-    b = mem_fit.get("chunks.largest", {}).get("vs_minutes")
+    b = mem_fit.get("chunks.worker", {}).get("vs_minutes")
     verdict["ingest_memory_flat"] = None if b is None else b <= FLAT_TOL
     for w in ("finetune", "cluster"):
         proj = mem_fit.get(f"{w}.largest", {}).get("film_gib", {}).get("fit")
@@ -332,13 +345,17 @@ def report(rows: list[dict[str, Any]], facts: list[dict[str, Any]], fitted: dict
               f"{sec} | {r['duration_s'] / r['seconds']['total']:>5.2f} | "
               f"{r['peak_rss']['flow'] / GIB:>5.2f} {max(workers, default=0) / GIB:>6.2f} "
               f"{r['peak_rss']['sum'] / GIB:>5.2f}")
-    print("\npeak RSS per stage window, GiB: largest process / sum of processes")
-    print(f"{'min':>5} | " + " ".join(f"{w:>13}" for w in WINDOWS))
+    print("\npeak RSS per stage window, GiB: largest worker / largest process / sum of processes")
+    print(f"{'min':>5} | " + " ".join(f"{w:>18}" for w in WINDOWS))
     for r in rows:
         cells = []
         for w in WINDOWS:
             m = r["window_rss"].get(w)
-            cells.append(f"{m['largest'] / GIB:>6.2f}/{m['sum'] / GIB:<6.2f}" if m else f"{'-':>13}")
+            if not m:
+                cells.append("-".rjust(18))
+                continue
+            worker = f"{m['worker'] / GIB:.2f}" if "worker" in m else "-"
+            cells.append(f"{worker:>6}/{m['largest'] / GIB:>5.2f}/{m['sum'] / GIB:<5.2f}")
         print(f"{r['duration_s'] / 60:>5.1f} | " + " ".join(cells))
     print("\npeak RSS per process, GiB")
     for r in rows:
@@ -359,7 +376,7 @@ def report(rows: list[dict[str, Any]], facts: list[dict[str, Any]], fitted: dict
         print(f"{k:>16} {_num(v['vs_minutes'], '6.2f')} {_num(v['film_gib']['fit'], '8.2f')} "
               f"{v['film_gib']['linear']:>10.2f}")
     vd = fitted["verdict"]
-    print(f"\nchunks' largest process flat in length (b <= {FLAT_TOL}): {vd['ingest_memory_flat']}; "
+    print(f"\nchunks' largest worker flat in length (b <= {FLAT_TOL}): {vd['ingest_memory_flat']}; "
           f"finetune / cluster largest process under {vd['ram_gib']:.0f} GiB at 2 h: "
           f"{vd['finetune_memory_bounded']} / {vd['cluster_memory_bounded']}")
 
@@ -377,8 +394,11 @@ def main() -> None:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     rows, facts = [], []
-    for minutes in sorted(args.minutes):
-        video, f = dataset(minutes, args.seed, args.hard, cache)
+    # Composing holds whole episodes in memory: a child process keeps that out of the flow's RSS.
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        episodes = [pool.submit(dataset, m, args.seed, args.hard, cache).result()
+                    for m in sorted(args.minutes)]
+    for video, f in episodes:
         run_dir = cache / "runs" / f"{video.stem}-w{args.workers or os.cpu_count()}"
         r = run(video, run_dir, args.workers, args.reuse)
         print(f"{video.name}: {r['frames']} frames, {r['tracks']} tracks, {r['seconds']['total']:.0f} s",

@@ -92,7 +92,9 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
     layout = ctx.layout
     layout.model_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = layout.model_dir / "checkpoint.pt"
+    t0 = time.perf_counter()
     inputs = method_inputs(ctx)
+    seconds = {"inputs": time.perf_counter() - t0}  # where the stage's time goes, part by part
     index = inputs.track_index
     rows: dict[str, Any] = {"faces_sampled": len(index), "tracks": int(index.max()) + 1 if len(index) else 0}
     resumed_at: int | None = None  # the step a resumed checkpoint had reached
@@ -137,15 +139,19 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
         rows["cannot_link_pairs"] = len(inputs.cannot_link)
         with torch_threads(threads):
             rows["torch_threads"] = torch.get_num_threads()
-            ck = adapt(view_bank(ctx, inputs), index, ctx.config.method, ctx.config.seed,
+            t0 = time.perf_counter()
+            bank = view_bank(ctx, inputs)
+            seconds["view_bank"] = time.perf_counter() - t0
+            ck = adapt(bank, index, ctx.config.method, ctx.config.seed,
                        resume=resume, on_checkpoint=on_checkpoint, cannot_link=inputs.cannot_link)
+            seconds["adapt"] = time.perf_counter() - t0 - seconds["view_bank"]
     digest = save_checkpoint(layout.model_dir / "final.pt", ck)
     ckpt_path.unlink(missing_ok=True)
     rows.update({"rounds": len(ck.history), "matches": len(ck.matches)})
     record_stage(layout, "finetune", stage_record(
         ctx, "finetune", status="completed", started=started, ended=now_iso(),
         flow_run_id=str(flow_run.id), task_run_id=str(task_run.id), rows=rows, outputs=["model/final.pt"],
-        extra={"checkpoint_blake2b": digest, "rounds": ck.history,
+        extra={"checkpoint_blake2b": digest, "rounds": ck.history, "seconds": seconds,
                "device": str(resolve_device(ctx.config.method.finetune)), "worker": worker_address(),
                "resumed_at_step": resumed_at, "checkpoint_refused": refused},
     ))
