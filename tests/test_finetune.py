@@ -151,6 +151,29 @@ def test_view_bank_holds_the_generic_embeddings_of_the_drawn_views(video, backbo
     assert bank.training_views().shape == (45, 3 * 3 + 3, 512)
 
 
+def test_view_bank_scores_blocks_of_crops_as_one_pass(video, backbone, h5_faces, monkeypatch) -> None:
+    """Clean crops and their SER-FIQ quality go a block at a time (bounded memory), to the same numbers."""
+    import vcn.method.view_bank as view_bank
+
+    crops = h5_faces[0]
+    point = dropout_point(backbone, SerFiqConfig().mode)
+    blocks = []
+
+    def embed_clean(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        blocks.append(len(x))
+        return embed_crops_with_features(backbone, x, point, 8, torch.device("cpu"))
+
+    def embed(x: np.ndarray) -> np.ndarray:
+        return embed_crops(backbone, x, 32, torch.device("cpu"))
+
+    monkeypatch.setattr(view_bank, "_QUALITY_BLOCK", 16)
+    small = build_view_bank(embed_clean, embed, backbone, crops, SMALL_VIEWS, SMALL_VIEWS, 1,
+                            SerFiqConfig(passes=4), seed=1)
+    assert blocks == [16, 16, 13]
+    np.testing.assert_allclose(small.quality, video[0].quality, rtol=1e-6)
+    np.testing.assert_allclose(small.clean, video[0].clean, atol=1e-3)
+
+
 def test_checkpoints_cover_both_stages(run) -> None:
     final, cks = run
     assert [(c.step, c.stage) for c in cks] == [(3, "head"), (6, "joint"), (9, "joint"), (12, "done")]
