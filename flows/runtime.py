@@ -69,14 +69,22 @@ def dask_cluster(address: str | None = None, n_workers: int | None = None) -> It
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc hand memory back
     # after every large free: PyTorch's finetune then runs 1.6 times slower (adapt on the Hamilton
     # clip, one thread: 107 s with glibc's default, 172 s with it; docs/method.md, "Cost").
-    # Workers here have no memory limit to police, so they keep glibc's default.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), LocalCluster(
-        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
-        memory_limit=0, resources=resources,
-        # Each worker prints what the command prints (flows/console.py).
-        preload=["vcn.flows.console"],
-    ) as cluster:
-        yield cluster.scheduler_address
+    # Workers here have no memory limit to police, so they keep glibc's default. A Dask nanny
+    # started earlier in this process leaves the variable in os.environ, where the workers would
+    # inherit it: it is set aside while this cluster runs.
+    inherited = os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    trim_unset = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    try:
+        with dask.config.set(trim_unset), LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
+            memory_limit=0, resources=resources,
+            # Each worker prints what the command prints (flows/console.py).
+            preload=["vcn.flows.console"],
+        ) as cluster:
+            yield cluster.scheduler_address
+    finally:
+        if inherited is not None:
+            os.environ["MALLOC_TRIM_THRESHOLD_"] = inherited
 
 
 def model_threads(address: str | None, titles_in_flight: int) -> int | None:

@@ -161,10 +161,11 @@ def test_model_threads_share_the_local_cores_among_titles_in_flight():
     assert model_threads("tcp://10.0.0.1:8786", 1) is None  # a user's cluster: its VCN_THREADS
 
 
-def test_local_workers_keep_glibc_malloc_defaults():
+def test_local_workers_keep_glibc_malloc_defaults(monkeypatch):
     """vcn's local cluster drops Dask's MALLOC_TRIM_THRESHOLD_ for its workers (it slows the
-    finetune 1.6 times), keeps Dask's one OpenMP thread per worker, and leaves Dask's config as
-    it was for other clusters."""
+    finetune 1.6 times), also where an earlier Dask nanny of the process left it in os.environ,
+    keeps Dask's one OpenMP thread per worker, and leaves Dask's config and the environment as
+    they were."""
     import dask
     from distributed import Client
 
@@ -182,12 +183,14 @@ def test_local_workers_keep_glibc_malloc_defaults():
             inside = torch.get_num_threads()
         return inside, torch.get_num_threads()
 
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what a default LocalCluster leaves behind
     with dask_cluster(None, 1) as address, Client(address) as client:
         envs = list(client.run(worker_env).values())
         threads = client.submit(threads_inside_and_after, 2, pure=False).result()
         # No explicit count: the worker's VCN_THREADS (one worker: all the cores).
         default = client.submit(threads_inside_and_after, None, pure=False).result()
     assert envs == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}]
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
     # The finetune task widens its worker's one thread for its own run only.
     assert threads == (2, 1)
     assert default == (os.cpu_count() or 1, 1)
