@@ -43,39 +43,41 @@ from vcn.tasks.stages import stage_record
 class MethodInputs:
     """What stages 2-4 read of a movie, in one pass over faces.parquet.
 
-    track_index: (M,) int64 rows of tracks.parquet of the sampled faces; crops: (M, 112, 112, 3)
-    uint8 BGR sampled faces; cannot_link: (P, 2) int64 track rows with faces on one frame (from
-    all faces, not the sample); faces_digest: a hash of the sampled face ids.
+    track_index: (M,) int64 rows of tracks.parquet of the sampled faces; face_ids: (M,) their
+    ids (the crops are read only when the view bank must be computed: they take 37 KB a face);
+    cannot_link: (P, 2) int64 track rows with faces on one frame (from all faces, not the
+    sample); faces_digest: a hash of the sampled face ids.
     """
 
     track_index: np.ndarray
-    crops: np.ndarray
+    face_ids: np.ndarray
     cannot_link: np.ndarray
     faces_digest: str
 
 
 def method_inputs(ctx: MovieContext) -> MethodInputs:
-    """Sample each track's faces, load their crops, and list the co-occurring tracks."""
+    """Sample each track's faces and list the co-occurring tracks."""
     layout = ctx.layout
     faces = read_face_columns(layout, ["face_id", "track_id", "frame_idx"])
     row_of = {t: i for i, t in enumerate(read_track_ids(layout))}
     index = np.fromiter((row_of[t] for t in faces["track_id"]), np.int64, len(faces["track_id"]))
     rows = sample_rows(index, ctx.config.method.faces_per_track)
     face_ids = faces["face_id"][rows]
-    crops = read_crops(layout.crops_dir, face_ids)
     digest = hashlib.blake2b("\n".join(map(str, face_ids)).encode(), digest_size=16).hexdigest()
-    return MethodInputs(index[rows], crops, cooccurring_pairs(faces["frame_idx"], index), digest)
+    return MethodInputs(index[rows], face_ids, cooccurring_pairs(faces["frame_idx"], index), digest)
 
 
 def view_bank(ctx: MovieContext, inputs: MethodInputs) -> ViewBank:
     """The movie's view bank: ``model/views.npz`` when it was made from these inputs, else
-    computed (generic recognizer, on the task's device) and written there."""
+    computed from the sampled faces' crops (generic recognizer, on the task's device) and
+    written there."""
     path = ctx.layout.model_dir / "views.npz"
     key = f"{ctx.stage_hash('finetune')}-{ctx.config.seed}-{inputs.faces_digest}"
     bank = load_view_bank(path, key)
     if bank is None:
         backbone = load_backbone(ctx.models.recognizer)
-        bank = bank_for(backbone, inputs.crops, ctx.config.method, ctx.config.seed)
+        crops = read_crops(ctx.layout.crops_dir, inputs.face_ids)
+        bank = bank_for(backbone, crops, ctx.config.method, ctx.config.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_view_bank(path, bank, key)
     return bank
