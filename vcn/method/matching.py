@@ -326,10 +326,11 @@ def _pair_mahalanobis(gauss: TrackGaussians, directed: np.ndarray, block_faces: 
     first = np.r_[0, np.cumsum(rows_per)[:-1]]
     t, b = directed[:, 0], directed[:, 1]
     quad = np.zeros(len(directed))
+    ends = np.cumsum(rows_per[t])  # rows up to and including each pair
     lo = 0
     while lo < len(directed):  # whole pairs per block, about block_faces rows each
-        size = np.cumsum(rows_per[t[lo:]])
-        hi = lo + max(1, int(np.searchsorted(size, block_faces, side="right")))
+        done = ends[lo - 1] if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, done + block_faces, side="right")))
         n = rows_per[t[lo:hi]]
         pair = np.repeat(np.arange(lo, hi), n)
         within = np.arange(len(pair)) - np.repeat(np.cumsum(n) - n, n)
