@@ -301,24 +301,30 @@ def _maha_blocks(gauss: TrackGaussians, block_faces: int):
         diff2 = np.square(proj, out=proj)
         seg = cuts[lo:hi] - r0
         quad = np.add.reduceat(diff2, seg, axis=0)  # (tracks, T): |V_t (mu_b - mu_t)|^2
-        total = sq[tracks][:, None] + sq[None, :]
-        dist2 = total - 2.0 * (mu[tracks] @ mu.T)
-        # For (nearly) equal means the subtraction leaves only float64 rounding of its terms; that
-        # is zero, or a zero-variance track (scale at _MIN_VARIANCE) would put its own copy ~1e-3
-        # Mahalanobis units away, above its threshold of 0 (numpy 2.4's matmul rounds so).
-        dist2[dist2 <= 8.0 * np.finfo(np.float64).eps * total] = 0.0
-        maha = np.maximum(dist2 - quad, 0.0) / gauss.scale[tracks][:, None]
+        maha = _mahalanobis(sq[tracks][:, None] + sq[None, :], mu[tracks] @ mu.T, quad,
+                            gauss.scale[tracks][:, None])
         yield tracks, maha
         lo = hi
+
+
+def _mahalanobis(total: np.ndarray, cross: np.ndarray, quad: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis ``(|mu_b - mu_t|^2 - |V_t (mu_b - mu_t)|^2) / b_t`` from its parts, any
+    broadcastable shape: ``total`` ``|mu_t|^2 + |mu_b|^2``, ``cross`` ``mu_t . mu_b``, ``quad``
+    ``|V_t (mu_b - mu_t)|^2``, ``scale`` ``b_t``."""
+    dist2 = total - 2.0 * cross
+    # For (nearly) equal means the subtraction leaves only float64 rounding of its terms; that
+    # is zero, or a zero-variance track (scale at _MIN_VARIANCE) would put its own copy ~1e-3
+    # Mahalanobis units away, above its threshold of 0 (numpy 2.4's matmul rounds so).
+    dist2[dist2 <= 8.0 * np.finfo(np.float64).eps * total] = 0.0
+    return np.maximum(dist2 - quad, 0.0) / scale
 
 
 def _pair_mahalanobis(gauss: TrackGaussians, directed: np.ndarray, block_faces: int) -> np.ndarray:
     """``(K,)`` squared Mahalanobis distance of track ``b``'s mean under track ``t``'s Gaussian
     for each directed pair ``(t, b)`` of ``directed`` ``(K, 2)`` int64; the arithmetic of
     :func:`_maha_blocks` on the given pairs only, ``O(sum n_t D)`` time."""
-    out = np.zeros(len(directed))
     if len(directed) == 0 or len(gauss.row_track) == 0:
-        return out
+        return np.zeros(len(directed))
     mu = gauss.means
     mu32 = mu.astype(np.float32)
     order = np.argsort(gauss.row_track, kind="stable")
@@ -339,11 +345,7 @@ def _pair_mahalanobis(gauss: TrackGaussians, directed: np.ndarray, block_faces: 
         quad[lo:hi] = np.bincount(pair - lo, weights=np.square(proj).astype(np.float64), minlength=hi - lo)
         lo = hi
     sq = np.einsum("td,td->t", mu, mu)
-    total = sq[t] + sq[b]
-    dist2 = total - 2.0 * np.einsum("kd,kd->k", mu[t], mu[b])
-    dist2[dist2 <= 8.0 * np.finfo(np.float64).eps * total] = 0.0
-    out[:] = np.maximum(dist2 - quad, 0.0) / gauss.scale[t]
-    return out
+    return _mahalanobis(sq[t] + sq[b], np.einsum("kd,kd->k", mu[t], mu[b]), quad, gauss.scale[t])
 
 
 def coarse_matches(
@@ -382,8 +384,9 @@ def coarse_matches(
             raise InputError(f"candidates must be pairs of tracks in 0..{n_tracks - 1}")
         gauss = fit_track_gaussians(embeddings, track_index, cfg, only=np.unique(pairs))
         pairs = pairs[(pairs[:, 0] != pairs[:, 1]) & (gauss.counts[pairs] > 0).all(axis=1)]
-        ab = _pair_mahalanobis(gauss, pairs, cfg.block_faces) <= gauss.thresholds[pairs[:, 0]]
-        ba = _pair_mahalanobis(gauss, pairs[:, ::-1], cfg.block_faces) <= gauss.thresholds[pairs[:, 1]]
+        directed = np.concatenate([pairs, pairs[:, ::-1]])  # each mean under the other's Gaussian
+        hit = _pair_mahalanobis(gauss, directed, cfg.block_faces) <= gauss.thresholds[directed[:, 0]]
+        ab, ba = hit[:len(pairs)], hit[len(pairs):]
         return pairs[(ab & ba) if cfg.mutual else (ab | ba)]
     gauss = fit_track_gaussians(embeddings, track_index, cfg)
     found = []
