@@ -109,6 +109,25 @@ def test_embed_batches_and_empty_input(models: ModelFiles, embedder: FaceEmbedde
         EmbeddingConfig(batch_size=0)
 
 
+def test_bfloat16_embeddings_stay_within_rounding_of_float32(models: ModelFiles, embedder: FaceEmbedder,
+                                                           faces) -> None:
+    """The ingest's bfloat16 embeddings: each face within cosine 5e-3 of float32 (the spread
+    inside a track is 0.03 or more), and the same person nearest; float32 where the CPU has no
+    bfloat16 units."""
+    import openvino as ov
+
+    from vcn.faces.sessions import OpenVinoSession
+
+    crops = np.stack([align_face(img, lm) for img, lm in faces.values()])
+    bf16 = FaceEmbedder(models.recognizer, EmbeddingConfig(precision="bf16"))
+    if isinstance(bf16._session, OpenVinoSession):  # onnxruntime on CUDA runs float32
+        has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        assert bf16._session.precision == ("bf16" if has_bf16 else "f32")
+    got, expected = bf16.embed(crops), embedder.embed(crops)
+    assert np.min(np.sum(got * expected, axis=1)) > 1 - 5e-3
+    np.testing.assert_array_equal(np.argsort(got @ got.T, axis=1), np.argsort(expected @ expected.T, axis=1))
+
+
 def test_same_face_is_closer_than_another_person(embedder: FaceEmbedder, faces) -> None:
     simm_1 = align_face(*faces["simm_1"])
     crops = np.stack([simm_1, simm_1[:, ::-1], align_face(*faces["simm_2"]), align_face(*faces["salley"]),

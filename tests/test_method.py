@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -93,6 +95,13 @@ def test_config_round_trips_and_rejects_unknown_keys():
     assert PipelineConfig().stages() == ("tracks", "finetune", "clusters")  # vcn is the default
     hac = PipelineConfig.from_dict({"cluster": {"method": "hac"}})
     assert hac.stages() == ("tracks", "clusters")
+    # A section overrides its parent's default, whose other fields stay: matching stays mutual
+    # and the ingest's embeddings bfloat16, not the defaults of their own classes.
+    part = PipelineConfig.from_dict({"method": {"matching": {"max_items": 64}},
+                                     "ingest": {"embedding": {"batch_size": 8}}})
+    assert part.method.matching == replace(PipelineConfig().method.matching, max_items=64)
+    assert part.ingest.embedding == replace(PipelineConfig().ingest.embedding, batch_size=8)
+    assert PipelineConfig().method.matching.mutual and PipelineConfig().ingest.embedding.precision == "bf16"
 
 
 def test_match_groups_are_the_components_of_the_matches():

@@ -97,7 +97,10 @@ def fingerprint(obj: Any) -> str:
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
-def _build(cls: type, overrides: dict[str, Any], where: str) -> Any:
+def _build(cls: type, overrides: dict[str, Any], where: str, base: Any = None) -> Any:
+    """``base`` (default: ``cls()``) with ``overrides`` applied; a nested section overrides the
+    parent's default for it, so a field the section leaves out keeps that default, not the
+    nested class's own (e.g. ``MethodConfig.matching`` is mutual)."""
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where} must be a mapping, got {type(overrides).__name__}")
     hints = typing.get_type_hints(cls)
@@ -105,12 +108,13 @@ def _build(cls: type, overrides: dict[str, Any], where: str) -> Any:
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ConfigError(f"unknown {where} keys {unknown}; known: {sorted(names)}")
+    base = cls() if base is None else base
     kwargs = {}
     for key, value in overrides.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            kwargs[key] = _build(hint, value, f"{where}.{key}")
+            kwargs[key] = _build(hint, value, f"{where}.{key}", getattr(base, key))
         else:
             # JSON has no tuples; configs must stay hashable (they key model caches).
             kwargs[key] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)

@@ -109,8 +109,9 @@ class EmbeddingConfig:
             depends on it (w600k_mbf: 13-15 ms/face at batch 1, 15-16.5 at 64, docs/detection.md);
             on a GPU large batches are what pays. 16 is the CPU sweet spot measured here;
             raise it on a GPU.
-        precision: "f32", or "bf16" on OpenVINO (the view bank's augmented views, whose own
-            spread is hundreds of times the rounding).
+        precision: "f32", or "bf16" on OpenVINO where the CPU has bfloat16 units (float32
+            elsewhere): the ingest's embeddings and the view bank's augmented views, whose
+            spread is a hundred times the rounding or more.
     """
 
     batch_size: int = 16

@@ -37,8 +37,9 @@ class OpenVinoSession:
     ``InferenceSession`` interface vcn uses (``get_inputs``, ``get_outputs``, ``run``).
 
     On the CPU it runs the ArcFace recognizer 1.6x as fast as onnxruntime in float32 (cosine
-    error 1e-7) and 2.8x in bfloat16 (cosine error 1e-3, for augmented views only); see
-    docs/method.md, "Cost".
+    error 1e-7) and 2.8x in bfloat16 (cosine error 1e-3); see docs/method.md, "Cost". bfloat16
+    runs only where the CPU has bfloat16 units (OpenVINO's ``BF16`` capability); elsewhere the
+    session runs float32 and ``precision`` says so.
     """
 
     def __init__(
@@ -47,6 +48,9 @@ class OpenVinoSession:
         import openvino as ov
 
         core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            precision = "f32"  # bfloat16 pays only on CPUs with bfloat16 units (AVX512_BF16, AMX)
+        self.precision = precision
         model = core.read_model(model_path)
         if extra_outputs:
             model.add_outputs(list(extra_outputs))
