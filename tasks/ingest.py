@@ -95,7 +95,7 @@ def _chunk_is_done(ctx: MovieContext, chunk: Chunk) -> bool:
     return meta is not None and meta.get("stage_hash") == ctx.stage_hash("tracks")
 
 
-def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
+def _write_chunk(ctx: MovieContext, res: ChunkResult, precision: str) -> None:
     layout = ctx.layout
     owned = res.owned
     # Crops first, faces last: the faces file is the chunk's completion marker.
@@ -112,7 +112,8 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult) -> None:
             "chunk": vars(res.chunk), "cuts": res.cuts.tolist(), "n_frames": res.n_frames,
             "owned_frames": res.owned_frames, "bad_packets": res.bad_packets,
             "decode_error": res.decode_error,
-            "timings": res.timings, "cpu_seconds": res.cpu, "stage_hash": ctx.stage_hash("tracks"),
+            "timings": res.timings, "cpu_seconds": res.cpu, "recognizer_precision": precision,
+            "stage_hash": ctx.stage_hash("tracks"),
             "code_hash": ctx.code_hash,
             "flow_run_id": str(flow_run.id), "written_at": now_iso(),
         },
@@ -138,7 +139,7 @@ def ingest_chunk(ctx: MovieContext, chunk: Chunk, force: bool = False) -> dict[s
     t0 = time.perf_counter()
     res = process_chunk(ctx.video_path, chunk, models, cfg, threads=worker_threads())
     check_chunk_decode(ctx.video_path, res, ctx.info.fps)
-    _write_chunk(ctx, res)
+    _write_chunk(ctx, res, models.embedder.precision)
     return {
         "index": chunk.index, "computed": True, "n_frames": res.n_frames, "n_faces": int(res.owned.sum()),
         "seconds": time.perf_counter() - t0, "timings": res.timings, "cpu_seconds": res.cpu,
@@ -169,11 +170,14 @@ def assemble_tracks(ctx: MovieContext, chunk_reports: list[dict[str, Any]]) -> d
             timings[k] = timings.get(k, 0.0) + v
         for k, v in c.meta.get("cpu_seconds", {}).items():
             cpu[k] = cpu.get(k, 0.0) + v
+    # The engines' precision of the embeddings: bfloat16 where a worker's CPU has it.
+    precision = sorted({c.meta.get("recognizer_precision", "unrecorded") for c in chunks})
     record_stage(layout, "tracks", stage_record(
         ctx, "tracks", status="completed", started=started, ended=now_iso(),
         flow_run_id=str(flow_run.id), task_run_id=str(task_run.id), rows=rows,
         outputs=["faces.parquet", "tracks.parquet", "shots.parquet", "crops"],
-        extra={"chunk_seconds": timings, "chunk_cpu_seconds": cpu, "decode": decode.to_dict()},
+        extra={"chunk_seconds": timings, "chunk_cpu_seconds": cpu, "decode": decode.to_dict(),
+               "recognizer_precision": precision},
     ))
     logger.info("movie %s: %s", ctx.movie_id, rows)  # the UI's line; the flow prints the stage's end
     return rows

@@ -122,10 +122,29 @@ def test_bfloat16_embeddings_stay_within_rounding_of_float32(models: ModelFiles,
     bf16 = FaceEmbedder(models.recognizer, EmbeddingConfig(precision="bf16"))
     if isinstance(bf16._session, OpenVinoSession):  # onnxruntime on CUDA runs float32
         has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-        assert bf16._session.precision == ("bf16" if has_bf16 else "f32")
+        assert bf16.precision == ("bf16" if has_bf16 else "f32")
+    assert embedder.precision == "f32"
     got, expected = bf16.embed(crops), embedder.embed(crops)
     assert np.min(np.sum(got * expected, axis=1)) > 1 - 5e-3
     np.testing.assert_array_equal(np.argsort(got @ got.T, axis=1), np.argsort(expected @ expected.T, axis=1))
+
+
+def test_bfloat16_falls_back_to_float32_on_a_cpu_without_bfloat16_units(
+        models: ModelFiles, embedder: FaceEmbedder, faces, monkeypatch: pytest.MonkeyPatch) -> None:
+    import openvino as ov
+
+    real = ov.Core.get_property
+
+    def capabilities(self, device, name, *rest):  # a CPU with AVX-512 but no bfloat16 units
+        if name == "OPTIMIZATION_CAPABILITIES":
+            return ["FP32", "INT8", "BIN"]
+        return real(self, device, name, *rest)
+
+    monkeypatch.setattr(ov.Core, "get_property", capabilities)
+    plain = FaceEmbedder(models.recognizer, EmbeddingConfig(precision="bf16"))
+    assert plain.precision == "f32"
+    crops = np.stack([align_face(img, lm) for img, lm in faces.values()])
+    np.testing.assert_allclose(plain.embed(crops), embedder.embed(crops), atol=1e-5)
 
 
 def test_same_face_is_closer_than_another_person(embedder: FaceEmbedder, faces) -> None:

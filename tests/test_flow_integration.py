@@ -157,6 +157,8 @@ def test_outputs_follow_the_contract(batch_run):
     manifest = Manifest.from_json(written)
     assert manifest.to_json() == written, "the typed manifest writes back what the run wrote"
     assert manifest.stages["tracks"].status == "completed"
+    # The embeddings' precision is recorded as the workers' engines ran it.
+    assert manifest.stages["tracks"].extra["recognizer_precision"] in (["bf16"], ["f32"])
     assert manifest.stages["clusters"].flow_run_id
 
 

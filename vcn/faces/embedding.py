@@ -160,6 +160,12 @@ class FaceEmbedder:
         self.dim = out_shape[-1] if isinstance(out_shape[-1], int) else 512
         self._mean, self._std = _input_normalisation(model_path)
 
+    @property
+    def precision(self) -> str:
+        """The precision the engine runs in: ``cfg.precision`` where the CPU has it, else "f32"
+        (onnxruntime, or a CPU without bfloat16 units)."""
+        return getattr(self._session, "precision", "f32")
+
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings of aligned face crops.
 
