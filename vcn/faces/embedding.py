@@ -111,7 +111,7 @@ class EmbeddingConfig:
             raise it on a GPU.
         precision: "f32", or "bf16" on OpenVINO where the CPU has bfloat16 units (float32
             elsewhere): the ingest's embeddings and the view bank's augmented views, whose
-            spread is a hundred times the rounding or more.
+            spread is 15 times the rounding or more.
     """
 
     batch_size: int = 16

@@ -31,13 +31,14 @@ class IngestConfig:
 
     ``stride``: faces are detected on frames with ``frame_idx % stride == 0``. The default, 5,
     was chosen by measurement (docs/detection.md): every labelled appearance in the composed
-    episodes is still found at stride 20, while the ArcFace embedding (about 16 ms a face on one
-    core) makes every detected frame expensive.
+    episodes is still found at stride 20, while detection (about 20 ms a frame on one core) and
+    the embedding (about 3.5 ms a face with its alignment) make every detected frame expensive.
     ``embed_batch``: crops collected before one embedding call (bounds memory).
     ``embedding``: bfloat16 on CPUs that have it (2.4x faster, docs/detection.md). These
     embeddings gate the tracker and make the track means; their rounding (cosine error under
-    2e-3) is a hundredth of the spread within a track, and gave the same tracks as float32 on
-    every clip measured. The method embeds its sampled crops again for itself (the view bank).
+    2e-3) is a fifteenth or less of the spread within a track (0.03-0.26), and gave the same
+    tracks as float32 on every clip measured. The method embeds its sampled crops again for
+    itself (the view bank).
     """
 
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
