@@ -143,10 +143,10 @@ def finetune_model(ctx: MovieContext, threads: int | None = None) -> dict[str, A
             rows["torch_threads"] = torch.get_num_threads()
             t0 = time.perf_counter()
             bank = view_bank(ctx, inputs)
-            seconds["view_bank"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
             ck = adapt(bank, index, ctx.config.method, ctx.config.seed,
                        resume=resume, on_checkpoint=on_checkpoint, cannot_link=inputs.cannot_link)
-            seconds["adapt"] = time.perf_counter() - t0 - seconds["view_bank"]
+            seconds.update(view_bank=t1 - t0, adapt=time.perf_counter() - t1)
     digest = save_checkpoint(layout.model_dir / "final.pt", ck)
     ckpt_path.unlink(missing_ok=True)
     rows.update({"rounds": len(ck.history), "matches": len(ck.matches)})

@@ -46,6 +46,12 @@ def faces(models: ModelFiles) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+@pytest.fixture(scope="module")
+def crops(faces) -> np.ndarray:
+    """(4, 112, 112, 3) uint8 aligned crops of the test photos' faces."""
+    return np.stack([align_face(img, lm) for img, lm in faces.values()])
+
+
 def test_similarity_transform_matches_insightface_estimate_norm() -> None:
     from insightface.utils import face_align
 
@@ -84,10 +90,9 @@ def test_align_faces_shapes_and_degenerate_landmarks(faces) -> None:
         align_faces(image, np.zeros((3, 4, 2)))
 
 
-def test_embed_matches_insightface_get_feat(models: ModelFiles, embedder: FaceEmbedder, faces) -> None:
+def test_embed_matches_insightface_get_feat(models: ModelFiles, embedder: FaceEmbedder, crops) -> None:
     from insightface.model_zoo import get_model
 
-    crops = np.stack([align_face(img, lm) for img, lm in faces.values()])
     ref = get_model(models.recognizer, providers=["CPUExecutionProvider"])
     expected = np.concatenate([ref.get_feat(crop) for crop in crops])
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
@@ -97,8 +102,7 @@ def test_embed_matches_insightface_get_feat(models: ModelFiles, embedder: FaceEm
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
-def test_embed_batches_and_empty_input(models: ModelFiles, embedder: FaceEmbedder, faces) -> None:
-    crops = np.stack([align_face(img, lm) for img, lm in faces.values()])
+def test_embed_batches_and_empty_input(models: ModelFiles, embedder: FaceEmbedder, crops) -> None:
     small_batches = FaceEmbedder(models.recognizer, EmbeddingConfig(batch_size=3)).embed(crops)
     np.testing.assert_allclose(small_batches, embedder.embed(crops), atol=1e-5)
     empty = embedder.embed(np.zeros((0, 112, 112, 3), np.uint8))
@@ -110,7 +114,7 @@ def test_embed_batches_and_empty_input(models: ModelFiles, embedder: FaceEmbedde
 
 
 def test_bfloat16_embeddings_stay_within_rounding_of_float32(models: ModelFiles, embedder: FaceEmbedder,
-                                                           faces) -> None:
+                                                           crops) -> None:
     """The ingest's bfloat16 embeddings: each face within cosine 5e-3 of float32 (the spread
     inside a track is 0.03 or more), and the same person nearest; float32 where the CPU has no
     bfloat16 units."""
@@ -118,7 +122,6 @@ def test_bfloat16_embeddings_stay_within_rounding_of_float32(models: ModelFiles,
 
     from vcn.faces.sessions import OpenVinoSession
 
-    crops = np.stack([align_face(img, lm) for img, lm in faces.values()])
     bf16 = FaceEmbedder(models.recognizer, EmbeddingConfig(precision="bf16"))
     if isinstance(bf16._session, OpenVinoSession):  # onnxruntime on CUDA runs float32
         has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -130,7 +133,7 @@ def test_bfloat16_embeddings_stay_within_rounding_of_float32(models: ModelFiles,
 
 
 def test_bfloat16_falls_back_to_float32_on_a_cpu_without_bfloat16_units(
-        models: ModelFiles, embedder: FaceEmbedder, faces, monkeypatch: pytest.MonkeyPatch) -> None:
+        models: ModelFiles, embedder: FaceEmbedder, crops, monkeypatch: pytest.MonkeyPatch) -> None:
     import openvino as ov
 
     real = ov.Core.get_property
@@ -143,7 +146,6 @@ def test_bfloat16_falls_back_to_float32_on_a_cpu_without_bfloat16_units(
     monkeypatch.setattr(ov.Core, "get_property", capabilities)
     plain = FaceEmbedder(models.recognizer, EmbeddingConfig(precision="bf16"))
     assert plain.precision == "f32"
-    crops = np.stack([align_face(img, lm) for img, lm in faces.values()])
     np.testing.assert_allclose(plain.embed(crops), embedder.embed(crops), atol=1e-5)
 
 
