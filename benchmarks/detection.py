@@ -17,7 +17,10 @@ k must be a multiple of the labelling step (5), and it is not printed with --max
 
 Setting names: ``960`` = whole frame at 960 px long side; ``640+2x2`` = whole frame at 640 plus
 2x2 overlapping tiles at 640 (``640+2x2@800`` for 800 px tiles); a ``u`` suffix on the first
-number (``960u``) allows upscaling a frame smaller than the input size.
+number (``960u``) allows upscaling a frame smaller than the input size; a ``/z0`` suffix turns the
+zoomed second look off (``960/z0``: the global pass alone), ``/z96x4`` sets its face height and
+context (``/z96x4@0.1``: and its floor). "cpu ms" is the median over looks and "mean" the mean:
+the second look costs only on looks with weak candidates.
 
 --sweep-stills DIR[,DIR] adds recall by face height (16-48 px) on the photos of DIR shrunk and
 pasted into frames of the video (the labelled videos have few faces under 32 px); --costs adds
@@ -59,11 +62,19 @@ def height_bins(edges: str) -> list[tuple[float, float, str]]:
 
 
 def parse_setting(name: str, threshold: float) -> DetectionConfig:
+    name, _, zoom = name.partition("/z")
     head, _, tiles = name.partition("+")
     upscale = head.endswith("u")
     cfg = DetectionConfig(
         input_size=int(head.rstrip("u")), max_upscale=4.0 if upscale else 1.0, score_threshold=threshold
     )
+    if zoom == "0":
+        cfg = replace(cfg, zoom_floor=threshold)
+    elif zoom:
+        zoom, _, floor = zoom.partition("@")
+        face, _, context = zoom.partition("x")
+        cfg = replace(cfg, zoom_face=int(face), zoom_context=float(context or cfg.zoom_context),
+                      zoom_floor=float(floor or cfg.zoom_floor))
     if tiles:
         grid, _, size = tiles.partition("@")
         cols, rows = (int(v) for v in grid.split("x"))
@@ -147,7 +158,7 @@ def detection_table(args, gt: pd.DataFrame, model: str) -> None:
     bins = height_bins(args.heights)
     scored_all = gt[gt.identity != "ignore"]
     counts = [(name, int(((scored_all.h >= lo) & (scored_all.h < hi)).sum())) for lo, hi, name in bins]
-    header = (f"{'setting':<14}{'thr':>5}{'cpu ms':>8}{'wall ms':>8}{'recall':>8}"
+    header = (f"{'setting':<16}{'thr':>5}{'cpu ms':>8}{'mean':>7}{'wall ms':>8}{'recall':>8}"
               + "".join(f"{name + ' (n=' + str(n) + ')':>15}" for name, n in counts)
               + f"{'extra/frame':>12}"
               + "".join(f"{'tracks@' + str(k):>10}" for k in (strides if not args.max_frames else ())))
@@ -155,11 +166,12 @@ def detection_table(args, gt: pd.DataFrame, model: str) -> None:
     for s in settings:
         ms = 1000 * float(np.median(times[s]))
         cpu_ms = 1000 * float(np.median(cpu[s]))
+        cpu_mean = 1000 * float(np.mean(cpu[s]))
         for t in thresholds:
             hits = np.concatenate(found[(s, t)])
             hit = pd.Series(hits[:, 1].astype(bool), index=hits[:, 0])
             scored_gt = gt.loc[hit.index]
-            line = f"{s:<14}{t:>5.2f}{cpu_ms:>8.1f}{ms:>8.1f}{hit.mean():>8.3f}"
+            line = f"{s:<16}{t:>5.2f}{cpu_ms:>8.1f}{cpu_mean:>7.1f}{ms:>8.1f}{hit.mean():>8.3f}"
             for lo, hi, _ in bins:
                 sel = ((scored_gt.h >= lo) & (scored_gt.h < hi)).to_numpy()
                 line += f"{hit[sel].mean() if sel.any() else float('nan'):>15.3f}"

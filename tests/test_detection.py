@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -219,6 +220,10 @@ def test_bad_inputs_and_configs(detector: FaceDetector) -> None:
         DetectionConfig(score_threshold=1.5)
     with pytest.raises(ConfigError):
         DetectionConfig(input_size=16)
+    with pytest.raises(ConfigError):
+        DetectionConfig(zoom_floor=0.0)
+    with pytest.raises(ConfigError):
+        DetectionConfig(zoom_context=0.5)
 
 
 def test_nms_and_select() -> None:
@@ -228,3 +233,24 @@ def test_nms_and_select() -> None:
     dets = Detections(boxes, scores, np.zeros((3, 5, 2), np.float32))
     picked = dets.select(scores > 0.65)
     assert len(picked) == 2 and picked.boxes.shape == (2, 4)
+
+
+def test_second_look_keeps_a_blurred_face_and_drops_weak_background(
+    models: ModelFiles, jolie: np.ndarray
+) -> None:
+    # a tightly cut, blurred 36 px face on flat colour: the global pass scores it under 0.5
+    face = jolie[int(JOLIE_BOX[1]) : int(JOLIE_BOX[3]), int(JOLIE_BOX[0]) : int(JOLIE_BOX[2])]
+    small = cv2.resize(face, None, fx=36 / face.shape[0], fy=36 / face.shape[0], interpolation=cv2.INTER_AREA)
+    frame = np.full((720, 1280, 3), 60, np.uint8)
+    frame[300 : 300 + small.shape[0], 500 : 500 + small.shape[1]] = small
+    frame = cv2.GaussianBlur(frame, (0, 0), 3)
+    box = np.array([500, 300, 500 + small.shape[1], 300 + small.shape[0]], np.float32)
+    cfg = DetectionConfig()
+    first_only = FaceDetector(models.detector, replace(cfg, zoom_floor=cfg.score_threshold)).detect(frame)
+    floor = FaceDetector(models.detector, replace(cfg, score_threshold=cfg.zoom_floor)).detect(frame)
+    dets = FaceDetector(models.detector, cfg).detect(frame)
+    assert len(first_only) == 0
+    # the floor alone lets the face through, and weak hits that are not faces
+    assert len(floor) >= 2 and iou(floor.boxes[0], box) >= 0.4 and floor.scores[0] < cfg.score_threshold
+    assert len(dets) == 1 and iou(dets.boxes[0], box) >= 0.4 and dets.scores[0] >= cfg.score_threshold
+    assert dets.landmarks.shape == (1, 5, 2)

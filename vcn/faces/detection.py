@@ -8,6 +8,12 @@ long side is ``DetectionConfig.input_size`` and padded only up to the next multi
 gives the same boxes (to about a pixel) for roughly half the work. Optional overlapping tiles add a
 second, higher-resolution look at the frame for faces that are too small for the global pass.
 
+A face the global pass scores between ``DetectionConfig.zoom_floor`` and the score threshold gets a
+second look: a crop around it, a few faces wide, enlarged so the face is ``zoom_face`` pixels high.
+SCRFD-500M scores small, blurred or dark faces low on the whole frame but confidently once they
+are large in its input; the second look keeps a weak face only when it then scores above the
+threshold, so background shapes that the low floor lets through are dropped again.
+
 ``docs/detection.md`` holds the measurement behind the defaults.
 """
 
@@ -25,6 +31,7 @@ import numpy as np
 import onnx
 
 from vcn.errors import ConfigError, InputError, ModelNotFoundError
+from vcn.faces.boxes import box_iou
 from vcn.faces.sessions import open_session
 
 # SCRFD anchors: three feature strides with two anchors each (the "_bnkps" graphs, 9 outputs) or
@@ -32,6 +39,8 @@ from vcn.faces.sessions import open_session
 _LAYOUTS = {9: ((8, 16, 32), 2), 15: ((8, 16, 32, 64, 128), 1)}
 _PAD_MULTIPLE = 32
 _INPUT_MEAN, _INPUT_STD = 127.5, 128.0
+# a zoomed view's detection is the candidate's when their boxes overlap this much
+_ZOOM_MATCH_IOU = 0.4
 
 _DETECTOR_NAMES = ("scrfd*.onnx", "det_*.onnx")
 _RECOGNIZER_NAMES = ("w600k*.onnx", "glint*.onnx", "arcface*.onnx", "*r50*.onnx", "*r100*.onnx", "*mbf*.onnx")
@@ -181,6 +190,15 @@ class DetectionConfig:
             SCRFD-500M boxes faces poorly once they fill much of its input: a tile's box for a
             close-up can outscore and suppress the global pass's good one.
         score_threshold: minimum SCRFD score of a detection.
+        zoom_floor: global-pass detections scoring at least this but under ``score_threshold``
+            get a second, zoomed look and are kept when it scores them ``score_threshold`` or
+            more (it then gives their box, landmarks and score). At or above
+            ``score_threshold``: no second look.
+        zoom_face: height, in pixels, the candidate face is enlarged (or shrunk) to.
+        zoom_context: side of the square crop around a candidate, in candidate heights. SCRFD
+            needs some of the head and background around a face to score it.
+        zoom_min_face: candidates shorter than this (frame pixels) get no second look; the
+            quality filter drops faces that small anyway.
         nms_threshold: IoU above which the lower-scored of two detections is suppressed.
         max_faces: keep at most this many detections (highest scores first); 0 keeps all.
     """
@@ -192,6 +210,10 @@ class DetectionConfig:
     tile_overlap: int = 96
     tile_max_face: float = 64.0
     score_threshold: float = 0.5
+    zoom_floor: float = 0.1
+    zoom_face: int = 64
+    zoom_context: float = 3.0
+    zoom_min_face: float = 20.0
     nms_threshold: float = 0.4
     max_faces: int = 0
 
@@ -202,6 +224,12 @@ class DetectionConfig:
             raise ConfigError(f"DetectionConfig.tiles={self.tiles!r}: use (columns, rows), each >= 1")
         if not 0.0 < self.score_threshold < 1.0 or not 0.0 < self.nms_threshold <= 1.0:
             raise ConfigError("DetectionConfig.score_threshold must be in (0, 1) and nms_threshold in (0, 1]")
+        zoom_ok = self.zoom_face >= 8 and self.zoom_context >= 1.0 and self.zoom_min_face >= 0
+        if not 0.0 < self.zoom_floor < 1.0 or not zoom_ok:
+            raise ConfigError(
+                "DetectionConfig.zoom_floor must be in (0, 1), zoom_face >= 8 px, zoom_context >= 1 and "
+                "zoom_min_face >= 0"
+            )
         if self.max_upscale <= 0 or self.tile_max_face <= 0 or self.tile_overlap < 0 or self.max_faces < 0:
             raise ConfigError(
                 "DetectionConfig.max_upscale and tile_max_face must be > 0; tile_overlap and max_faces >= 0"
@@ -312,11 +340,7 @@ class FaceDetector:
             batch = np.zeros((len(group), group[0].pad_h, group[0].pad_w, 3), np.uint8)
             for i, v in enumerate(group):
                 batch[i, : v.in_h, : v.in_w] = cv2.resize(frame[v.y0 : v.y1, v.x0 : v.x1], (v.in_w, v.in_h))
-            if self._batched:
-                results = self._forward(batch)
-            else:
-                results = [r for i in range(len(group)) for r in self._forward(batch[i : i + 1])]
-            for view, (b, s, k) in zip(group, results, strict=True):
+            for view, (b, s, k) in zip(group, self._run(batch, self._floor), strict=True):
                 b, s, k = self._to_frame(view, b, s, k)
                 boxes.append(b)
                 scores.append(s)
@@ -327,17 +351,79 @@ class FaceDetector:
         all_boxes = np.concatenate(boxes)
         all_kps = np.concatenate(kps)
         keep = nms(all_boxes, all_scores, self.cfg.nms_threshold)
+        found = Detections(all_boxes[keep], all_scores[keep], all_kps[keep])
+        weak = found.scores < self.cfg.score_threshold
+        if weak.any():
+            found = self._second_look(frame, found, weak)
         if self.cfg.max_faces:
-            keep = keep[: self.cfg.max_faces]
+            found = found.select(np.arange(min(len(found), self.cfg.max_faces)))
         # SCRFD boxes may overshoot the frame by a few pixels; clipped boxes can be used for
         # slicing directly. Landmarks stay unclipped: alignment needs their true geometry.
         height, width = frame.shape[:2]
-        boxes = np.clip(all_boxes[keep], 0, [width, height, width, height])
+        boxes = np.clip(found.boxes, 0, [width, height, width, height])
         return Detections(
-            boxes.astype(np.float32),
-            all_scores[keep].astype(np.float32),
-            all_kps[keep].astype(np.float32),
+            boxes.astype(np.float32), found.scores.astype(np.float32), found.landmarks.astype(np.float32)
         )
+
+    @property
+    def _floor(self) -> float:
+        return min(self.cfg.zoom_floor, self.cfg.score_threshold)
+
+    def _run(self, batch: np.ndarray, threshold: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``_forward`` on a batch of equal-size inputs, one image a call when the graph is not batched."""
+        if self._batched:
+            return self._forward(batch, threshold)
+        return [r for i in range(len(batch)) for r in self._forward(batch[i : i + 1], threshold)]
+
+    def _second_look(self, frame: np.ndarray, found: Detections, weak: np.ndarray) -> Detections:
+        """Keep the confident detections, and each weak one whose zoomed view scores at or above the
+        threshold, with that view's box, landmarks and score (highest score first, after NMS).
+
+        ``found``: the global pass after NMS, in frame pixels; ``weak``: bool (K,) its candidates.
+        """
+        heights = found.boxes[:, 3] - found.boxes[:, 1]
+        candidates = np.nonzero(weak & (heights >= self.cfg.zoom_min_face))[0]
+        kept = found.select(~weak)
+        if candidates.size == 0:
+            return kept
+        views = [self._zoom_view(found.boxes[i], frame.shape[1], frame.shape[0]) for i in candidates]
+        batch = np.zeros((len(views), views[0].pad_h, views[0].pad_w, 3), np.uint8)
+        for j, v in enumerate(views):
+            batch[j, : v.in_h, : v.in_w] = cv2.resize(frame[v.y0 : v.y1, v.x0 : v.x1], (v.in_w, v.in_h))
+        boxes, scores, kps = [kept.boxes], [kept.scores], [kept.landmarks]
+        results = self._run(batch, self.cfg.score_threshold)
+        for i, view, (b, s, k) in zip(candidates, views, results, strict=True):
+            b, s, k = self._to_frame(view, b, s, k)
+            if s.size == 0:
+                continue
+            # the view's raw (pre-NMS) hits on the candidate: the highest-scoring one, as NMS keeps
+            on_candidate = box_iou(found.boxes[i : i + 1], b)[0] >= _ZOOM_MATCH_IOU
+            if on_candidate.any():
+                best = int(np.argmax(np.where(on_candidate, s, -1.0)))
+                boxes.append(b[best : best + 1])
+                scores.append(s[best : best + 1])
+                kps.append(k[best : best + 1])
+        merged = Detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps))
+        return merged.select(nms(merged.boxes, merged.scores, self.cfg.nms_threshold))
+
+    def _zoom_view(self, box: np.ndarray, width: int, height: int) -> _View:
+        """The square crop ``zoom_context`` face heights wide around ``box`` (x1, y1, x2, y2, frame
+        pixels), clipped to the frame and scaled so the face is ``zoom_face`` pixels high."""
+        face_h = max(float(box[3] - box[1]), 1.0)
+        half = self.cfg.zoom_context * face_h / 2
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+        x1 = min(width, max(x0 + 1, math.ceil(cx + half)))
+        y1 = min(height, max(y0 + 1, math.ceil(cy + half)))
+        if self._fixed is not None:
+            pad_w, pad_h = self._fixed
+        else:
+            side = math.ceil(self.cfg.zoom_context * self.cfg.zoom_face / _PAD_MULTIPLE) * _PAD_MULTIPLE
+            pad_w = pad_h = side
+        scale = min(self.cfg.zoom_face / face_h, pad_w / (x1 - x0), pad_h / (y1 - y0))
+        in_w = min(pad_w, max(1, int((x1 - x0) * scale + 1e-6)))
+        in_h = min(pad_h, max(1, int((y1 - y0) * scale + 1e-6)))
+        return _View(x0, y0, x1, y1, in_w, in_h, pad_w, pad_h, (False,) * 4, math.inf)
 
     def _fit(self, w: int, h: int, long_side: int) -> tuple[int, int, int, int]:
         """Resized content size and padded network input size for a w x h region."""
@@ -383,9 +469,11 @@ class FaceDetector:
             self._centers[key] = centers
         return centers
 
-    def _forward(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _forward(
+        self, batch: np.ndarray, threshold: float
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Run SCRFD on uint8 (B, h, w, 3) BGR; per image: boxes (n, 4), scores (n,), keypoints
-        (n, 5, 2) in network-input pixels, above the score threshold."""
+        (n, 5, 2) in network-input pixels, scoring at least ``threshold``."""
         size = (batch.shape[2], batch.shape[1])
         blob = cv2.dnn.blobFromImages(list(batch), 1.0 / _INPUT_STD, size, (_INPUT_MEAN,) * 3, swapRB=True)
         outs = self._session.run(self._output_names, {self._input_name: blob})
@@ -397,7 +485,7 @@ class FaceDetector:
             for level, stride in enumerate(self._strides):
                 level_outs = [outs[level + i * n_levels] for i in range(3)]
                 lvl_scores, dist, pts = (o[b] for o in level_outs) if self._rank3 else level_outs
-                hit = np.nonzero(lvl_scores.reshape(-1) >= self.cfg.score_threshold)[0]
+                hit = np.nonzero(lvl_scores.reshape(-1) >= threshold)[0]
                 if hit.size == 0:
                     continue
                 centers = self._anchor_centers(in_h // stride, in_w // stride, stride)[hit]
