@@ -4,6 +4,11 @@ Reproduces the tables of docs/detection.md:
 
     .venv/bin/python benchmarks/detection.py VIDEO FACES_CSV [--settings 640,960,640+2x2]
         [--thresholds 0.3,0.4,0.5] [--strides 5,10,15,20] [--costs] [--quality]
+    .venv/bin/python benchmarks/detection.py --sets leads-hard-s101 guests-hard-s101 ...
+        --settings 960/z0,960 --heights 24,32,48,64,96
+
+``--sets`` takes ``benchmarks.protocol`` set names (composed on first use), prints each set's
+table, then the share found per face height over all their faces together, with the worst set.
 
 For every frame that has ground truth, every detector setting runs on the same decoded frame
 (interleaved, so background load hits all settings alike) and its time is recorded. A ground-truth
@@ -17,10 +22,10 @@ k must be a multiple of the labelling step (5), and it is not printed with --max
 
 Setting names: ``960`` = whole frame at 960 px long side; ``640+2x2`` = whole frame at 640 plus
 2x2 overlapping tiles at 640 (``640+2x2@800`` for 800 px tiles); a ``u`` suffix on the first
-number (``960u``) allows upscaling a frame smaller than the input size; a ``/z0`` suffix turns the
-zoomed second look off (``960/z0``: the global pass alone), ``/z96x4`` sets its face height and
-context (``/z96x4@0.1``: and its floor). "cpu ms" is the median over looks and "mean" the mean:
-the second look costs only on looks with weak candidates.
+number (``960u``) allows upscaling a frame smaller than the input size; a ``/z`` suffix adds the
+zoomed second look at its measured setting (``960/z``: floor 0.1, face 64 px, crop 3 faces wide;
+``/z96x4`` sets the face height and context, ``/z96x4@0.05`` the floor too). "cpu ms" is the
+median over looks and "mean" the mean: the second look costs only on looks with weak candidates.
 
 --sweep-stills DIR[,DIR] adds recall by face height (16-48 px) on the photos of DIR shrunk and
 pasted into frames of the video (the labelled videos have few faces under 32 px); --costs adds
@@ -52,6 +57,7 @@ from vcn.faces.detection import DetectionConfig, FaceDetector, default_model_dir
 
 HEIGHT_EDGES = "32,64,256"
 MATCH_IOU = 0.4
+ZOOM_FLOOR = 0.1  # the second look's measured floor (docs/detection.md)
 
 
 def height_bins(edges: str) -> list[tuple[float, float, str]]:
@@ -62,19 +68,17 @@ def height_bins(edges: str) -> list[tuple[float, float, str]]:
 
 
 def parse_setting(name: str, threshold: float) -> DetectionConfig:
-    name, _, zoom = name.partition("/z")
+    name, sep, zoom = name.partition("/z")
     head, _, tiles = name.partition("+")
     upscale = head.endswith("u")
     cfg = DetectionConfig(
         input_size=int(head.rstrip("u")), max_upscale=4.0 if upscale else 1.0, score_threshold=threshold
     )
-    if zoom == "0":
-        cfg = replace(cfg, zoom_floor=threshold)
-    elif zoom:
+    if sep:
         zoom, _, floor = zoom.partition("@")
         face, _, context = zoom.partition("x")
-        cfg = replace(cfg, zoom_face=int(face), zoom_context=float(context or cfg.zoom_context),
-                      zoom_floor=float(floor or cfg.zoom_floor))
+        cfg = replace(cfg, zoom_floor=float(floor or ZOOM_FLOOR), zoom_face=int(face or cfg.zoom_face),
+                      zoom_context=float(context or cfg.zoom_context))
     if tiles:
         grid, _, size = tiles.partition("@")
         cols, rows = (int(v) for v in grid.split("x"))
@@ -122,7 +126,9 @@ def frames_at(video: str, wanted: set[int]):
                 break
 
 
-def detection_table(args, gt: pd.DataFrame, model: str) -> None:
+def detection_table(args, gt: pd.DataFrame, model: str) -> dict[str, pd.DataFrame]:
+    """Print the table of one video; return, per setting at the lowest threshold, each scored
+    face's height and whether it was found (columns ``h``, ``found``)."""
     thresholds = sorted(float(t) for t in args.thresholds.split(","))
     settings = args.settings.split(",")
     detectors = {
@@ -181,6 +187,37 @@ def detection_table(args, gt: pd.DataFrame, model: str) -> None:
                 per_track = pd.Series(hit.to_numpy() & on_grid).groupby(scored_gt.track.to_numpy()).any()
                 line += f"{per_track.mean():>10.3f}"
             print(line)
+    t = thresholds[0]
+    out = {}
+    for s in settings:
+        hits = np.concatenate(found[(s, t)])
+        out[s] = pd.DataFrame({"h": gt.loc[hits[:, 0], "h"].to_numpy(), "found": hits[:, 1].astype(bool),
+                               "extra": extra[(s, t)] / n_frames, "cpu_ms": 1000 * float(np.mean(cpu[s]))})
+    return out
+
+
+def pooled_table(per_set: dict[str, dict[str, pd.DataFrame]], edges: str, over: float) -> None:
+    """Share found by face height over all sets' faces together, and the worst set per bin; the
+    last column is every face taller than ``over`` px."""
+    bins = height_bins(edges)
+    settings = next(iter(per_set.values())).keys()
+    print(f"\npooled over {len(per_set)} sets (worst set in brackets)")
+    print(f"{'setting':<16}{'mean cpu ms':>12}" + "".join(f"{name:>7}{'':16}" for _, _, name in bins)
+          + f"{'>' + format(over, 'g'):>7}{'':16}{'extra/look':>11}")
+    for s in settings:
+        frames = {name: tables[s] for name, tables in per_set.items()}
+        every = pd.concat(frames.values())
+        line = f"{s:<16}{np.mean([f.cpu_ms.iloc[0] for f in frames.values()]):>12.1f}"
+        ranges = [(lo, hi) for lo, hi, _ in bins] + [(over, 1e9)]
+        for lo, hi in ranges:
+            def share(f: pd.DataFrame, lo=lo, hi=hi) -> float:
+                sel = (f.h >= lo) & (f.h < hi)
+                return f.found[sel].mean() if sel.any() else float("nan")
+
+            worst = min((share(f), name) for name, f in frames.items() if not np.isnan(share(f)))
+            line += f"{share(every):>7.3f} " + f"({worst[0]:.2f} {worst[1].replace('-hard', '')})".ljust(16)
+        line += f"{np.mean([f.extra.iloc[0] for f in frames.values()]):>11.2f}"
+        print(line)
 
 
 def costs(args, model_files) -> None:
@@ -334,8 +371,13 @@ def small_face_sweep(args, model: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("video")
-    p.add_argument("faces_csv")
+    p.add_argument("video", nargs="?")
+    p.add_argument("faces_csv", nargs="?")
+    p.add_argument("--sets", nargs="+", default=None,
+                   help="protocol sets (benchmarks.protocol names, composed into --cache on first use) "
+                   "instead of VIDEO FACES_CSV; prints each set's table and the pooled shares")
+    p.add_argument("--cache", default=".bench/proto")
+    p.add_argument("--over", type=float, default=48.0, help="--sets: also faces over this height")
     p.add_argument("--settings", default="640,800,960,1280,640+2x1,640+2x2")
     p.add_argument("--thresholds", default="0.5")
     p.add_argument("--strides", default="5,10,15,20")
@@ -359,6 +401,20 @@ def main() -> None:
     # otherwise add its spinning threads to the CPU time of resizes and warps
     cv2.setNumThreads(args.threads)
     model_files = find_models(args.model_dir or default_model_dir())
+    if args.sets:
+        from pathlib import Path
+
+        from benchmarks import protocol
+
+        per_set = {}
+        for name in args.sets:
+            video, csv, _ = protocol.dataset(name, Path(args.cache))
+            args.video = str(video)
+            per_set[name] = detection_table(args, load_gt(str(csv)), model_files.detector)
+        pooled_table(per_set, args.heights, args.over)
+        return
+    if not args.video or not args.faces_csv:
+        p.error("give VIDEO FACES_CSV, or --sets")
     gt = load_gt(args.faces_csv)
     if not args.no_table:
         detection_table(args, gt, model_files.detector)

@@ -221,7 +221,7 @@ def test_bad_inputs_and_configs(detector: FaceDetector) -> None:
     with pytest.raises(ConfigError):
         DetectionConfig(input_size=16)
     with pytest.raises(ConfigError):
-        DetectionConfig(zoom_floor=0.0)
+        DetectionConfig(zoom_floor=0.6)
     with pytest.raises(ConfigError):
         DetectionConfig(zoom_context=0.5)
 
@@ -245,12 +245,22 @@ def test_second_look_keeps_a_blurred_face_and_drops_weak_background(
     frame[300 : 300 + small.shape[0], 500 : 500 + small.shape[1]] = small
     frame = cv2.GaussianBlur(frame, (0, 0), 3)
     box = np.array([500, 300, 500 + small.shape[1], 300 + small.shape[0]], np.float32)
-    cfg = DetectionConfig()
-    first_only = FaceDetector(models.detector, replace(cfg, zoom_floor=cfg.score_threshold)).detect(frame)
-    floor = FaceDetector(models.detector, replace(cfg, score_threshold=cfg.zoom_floor)).detect(frame)
+    cfg = DetectionConfig(zoom_floor=0.1)
+    first_only = FaceDetector(models.detector, DetectionConfig()).detect(frame)
+    floor = FaceDetector(models.detector, replace(cfg, score_threshold=0.1, zoom_floor=None)).detect(frame)
     dets = FaceDetector(models.detector, cfg).detect(frame)
     assert len(first_only) == 0
     # the floor alone lets the face through, and weak hits that are not faces
     assert len(floor) >= 2 and iou(floor.boxes[0], box) >= 0.4 and floor.scores[0] < cfg.score_threshold
     assert len(dets) == 1 and iou(dets.boxes[0], box) >= 0.4 and dets.scores[0] >= cfg.score_threshold
     assert dets.landmarks.shape == (1, 5, 2)
+
+
+def test_the_second_look_keys_the_tracks_stage_only_when_it_is_on() -> None:
+    from vcn.config import PipelineConfig, fingerprint
+
+    off = PipelineConfig().stage_config("tracks")["ingest"]["detection"]
+    assert not any(key.startswith("zoom_") for key in off) and off["score_threshold"] == 0.5
+    on = PipelineConfig.from_dict({"ingest": {"detection": {"zoom_floor": 0.1}}}).stage_config("tracks")
+    assert on["ingest"]["detection"]["zoom_floor"] == 0.1 and on["ingest"]["detection"]["zoom_face"] == 64
+    assert fingerprint(on) != fingerprint(PipelineConfig().stage_config("tracks"))

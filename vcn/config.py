@@ -73,7 +73,9 @@ class PipelineConfig:
     def stage_config(self, stage: str) -> dict[str, Any]:
         """The part of the config a stage's output depends on."""
         if stage == "tracks":
-            return {"ingest": dataclasses.asdict(self.ingest), "model_dir": self.model_dir}
+            ingest = dataclasses.asdict(self.ingest)
+            ingest["detection"] = self.ingest.detection.output_settings()
+            return {"ingest": ingest, "model_dir": self.model_dir}
         if stage == "finetune":
             return {"method": dataclasses.asdict(self.method), "seed": self.seed,
                     "upstream": self.stage_config("tracks")}
