@@ -194,9 +194,8 @@ class DetectionConfig:
         score_threshold: minimum SCRFD score of a detection.
         zoom_floor: global-pass detections scoring at least this but under ``score_threshold``
             get a second, zoomed look and are kept when it scores them ``score_threshold`` or
-            more (it then gives their box, landmarks and score). None: no second look. 0.1 is
-            the measured setting: 84-87% of degraded 32-48 px faces found instead of 60-63%, for
-            8% more detector time.
+            more (it then gives their box, landmarks and score). None: no second look; 0.1 is
+            the measured setting (docs/detection.md, "The second look").
         zoom_face: height, in pixels, the candidate face is enlarged (or shrunk) to.
         zoom_context: side of the square crop around a candidate, in candidate heights. SCRFD
             needs some of the head and background around a face to score it.
