@@ -5,7 +5,7 @@ Reproduces the tables of docs/detection.md:
     .venv/bin/python benchmarks/detection.py VIDEO FACES_CSV [--settings 640,960,640+2x2]
         [--thresholds 0.3,0.4,0.5] [--strides 5,10,15,20] [--costs] [--quality]
     .venv/bin/python benchmarks/detection.py --sets leads-hard-s101 guests-hard-s101 ...
-        --settings 960/z0,960 --heights 24,32,48,64,96
+        --settings 960,960/z --heights 24,32,48,64,96
 
 ``--sets`` takes ``benchmarks.protocol`` set names (composed on first use), prints each set's
 table, then the share found per face height over all their faces together, with the worst set.
