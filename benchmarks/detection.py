@@ -45,6 +45,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import av
 import numpy as np
@@ -214,7 +215,8 @@ def pooled_table(per_set: dict[str, dict[str, pd.DataFrame]], edges: str, over: 
                 sel = (f.h >= lo) & (f.h < hi)
                 return f.found[sel].mean() if sel.any() else float("nan")
 
-            worst = min((share(f), name) for name, f in frames.items() if not np.isnan(share(f)))
+            per = {name: share(f) for name, f in frames.items()}
+            worst = min((v, name) for name, v in per.items() if not np.isnan(v))
             line += f"{share(every):>7.3f} " + f"({worst[0]:.2f} {worst[1].replace('-hard', '')})".ljust(16)
         line += f"{np.mean([f.extra.iloc[0] for f in frames.values()]):>11.2f}"
         print(line)
@@ -402,8 +404,6 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
     model_files = find_models(args.model_dir or default_model_dir())
     if args.sets:
-        from pathlib import Path
-
         from benchmarks import protocol
 
         per_set = {}

@@ -243,8 +243,7 @@ class DetectionConfig:
         that leaves it off keys a stage's outputs as one written before the option existed."""
         settings = dataclasses.asdict(self)
         if self.zoom_floor is None:
-            for name in ("zoom_floor", "zoom_face", "zoom_context", "zoom_min_face"):
-                del settings[name]
+            return {name: value for name, value in settings.items() if not name.startswith("zoom_")}
         return settings
 
 
@@ -311,6 +310,15 @@ class _View:
     max_face: float  # faces taller than this (frame pixels) are dropped
 
 
+def _inputs(frame: np.ndarray, views: list[_View]) -> np.ndarray:
+    """uint8 (B, pad_h, pad_w, 3): each view's crop of ``frame`` resized and zero-padded; the views
+    share one input size."""
+    batch = np.zeros((len(views), views[0].pad_h, views[0].pad_w, 3), np.uint8)
+    for i, v in enumerate(views):
+        batch[i, : v.in_h, : v.in_w] = cv2.resize(frame[v.y0 : v.y1, v.x0 : v.x1], (v.in_w, v.in_h))
+    return batch
+
+
 class FaceDetector:
     """SCRFD on onnxruntime. One instance per worker; not thread-safe (caches anchor grids)."""
 
@@ -349,10 +357,7 @@ class FaceDetector:
             )
         boxes, scores, kps = [], [], []
         for group in self._groups(frame.shape[1], frame.shape[0]):
-            batch = np.zeros((len(group), group[0].pad_h, group[0].pad_w, 3), np.uint8)
-            for i, v in enumerate(group):
-                batch[i, : v.in_h, : v.in_w] = cv2.resize(frame[v.y0 : v.y1, v.x0 : v.x1], (v.in_w, v.in_h))
-            for view, (b, s, k) in zip(group, self._run(batch, self._floor), strict=True):
+            for view, (b, s, k) in zip(group, self._run(_inputs(frame, group), self._floor), strict=True):
                 b, s, k = self._to_frame(view, b, s, k)
                 boxes.append(b)
                 scores.append(s)
@@ -400,11 +405,8 @@ class FaceDetector:
         if candidates.size == 0:
             return kept
         views = [self._zoom_view(found.boxes[i], frame.shape[1], frame.shape[0]) for i in candidates]
-        batch = np.zeros((len(views), views[0].pad_h, views[0].pad_w, 3), np.uint8)
-        for j, v in enumerate(views):
-            batch[j, : v.in_h, : v.in_w] = cv2.resize(frame[v.y0 : v.y1, v.x0 : v.x1], (v.in_w, v.in_h))
         boxes, scores, kps = [kept.boxes], [kept.scores], [kept.landmarks]
-        results = self._run(batch, self.cfg.score_threshold)
+        results = self._run(_inputs(frame, views), self.cfg.score_threshold)
         for i, view, (b, s, k) in zip(candidates, views, results, strict=True):
             b, s, k = self._to_frame(view, b, s, k)
             if s.size == 0:
