@@ -85,8 +85,9 @@ def dataset(name: str, cache: Path) -> tuple[Path, Path]:
     return video, csv
 
 
-def stage1(video: Path, out: Path) -> Path:
-    """Run the per-movie flow (tracks + HAC) unless its output exists; return the movie folder."""
+def stage1(video: Path, out: Path, config: dict | None = None) -> Path:
+    """Run the per-movie flow (tracks + HAC) unless its output exists; return the movie folder.
+    ``config``: more of the run's config (e.g. ``{"ingest": {...}}``); use its own ``out``."""
     from vcn.flows.movie import movie_flow
     from vcn.flows.runtime import dask_cluster, prefect_api
     from vcn.media.video import content_id
@@ -95,7 +96,7 @@ def stage1(video: Path, out: Path) -> Path:
     if not (movie / "tracks.parquet").exists():
         with prefect_api(), dask_cluster(None, None) as address:
             movie_flow(address)(video_path=str(video), out_dir=str(out),
-                                          config={"cluster": {"method": "hac"}})
+                                          config={**(config or {}), "cluster": {"method": "hac"}})
     return movie
 
 
@@ -113,6 +114,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
     from vcn.method import clustering, thresholds
     from vcn.method.finetune import face_embeddings
     from vcn.method.matching import sample_rows
+    from vcn.method.track_quality import second_look_tracks
     from vcn.method.videoclusternet import MethodConfig, adapt, bank_for, cluster
     from vcn.storage.crops import read_crops
 
@@ -153,6 +155,9 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
         return rows_out
 
     cannot = cooccurring_pairs(faces["frame_idx"].to_numpy(), face_track)
+    # a cache written before the flag existed holds no second-look faces
+    flags = faces["second_look"].to_numpy() if "second_look" in faces else np.zeros(len(faces), bool)
+    aside = second_look_tracks(flags, face_track, len(tracks))
     sample = sample_rows(face_track, cfg.faces_per_track)
     crops = read_crops(movie / "crops", faces["face_id"].to_numpy()[sample])
     index = face_track[sample]
@@ -188,7 +193,8 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
             # Rows that change the threshold views need a bank with those views.
             same = vcfg.threshold_views == cfg.threshold_views
             vbank = bank if same else bank_for(backbone, crops, vcfg, seed)
-            res = cluster(vbank, state, index, vcfg, cannot_link=cannot, matches=ck.matches)
+            res = cluster(vbank, state, index, vcfg, cannot_link=cannot, matches=ck.matches,
+                          set_aside=aside)
             score(row, res.labels, time.perf_counter() - t0 + t_adapt)
         print(f"  adapt rounds: {ck.history}", file=sys.stderr)
         return rows_out

@@ -23,7 +23,7 @@ default, whatever the method is (any row that is not an anchor). The goal per se
 
     .venv/bin/python -m benchmarks.protocol --split tuning [--shapes guests leads mix]
         [--hard | --clean | --both] [--sets NAME ...] [--seed S] [--anchors-only]
-        [--cache DIR] [--out DIR]
+        [--cache DIR] [--out DIR] [--stage1-config JSON]
 
 The table goes to ``--out`` as ``protocol.json`` (sets, rows, goal margins, composition and
 stage-1 seconds) and ``protocol.csv`` (one line per set and row).
@@ -201,6 +201,9 @@ def main() -> None:
     ap.add_argument("--anchors-only", action="store_true", help="the anchors only (no finetune)")
     ap.add_argument("--cache", default=".bench/proto", help="episodes and stage-1 outputs")
     ap.add_argument("--out", default=".bench/proto/table", help="protocol.json and protocol.csv")
+    ap.add_argument("--stage1-config", type=json.loads, default=None,
+                    help="JSON config of stage 1, e.g. the second look: "
+                         "'{\"ingest\": {\"detection\": {\"zoom_floor\": 0.1}}}' (with its own --cache)")
     args = ap.parse_args()
     from vcn.media.video import content_id
 
@@ -211,7 +214,7 @@ def main() -> None:
         video, csv, facts = dataset(name, cache)
         fresh = not (cache / "stage1" / content_id(str(video)) / "tracks.parquet").exists()
         t0 = time.perf_counter()
-        movie = ablation.stage1(video, cache / "stage1")
+        movie = ablation.stage1(video, cache / "stage1", args.stage1_config)
         if facts and fresh:
             facts["stage1_s"] = round(time.perf_counter() - t0, 1)
             (cache / f"{name}.json").write_text(json.dumps(facts))

@@ -36,6 +36,7 @@ FACE_FIELDS = [
     ("landmarks", _LMK),
     ("sharpness", pa.float32()),
     ("yaw", pa.float32()),
+    ("second_look", pa.bool_()),
     ("embedding", _EMB),
 ]
 

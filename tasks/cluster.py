@@ -63,13 +63,14 @@ def _cluster_vcn(ctx: MovieContext, tracks: TrackSummary, threads: int | None,
     with torch_threads(threads):
         used = torch.get_num_threads()
         res = cluster(view_bank(ctx, inputs), state, inputs.track_index, ctx.config.method,
-                      cannot_link=cannot, matches=ck.matches)
+                      cannot_link=cannot, matches=ck.matches, set_aside=inputs.second_look)
     rounds = [vars(r) for r in res.result.rounds] if res.result is not None else []
     return res.labels, res.quality, {
         "merge_rounds": rounds, "unknown_tracks": int(res.unknown.sum()),
         "cannot_link_pairs": len(inputs.cannot_link),
         "start_groups": rounds[0]["clusters"] if rounds else 0, "lone_tracks_lifted": res.lifted,
         "lone_tracks_held": res.held, "clusters_linked": res.linked,
+        "second_look_tracks": int(inputs.second_look.sum()), "second_look_attached": res.attached,
         "torch_threads": used, "device": str(resolve_device(ctx.config.method.finetune)),
     }
 

@@ -25,6 +25,7 @@ from vcn.faces.backbone import load_backbone
 from vcn.method.constraints import cooccurring_pairs
 from vcn.method.finetune import resolve_device
 from vcn.method.matching import sample_rows
+from vcn.method.track_quality import second_look_tracks
 from vcn.method.videoclusternet import Checkpoint, adapt, bank_for
 from vcn.method.view_bank import ViewBank
 from vcn.storage.checkpoints import load_checkpoint, save_checkpoint
@@ -46,25 +47,28 @@ class MethodInputs:
     track_index: (M,) int64 rows of tracks.parquet of the sampled faces; face_ids: (M,) their
     ids (the crops are read only when the view bank must be computed: they take 37 KB a face);
     cannot_link: (P, 2) int64 track rows with faces on one frame (from all faces, not the
-    sample); faces_digest: a hash of the sampled face ids.
+    sample); faces_digest: a hash of the sampled face ids; second_look: (T,) bool tracks with a
+    face that only the detector's second look found, which stage 4 sets aside.
     """
 
     track_index: np.ndarray
     face_ids: np.ndarray
     cannot_link: np.ndarray
     faces_digest: str
+    second_look: np.ndarray
 
 
 def method_inputs(ctx: MovieContext) -> MethodInputs:
     """Sample each track's faces and list the co-occurring tracks."""
     layout = ctx.layout
-    faces = read_face_columns(layout, ["face_id", "track_id", "frame_idx"])
+    faces = read_face_columns(layout, ["face_id", "track_id", "frame_idx", "second_look"])
     row_of = {t: i for i, t in enumerate(read_track_ids(layout))}
     index = np.fromiter((row_of[t] for t in faces["track_id"]), np.int64, len(faces["track_id"]))
     rows = sample_rows(index, ctx.config.method.faces_per_track)
     face_ids = faces["face_id"][rows]
     digest = hashlib.blake2b("\n".join(map(str, face_ids)).encode(), digest_size=16).hexdigest()
-    return MethodInputs(index[rows], face_ids, cooccurring_pairs(faces["frame_idx"], index), digest)
+    return MethodInputs(index[rows], face_ids, cooccurring_pairs(faces["frame_idx"], index), digest,
+                        second_look_tracks(faces["second_look"], index, len(row_of)))
 
 
 def view_bank(ctx: MovieContext, inputs: MethodInputs) -> ViewBank:

@@ -106,7 +106,8 @@ def _write_chunk(ctx: MovieContext, res: ChunkResult, precision: str) -> None:
             "face_id": res.face_id, "frame_idx": res.frame_idx, "t_sec": res.frame_idx / ctx.info.fps,
             "x1": res.boxes[:, 0], "y1": res.boxes[:, 1], "x2": res.boxes[:, 2], "y2": res.boxes[:, 3],
             "det_score": res.scores, "landmarks": res.landmarks.reshape(-1, 10), "sharpness": res.sharpness,
-            "yaw": res.yaw, "embedding": res.embeddings, "local_track": res.local_track, "owned": owned,
+            "yaw": res.yaw, "second_look": res.second_look, "embedding": res.embeddings,
+            "local_track": res.local_track, "owned": owned,
         },
         metadata={
             "chunk": vars(res.chunk), "cuts": res.cuts.tolist(), "n_frames": res.n_frames,

@@ -254,6 +254,10 @@ def test_second_look_keeps_a_blurred_face_and_drops_weak_background(
     assert len(floor) >= 2 and iou(floor.boxes[0], box) >= 0.4 and floor.scores[0] < cfg.score_threshold
     assert len(dets) == 1 and iou(dets.boxes[0], box) >= 0.4 and dets.scores[0] >= cfg.score_threshold
     assert dets.landmarks.shape == (1, 5, 2)
+    # the face is marked as the second look's; a face the global pass finds is not
+    assert dets.second_look.tolist() == [True]
+    sharp = FaceDetector(models.detector, cfg).detect(jolie)
+    assert len(sharp) and not sharp.second_look.any()
 
 
 def test_the_second_look_keys_the_tracks_stage_only_when_it_is_on() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vcn.method.linking import cooccurrence_bounds, link_fragments
+from vcn.method.linking import attach_tracks, cooccurrence_bounds, link_fragments
 
 
 def _tracks(angles_deg: list[float]) -> np.ndarray:
@@ -91,3 +91,23 @@ def test_no_bound_is_looser_than_the_titles_typical_stranger() -> None:
     bounds = cooccurrence_bounds(sums, labels, _unit_means(sums, labels), _together(together, labels))
     assert bounds[0] < 1.0 - np.cos(np.radians(100)) < 1.0 - np.cos(np.radians(145))
     assert link_fragments(sums, labels, together).tolist() == labels.tolist()
+
+
+def test_a_set_aside_track_joins_its_nearest_tracks_cluster_within_that_tracks_threshold() -> None:
+    units = _tracks(LEAD + COSTAR + [20, 60, 140])
+    labels = np.array([0] * 4 + [1] * 4 + [-1] * 3)
+    thresholds = np.full(11, 1 - np.cos(np.radians(15)))  # within 15 degrees
+    out = attach_tracks(units, labels, thresholds, np.array([8, 9, 10]), _pairs())
+    # 20 deg is 10 from the lead's track at 10; 60 is 20 from the co-star's at 80; 140 is far
+    assert out.tolist() == [0] * 4 + [1] * 4 + [0, -1, -1]
+
+
+def test_a_set_aside_track_never_joins_a_cluster_it_shares_a_frame_with() -> None:
+    units = _tracks(LEAD + COSTAR + [12, 14])
+    labels = np.array([0] * 4 + [1] * 4 + [-1, -1])
+    thresholds = np.full(10, 1 - np.cos(np.radians(15)))
+    # 12 shares a frame with the lead's track at -10; 14 with 12, which it would otherwise follow
+    out = attach_tracks(units, labels, thresholds, np.array([8, 9]), _pairs((8, 0)))
+    assert out[8] == -1 and out[9] == 0
+    out = attach_tracks(units, labels, thresholds, np.array([8, 9]), _pairs((8, 9)))
+    assert out[8] == 0 and out[9] == -1  # the nearer one is placed first and bars the other

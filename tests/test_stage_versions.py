@@ -109,7 +109,8 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 @pytest.fixture(scope="module")
 def stage_outputs() -> dict[str, str]:
     """Digests of the tracks stage and of the HAC clustering on the first 60 frames of the sample:
-    faces (ids, frames, boxes to the pixel), local tracks and cuts; tracks; cluster labels."""
+    faces (ids, frames, boxes to the pixel, second-look flags), local tracks and cuts; tracks;
+    cluster labels."""
     from vcn.faces.detection import default_model_dir, find_models
     from vcn.tasks.models import face_models
 
@@ -125,6 +126,7 @@ def stage_outputs() -> dict[str, str]:
     faces = assemble_movie([ChunkFaces(chunk, res.cuts, columns)], "m", 60, 29.97, cfg)
     tracks = {"face_id": faces.faces["face_id"], "frame_idx": faces.faces["frame_idx"],
               "boxes": np.round(res.boxes).astype(np.int32), "local_track": res.local_track, "cuts": res.cuts,
+              "second_look": res.second_look,
               "track_id": faces.tracks.track_id.astype(str), "n_faces": faces.tracks.n_faces}
     labels = hac(faces.tracks.mean_embedding, threshold=PipelineConfig().cluster.hac_threshold)
     assert len(faces.tracks.track_id) >= 2, "the digest must cover real tracks"
@@ -168,7 +170,7 @@ def method_outputs(h5_faces) -> dict[str, str]:
     rounds and adapted embeddings of :func:`vcn.method.videoclusternet.adapt` on
     :func:`synthetic_bank`) and of
     the vcn clustering of that bank under the adapted model (labels, unknown tracks, the
-    lifted, held and linked counts, thresholds). The
+    lifted, held and linked counts, thresholds; and the labels with two tracks set aside). The
     default method config with a short finetune (8 + 8 steps); floats are rounded to 2 decimals,
     so thread counts and CPUs do not move the digest and a change to the method does."""
     crops, _ = h5_faces
@@ -187,8 +189,13 @@ def method_outputs(h5_faces) -> dict[str, str]:
     res = cluster(bank, ck.state, track_index, cfg, cannot_link=cannot_link, matches=ck.matches)
     assert len(ck.matches) and res.linked and len(set(res.labels.tolist())) > 2 and res.unknown.any(), \
         "the digest must cover matches, merges, linked fragments and an unknown track"
+    aside = np.zeros(len(res.labels), bool)
+    aside[[1, 7]] = True
+    placed = cluster(bank, ck.state, track_index, cfg, cannot_link=cannot_link, matches=ck.matches,
+                     set_aside=aside)
     clusters = {"labels": res.labels.astype(np.int64), "unknown": res.unknown,
-                "counts": np.array([res.lifted, res.held, res.linked]),
+                "aside": placed.labels.astype(np.int64),
+                "counts": np.array([res.lifted, res.held, res.linked, placed.attached]),
                 "thresholds": np.round(np.nan_to_num(res.thresholds, nan=-1.0), 2) + 0.0}
     return {"finetune": _digest(finetune), "clusters-vcn": _digest(clusters)}
 

@@ -46,7 +46,8 @@ def test_faces_table_round_trip(tmp_path):
         "face_id": np.arange(n), "frame_idx": np.arange(n) * 3, "t_sec": np.arange(n) * 0.12,
         "x1": np.zeros(n), "y1": np.zeros(n), "x2": np.ones(n) * 10, "y2": np.ones(n) * 12,
         "det_score": np.full(n, 0.9), "landmarks": lmk.reshape(n, 10), "sharpness": np.ones(n),
-        "yaw": np.zeros(n), "embedding": emb, "shot_id": np.zeros(n, np.int32),
+        "yaw": np.zeros(n), "second_look": np.zeros(n, bool), "embedding": emb,
+        "shot_id": np.zeros(n, np.int32),
         "track_id": np.array(["t0"] * n, object), "cluster_id": np.array(["unknown"] * n, object),
     }
     path = tmp_path / "faces.parquet"
@@ -69,7 +70,7 @@ def test_title_tables_then_clusters_round_trip(tmp_path):
         "face_id": np.arange(n), "frame_idx": np.arange(n) * 5, "t_sec": np.arange(n) * 0.2,
         "x1": np.zeros(n), "y1": np.zeros(n), "x2": np.full(n, 40.0), "y2": np.full(n, 48.0),
         "det_score": np.full(n, 0.8), "landmarks": np.zeros((n, 5, 2), np.float32),
-        "sharpness": np.ones(n), "yaw": np.zeros(n),
+        "sharpness": np.ones(n), "yaw": np.zeros(n), "second_look": np.zeros(n, bool),
         "embedding": rng.normal(size=(n, 512)).astype(np.float32),
         "shot_id": np.zeros(n, np.int32), "track_id": ids[track_of_face],
     }

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from vcn.errors import ConfigError, InputError
-from vcn.method.track_quality import SerFiqConfig, mad_low_outliers, serfiq_scores, track_quality
+from vcn.method.track_quality import (
+    SerFiqConfig,
+    mad_low_outliers,
+    second_look_tracks,
+    serfiq_scores,
+    track_quality,
+)
 
 DATA = Path(__file__).parent / "data"
 FRONTAL = [31, 32, 33, 34, 35, 36, 43, 44]  # Miranda's medium-shot track and two photo stills
@@ -69,6 +75,14 @@ def test_track_quality_is_the_median_per_track() -> None:
     assert got[0] == pytest.approx(0.5) and np.isnan(got[1]) and got[2] == pytest.approx(0.5)
     with pytest.raises(InputError):
         track_quality(scores, tracks[:-1])
+
+
+def test_second_look_tracks_are_those_with_a_face_only_it_found() -> None:
+    flags = np.array([True, False, False, False, True, False, False])
+    tracks = np.array([0, 0, 0, 1, 1, 2, 3])
+    assert second_look_tracks(flags, tracks, 5).tolist() == [True, True, False, False, False]
+    with pytest.raises(InputError):
+        second_look_tracks(flags, tracks[:-1], 5)
 
 
 def test_mad_low_outliers() -> None:

@@ -13,8 +13,10 @@ score threshold gets a second look: a crop around it, a few faces wide, enlarged
 ``zoom_face`` pixels high. SCRFD-500M scores small, blurred or dark faces low on the whole frame
 but confidently once they are large in its input; the second look keeps a weak face only when it
 then scores above the threshold, so background shapes that the low floor lets through are dropped
-again. It is off by default: the faces it adds are the most degraded ones, which the clustering
-leaves as clusters of their own (docs/detection.md, "The second look").
+again. Each detection says whether only the second look found it (``Detections.second_look``):
+those are the title's most degraded faces, and stage 4 places their tracks after clustering
+(:func:`vcn.method.videoclusternet.cluster`). It is off by default (docs/detection.md, "The
+second look").
 
 ``docs/detection.md`` holds the measurement behind the defaults.
 """
@@ -239,8 +241,8 @@ class DetectionConfig:
             )
 
     def output_settings(self) -> dict[str, object]:
-        """The fields that shape the detections: the second look's only when it is on, so a config
-        that leaves it off keys a stage's outputs as one written before the option existed."""
+        """The fields that shape the detections: the second look's only when it is on (off, they
+        shape nothing, and a title is not re-ingested because one of them changed)."""
         settings = dataclasses.asdict(self)
         if self.zoom_floor is None:
             return {name: value for name, value in settings.items() if not name.startswith("zoom_")}
@@ -255,11 +257,18 @@ class Detections:
         boxes: float32 (K, 4) x1, y1, x2, y2 in pixels of the original frame, clipped to it.
         scores: float32 (K,) detector confidence in [0, 1].
         landmarks: float32 (K, 5, 2) left eye, right eye, nose, left and right mouth corner, pixels.
+        second_look: bool (K,) found by the second look only (the global pass scored it under the
+            threshold); all False when not given.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     landmarks: np.ndarray
+    second_look: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.second_look is None:
+            self.second_look = np.zeros(len(self.scores), bool)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -270,7 +279,8 @@ class Detections:
 
     def select(self, index: np.ndarray) -> Detections:
         """The detections picked by a boolean mask or an integer index array."""
-        return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
+        return Detections(self.boxes[index], self.scores[index], self.landmarks[index],
+                          self.second_look[index])
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -378,9 +388,8 @@ class FaceDetector:
         # slicing directly. Landmarks stay unclipped: alignment needs their true geometry.
         height, width = frame.shape[:2]
         boxes = np.clip(found.boxes, 0, [width, height, width, height])
-        return Detections(
-            boxes.astype(np.float32), found.scores.astype(np.float32), found.landmarks.astype(np.float32)
-        )
+        return Detections(boxes.astype(np.float32), found.scores.astype(np.float32),
+                          found.landmarks.astype(np.float32), found.second_look)
 
     @property
     def _floor(self) -> float:
@@ -406,6 +415,7 @@ class FaceDetector:
             return kept
         views = [self._zoom_view(found.boxes[i], frame.shape[1], frame.shape[0]) for i in candidates]
         boxes, scores, kps = [kept.boxes], [kept.scores], [kept.landmarks]
+        zoomed = [kept.second_look]
         results = self._run(_inputs(frame, views), self.cfg.score_threshold)
         for i, view, (b, s, k) in zip(candidates, views, results, strict=True):
             b, s, k = self._to_frame(view, b, s, k)
@@ -418,7 +428,9 @@ class FaceDetector:
                 boxes.append(b[best : best + 1])
                 scores.append(s[best : best + 1])
                 kps.append(k[best : best + 1])
-        merged = Detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps))
+                zoomed.append(np.ones(1, bool))
+        merged = Detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps),
+                            np.concatenate(zoomed))
         return merged.select(nms(merged.boxes, merged.scores, self.cfg.nms_threshold))
 
     def _zoom_view(self, box: np.ndarray, width: int, height: int) -> _View:

@@ -71,12 +71,14 @@ class ChunkResult:
 
     Arrays are aligned by row (N faces): ``face_id`` (N,) int64, ``frame_idx`` (N,) int64,
     ``boxes`` (N, 4) float32 x1,y1,x2,y2 px, ``scores`` (N,) float32, ``landmarks`` (N, 5, 2)
-    float32, ``sharpness`` and ``yaw`` (N,) float32, ``embeddings`` (N, 512) float32 L2-normalised,
-    ``local_track`` (N,) int64 (ids of this chunk's tracker; -1 = dropped), ``owned`` (N,) bool
-    (frame in ``[chunk.start, chunk.end)``), ``crops`` (N, 112, 112, 3) uint8 BGR. ``cuts`` (C,)
-    int64 frames where a shot starts, within the decoded range. ``n_frames``: frames decoded,
-    overlap included; ``owned_frames``: those in ``[chunk.start, chunk.end)``; ``bad_packets``:
-    undecodable packets skipped in the owned range; ``decode_error``: the first decoder error met.
+    float32, ``sharpness`` and ``yaw`` (N,) float32, ``second_look`` (N,) bool (found by the
+    detector's second look only, :class:`vcn.faces.detection.Detections`), ``embeddings``
+    (N, 512) float32 L2-normalised, ``local_track`` (N,) int64 (ids of this chunk's tracker;
+    -1 = dropped), ``owned`` (N,) bool (frame in ``[chunk.start, chunk.end)``), ``crops``
+    (N, 112, 112, 3) uint8 BGR. ``cuts`` (C,) int64 frames where a shot starts, within the
+    decoded range. ``n_frames``: frames decoded, overlap included; ``owned_frames``: those in
+    ``[chunk.start, chunk.end)``; ``bad_packets``: undecodable packets skipped in the owned
+    range; ``decode_error``: the first decoder error met.
     ``timings``: wall seconds per phase; ``cpu``: CPU seconds of the process per phase
     (``time.process_time``: every thread, decoder threads included), the cost that does not
     depend on what else the machine runs.
@@ -90,6 +92,7 @@ class ChunkResult:
     landmarks: np.ndarray
     sharpness: np.ndarray
     yaw: np.ndarray
+    second_look: np.ndarray
     embeddings: np.ndarray
     local_track: np.ndarray
     owned: np.ndarray
@@ -125,7 +128,8 @@ class _Accumulator:
 
     def __init__(self, embedder: FaceEmbedder, batch: int, clock: _Clock) -> None:
         self.embedder, self.batch, self.clock = embedder, batch, clock
-        keys = ("face_id", "frame_idx", "boxes", "scores", "landmarks", "sharpness", "yaw", "crops")
+        keys = ("face_id", "frame_idx", "boxes", "scores", "landmarks", "sharpness", "yaw", "second_look",
+                "crops")
         self.rows: dict[str, list[np.ndarray]] = {k: [] for k in keys}
         self.embeddings: list[np.ndarray] = []
         self._pending: list[np.ndarray] = []
@@ -151,7 +155,8 @@ class _Accumulator:
             "face_id": np.zeros(0, np.int64), "frame_idx": np.zeros(0, np.int64),
             "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
             "landmarks": np.zeros((0, 5, 2), np.float32), "sharpness": np.zeros(0, np.float32),
-            "yaw": np.zeros(0, np.float32), "crops": np.zeros((0, 112, 112, 3), np.uint8),
+            "yaw": np.zeros(0, np.float32), "second_look": np.zeros(0, bool),
+            "crops": np.zeros((0, 112, 112, 3), np.uint8),
         }
         out = {k: (np.concatenate(v) if v else empty[k]) for k, v in self.rows.items()}
         out["embeddings"] = (
@@ -200,6 +205,7 @@ def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig
                         landmarks=dets.landmarks[idx].astype(np.float32),
                         sharpness=q.sharpness[idx].astype(np.float32),
                         yaw=q.yaw[idx].astype(np.float32),
+                        second_look=dets.second_look[idx],
                         crops=crops[idx],
                     )
             clock.lap("filter")
@@ -222,7 +228,7 @@ def process_chunk(path: str, chunk: Chunk, models: FaceModels, cfg: IngestConfig
         bad_packets=stats.bad_packets(chunk.start),
         decode_error=stats.error,
         **{k: cols[k] for k in ("face_id", "frame_idx", "boxes", "scores", "landmarks", "sharpness", "yaw",
-                                "embeddings", "crops")},
+                                "second_look", "embeddings", "crops")},
     )
 
 

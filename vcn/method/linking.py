@@ -81,3 +81,40 @@ def link_fragments(track_sums: np.ndarray, labels: np.ndarray, cannot_link: np.n
     for i in join[np.argsort(dist[join], kind="stable")]:
         merger.union(int(i), int(target[i]))
     return np.unique(merger.groups(), return_inverse=True)[1][labels].astype(np.int64)
+
+
+def attach_tracks(track_units: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
+                  candidates: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
+    """Labels (T,) int64 with each candidate track put in the cluster of its nearest clustered track,
+    when it lies within that track's threshold and shares no frame with the cluster; the others
+    keep -1.
+
+    ``track_units`` (T, D) unit track means; ``labels`` (T,) int64, -1 = not clustered;
+    ``thresholds`` (T,) float the stage-4 threshold of each clustered track; ``candidates`` (K,)
+    int64 unclustered tracks to place; ``cannot_link`` (P, 2) int64 track pairs that are two
+    people. Only the tracks clustered on entry are neighbours; candidates are placed nearest
+    first, and one placed candidate's frames bar the next from its cluster.
+    """
+    labels = np.asarray(labels, np.int64).copy()
+    clustered = np.flatnonzero(labels >= 0)
+    candidates = np.asarray(candidates, np.int64)
+    if len(clustered) == 0 or len(candidates) == 0:
+        return labels
+    units = np.asarray(track_units, np.float64)
+    d = 1.0 - units[candidates] @ units[clustered].T
+    nearest = d.argmin(axis=1)
+    dist = d[np.arange(len(candidates)), nearest]
+    partners: dict[int, set[int]] = {}
+    for a, b in np.asarray(cannot_link, np.int64).reshape(-1, 2):
+        partners.setdefault(int(a), set()).add(int(b))
+        partners.setdefault(int(b), set()).add(int(a))
+    members: dict[int, set[int]] = {}
+    for t in clustered:
+        members.setdefault(int(labels[t]), set()).add(int(t))
+    for i in np.argsort(dist, kind="stable"):
+        track, near = int(candidates[i]), int(clustered[nearest[i]])
+        target = int(labels[near])
+        if dist[i] < thresholds[near] and not partners.get(track, set()) & members[target]:
+            labels[track] = target
+            members[target].add(track)
+    return labels

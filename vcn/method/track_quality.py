@@ -209,3 +209,19 @@ def mad_low_outliers(values: np.ndarray, k: float = 3.0) -> np.ndarray:
         return out
     out[finite] = v < med - k * spread
     return out
+
+
+def second_look_tracks(second_look: np.ndarray, track_index: np.ndarray, n_tracks: int) -> np.ndarray:
+    """Tracks with a face that only the detector's second look found: bool (T,).
+
+    ``second_look`` bool (N,) per face (:class:`vcn.faces.detection.Detections`), ``track_index``
+    (N,) int64 in 0..n_tracks-1. Such a face is among the title's most degraded, and it pulls its
+    track's mean away from the person's other tracks, so stage 4 places the track after
+    clustering rather than letting it start or bridge clusters
+    (:func:`vcn.method.videoclusternet.cluster`).
+    """
+    second_look = np.asarray(second_look, bool)
+    track_index = np.asarray(track_index, np.int64)
+    if second_look.shape != track_index.shape:
+        raise InputError(f"second_look {second_look.shape} and track_index {track_index.shape} disagree")
+    return np.bincount(track_index, second_look, minlength=n_tracks) > 0

@@ -27,8 +27,8 @@ from vcn.method.clustering import ParameterFreeResult, first_appearance, paramet
 from vcn.method.constraints import group_pairs
 from vcn.method.finetune import FinetuneConfig, FinetuneState, face_embeddings, finetune, resolve_device
 from vcn.method.grouping import grow_matches, match_groups, voted_matches
-from vcn.method.linking import link_fragments
-from vcn.method.matching import MatchingConfig, index_sums, mean_directions
+from vcn.method.linking import attach_tracks, link_fragments
+from vcn.method.matching import MatchingConfig, index_sums, mean_directions, unit_rows
 from vcn.method.set_distance import CosineDistance, embedding_track_stats
 from vcn.method.thresholds import group_spread_floor, in_quality_range, view_thresholds_embedding
 from vcn.method.track_quality import SerFiqConfig, dropout_point, mad_low_outliers, track_quality
@@ -213,8 +213,9 @@ class Clustering:
     float32 SER-FIQ medians, ``unknown`` (T,) bool, ``thresholds`` (T,) the view threshold of
     the matched group each track started in, after the cross-shot floor (NaN for unknown
     tracks), the merge rounds, how many lone tracks that floor lifted (``lifted``), how many
-    it would have lifted but for their quality (``held``) and how many clusters the linking of
-    fragments joined a larger cluster (``linked``, :func:`vcn.method.linking.link_fragments`)."""
+    it would have lifted but for their quality (``held``), how many clusters the linking of
+    fragments joined a larger cluster (``linked``, :func:`vcn.method.linking.link_fragments`) and
+    how many set-aside tracks joined a cluster (``attached``, :func:`vcn.method.linking.attach_tracks`)."""
 
     labels: np.ndarray
     quality: np.ndarray
@@ -224,6 +225,7 @@ class Clustering:
     lifted: int = 0
     held: int = 0
     linked: int = 0
+    attached: int = 0
 
 
 def _kept_pairs(remap: np.ndarray, pairs: np.ndarray | None) -> np.ndarray:
@@ -265,6 +267,7 @@ def cluster(
     cfg: MethodConfig,
     cannot_link: np.ndarray | None = None,
     matches: np.ndarray | None = None,
+    set_aside: np.ndarray | None = None,
 ) -> Clustering:
     """Quality filter and parameter-free clustering under the finetuned model.
 
@@ -278,10 +281,17 @@ def cluster(
     cross-shot spread to the merge test. A cluster then joins its nearest larger cluster when
     it lies nearer that cluster than any track seen on one frame with it
     (:func:`vcn.method.linking.link_fragments`). The returned thresholds are the floored ones.
+
+    ``set_aside`` (T,) bool: tracks kept out of the clustering and placed after it, each in the
+    cluster of its nearest clustered track when within that track's threshold
+    (:func:`vcn.method.linking.attach_tracks`), else ``unknown``; vcn sets aside the tracks of
+    the detector's second look (:func:`vcn.method.track_quality.second_look_tracks`).
     """
     n_tracks = int(track_index.max()) + 1 if len(track_index) else 0
     quality = track_quality(bank.quality, track_index)
-    unknown = mad_low_outliers(np.nan_to_num(quality, nan=-np.inf), cfg.mad_k) | ~np.isfinite(quality)
+    outlier = mad_low_outliers(np.nan_to_num(quality, nan=-np.inf), cfg.mad_k) | ~np.isfinite(quality)
+    aside = np.zeros(n_tracks, bool) if set_aside is None else np.asarray(set_aside, bool)[:n_tracks]
+    unknown = outlier | aside
     labels = np.full(n_tracks, -1, np.int64)
     keep_tracks = np.flatnonzero(~unknown)
     if len(keep_tracks) == 0:
@@ -302,5 +312,16 @@ def cluster(
     labels[keep_tracks] = first_appearance(linked)
     full_thr = np.full(n_tracks, np.nan)
     full_thr[keep_tracks] = thresholds[group]
+    placed = np.flatnonzero(aside & ~outlier)
+    if len(placed):
+        held_rows = np.flatnonzero(np.isin(track_index, placed))
+        units = np.zeros((n_tracks, views.shape[-1]))
+        units[keep_tracks] = unit_rows(track_sums)
+        units[placed] = mean_directions(face_embeddings(state, bank.clean[held_rows], cfg.finetune),
+                                        track_index[held_rows], n_tracks)[placed]
+        labels = attach_tracks(units, labels, full_thr, placed, cannot_link if cannot_link is not None
+                               else np.zeros((0, 2), np.int64))
+        unknown = unknown & (labels < 0)
     return Clustering(labels, quality, unknown, full_thr, result, lifted, held,
-                      linked=int(merged.max()) - int(linked.max()))
+                      linked=int(merged.max()) - int(linked.max()),
+                      attached=int(np.sum(labels[placed] >= 0)))
