@@ -196,6 +196,10 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
             res = cluster(vbank, state, index, vcfg, cannot_link=cannot, matches=ck.matches,
                           set_aside=aside)
             score(row, res.labels, time.perf_counter() - t0 + t_adapt)
+        if aside.any():  # what setting the second look's tracks aside changes
+            t0 = time.perf_counter()
+            res = cluster(bank, state, index, cfg, cannot_link=cannot, matches=ck.matches)
+            score("vcn, 2nd look clustered", res.labels, time.perf_counter() - t0 + t_adapt)
         print(f"  adapt rounds: {ck.history}", file=sys.stderr)
         return rows_out
 
