@@ -104,17 +104,12 @@ def attach_tracks(track_units: np.ndarray, labels: np.ndarray, thresholds: np.nd
     d = 1.0 - units[candidates] @ units[clustered].T
     nearest = d.argmin(axis=1)
     dist = d[np.arange(len(candidates)), nearest]
-    partners: dict[int, set[int]] = {}
-    for a, b in np.asarray(cannot_link, np.int64).reshape(-1, 2):
-        partners.setdefault(int(a), set()).add(int(b))
-        partners.setdefault(int(b), set()).add(int(a))
-    members: dict[int, set[int]] = {}
-    for t in clustered:
-        members.setdefault(int(labels[t]), set()).add(int(t))
+    merger = ConstrainedMerger(len(labels), cannot_link)
+    first = {}
+    for t in clustered:  # each cluster as one group, so a placed track's frames bar the next
+        merger.union(first.setdefault(int(labels[t]), int(t)), int(t))
     for i in np.argsort(dist, kind="stable"):
         track, near = int(candidates[i]), int(clustered[nearest[i]])
-        target = int(labels[near])
-        if dist[i] < thresholds[near] and not partners.get(track, set()) & members[target]:
-            labels[track] = target
-            members[target].add(track)
+        if dist[i] < thresholds[near] and merger.union(track, near):
+            labels[track] = labels[near]
     return labels

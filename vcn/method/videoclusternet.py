@@ -317,7 +317,7 @@ def cluster(
         held_rows = np.flatnonzero(np.isin(track_index, placed))
         units = np.zeros((n_tracks, views.shape[-1]))
         units[keep_tracks] = unit_rows(track_sums)
-        units[placed] = mean_directions(face_embeddings(state, bank.clean[held_rows], cfg.finetune),
+        units[placed] = mean_directions(face_embeddings(state, bank.thresh[held_rows, 0], cfg.finetune),
                                         track_index[held_rows], n_tracks)[placed]
         labels = attach_tracks(units, labels, full_thr, placed, cannot_link if cannot_link is not None
                                else np.zeros((0, 2), np.int64))
