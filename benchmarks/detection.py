@@ -5,7 +5,7 @@ Reproduces the tables of docs/detection.md:
     .venv/bin/python benchmarks/detection.py VIDEO FACES_CSV [--settings 640,960,640+2x2]
         [--thresholds 0.3,0.4,0.5] [--strides 5,10,15,20] [--costs] [--quality]
     .venv/bin/python benchmarks/detection.py --sets leads-hard-s101 guests-hard-s101 ...
-        --settings 960,960/z --heights 24,32,48,64,96
+        --settings y960,960,960/z --heights 24,32,48,64,96
 
 ``--sets`` takes ``benchmarks.protocol`` set names (composed on first use), prints each set's
 table, then the share found per face height over all their faces together, with the worst set.
@@ -20,12 +20,14 @@ identity on consecutive labelled frames) with at least one found face on the fra
 ``frame_idx % k == 0``: the coverage left when the pipeline detects on every k-th frame only;
 k must be a multiple of the labelling step (5), and it is not printed with --max-frames.
 
-Setting names: ``960`` = whole frame at 960 px long side; ``640+2x2`` = whole frame at 640 plus
-2x2 overlapping tiles at 640 (``640+2x2@800`` for 800 px tiles); a ``u`` suffix on the first
-number (``960u``) allows upscaling a frame smaller than the input size; a ``/z`` suffix adds the
-zoomed second look at its measured setting (``960/z``: floor 0.1, face 64 px, crop 3 faces wide;
-``/z96x4`` sets the face height and context, ``/z96x4@0.05`` the floor too). "cpu ms" is the
-median over looks and "mean" the mean: the second look costs only on looks with weak candidates.
+Setting names: ``y960`` = the default: YuNet proposals on the whole frame at 960 px long side,
+each confirmed by SCRFD on a zoomed crop; ``960`` = SCRFD on the whole frame at 960; ``640+2x2``
+= SCRFD on the whole frame at 640 plus 2x2 overlapping tiles at 640 (``640+2x2@800`` for 800 px
+tiles); a ``u`` suffix on the first number (``960u``) allows upscaling a frame smaller than the
+input size; a ``/z`` suffix adds the zoomed second look at its measured setting (``960/z``: floor
+0.1, face 64 px, crop 3 faces wide; ``/z96x4`` sets the face height and context, ``/z96x4@0.05``
+the floor too). "cpu ms" is the median over looks and "mean" the mean: the zoomed looks cost
+only on looks with candidates.
 
 --sweep-stills DIR[,DIR] adds recall by face height (16-48 px) on the photos of DIR shrunk and
 pasted into frames of the video (the labelled videos have few faces under 32 px); --costs adds
@@ -73,7 +75,9 @@ def parse_setting(name: str, threshold: float) -> DetectionConfig:
     head, _, tiles = name.partition("+")
     upscale = head.endswith("u")
     cfg = DetectionConfig(
-        input_size=int(head.rstrip("u")), max_upscale=4.0 if upscale else 1.0, score_threshold=threshold
+        proposer="yunet" if head.startswith("y") else "scrfd",
+        input_size=int(head.lstrip("y").rstrip("u")), max_upscale=4.0 if upscale else 1.0,
+        score_threshold=threshold,
     )
     if sep:
         zoom, _, floor = zoom.partition("@")
@@ -323,7 +327,7 @@ def small_face_sweep(args, model: str) -> None:
     settings = args.settings.split(",")
     threshold = min(float(t) for t in args.thresholds.split(","))
     detectors = {s: FaceDetector(model, parse_setting(s, threshold), threads=args.threads) for s in settings}
-    probe = FaceDetector(model, DetectionConfig(input_size=640, max_upscale=4.0))
+    probe = FaceDetector(model, DetectionConfig(proposer="scrfd", input_size=640, max_upscale=4.0))
     faces = []
     paths = sorted(p for folder in args.sweep_stills.split(",")
                    for p in glob.glob(os.path.join(folder, "**", "*.*"), recursive=True)
@@ -380,7 +384,7 @@ def main() -> None:
                    "instead of VIDEO FACES_CSV; prints each set's table and the pooled shares")
     p.add_argument("--cache", default=".bench/proto")
     p.add_argument("--over", type=float, default=48.0, help="--sets: also faces over this height")
-    p.add_argument("--settings", default="640,800,960,1280,640+2x1,640+2x2")
+    p.add_argument("--settings", default="y960,640,800,960,1280,640+2x1,640+2x2")
     p.add_argument("--thresholds", default="0.5")
     p.add_argument("--strides", default="5,10,15,20")
     p.add_argument("--heights", default=HEIGHT_EDGES, help="edges of the face-height bins, in px")

@@ -6,13 +6,16 @@ largest summed RSS of the flow process and its Dask workers, sampled every 0.2 s
 are summed over the chunks: wall seconds, which grow when other programs share the cores, and
 CPU seconds of the worker process (every thread), which do not.
 
-    .venv/bin/python -m benchmarks.ingest [--seconds 120] [--workers 1 2]
+    .venv/bin/python -m benchmarks.ingest [--seconds 120] [--workers 1 2] [--config JSON]
+
+``--config`` adds to the run's config, e.g. ``'{"ingest": {"detection": {"proposer": "yunet"}}}'``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -51,7 +54,7 @@ class PeakRSS:
         self._thread.join()
 
 
-def run_once(video: Path, workers: int, method: str) -> dict:
+def run_once(video: Path, workers: int, method: str, config: dict | None = None) -> dict:
     from vcn.flows.movie import movie_flow
     from vcn.flows.runtime import dask_cluster
     from vcn.storage.layout import MovieLayout
@@ -62,7 +65,8 @@ def run_once(video: Path, workers: int, method: str) -> dict:
         with dask_cluster(None, workers) as address, PeakRSS() as mem:
             t0 = time.perf_counter()
             summary = movie_flow(address)(
-                video_path=str(video), out_dir=str(out), config={"cluster": {"method": method}}
+                video_path=str(video), out_dir=str(out),
+                config={**(config or {}), "cluster": {"method": method}},
             )
             wall = time.perf_counter() - t0
         manifest = read_manifest(MovieLayout(Path(summary["output"])))
@@ -83,12 +87,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--method", default="hac")
     ap.add_argument("--cache", default=".bench", help="where the composed video is kept")
+    ap.add_argument("--config", type=json.loads, default=None, help="JSON added to the run's config")
     args = ap.parse_args()
     video = compose_long_video(Path(args.cache) / f"dev-720p-{int(args.seconds)}s.mp4", args.seconds)
     from vcn.flows.runtime import prefect_api
 
     with prefect_api():
-        rows = [run_once(video, w, args.method) for w in args.workers]
+        rows = [run_once(video, w, args.method, args.config) for w in args.workers]
     print(f"\n{video.name}: 1280x720, 25 fps, {args.seconds:.0f} s, {os.cpu_count()} cores")
     print(f"{'workers':>7} {'wall s':>8} {'frames/s':>9} {'x real time':>11} {'peak GiB':>9} {'faces':>7} "
           f"{'tracks':>7}  stage seconds, wall | CPU (summed over chunks)")

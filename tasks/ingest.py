@@ -15,6 +15,7 @@ from vcn.errors import InputError
 from vcn.faces.assembly import assemble_movie, check_title_decode
 from vcn.faces.detection import default_model_dir, find_models
 from vcn.faces.ingest import ChunkResult, check_chunk_decode, process_chunk
+from vcn.faces.proposals import YUNET_PATH
 from vcn.manifest import InputRecord
 from vcn.media.video import Chunk, content_id, plan_chunks, probe
 from vcn.storage.crops import write_crops
@@ -61,10 +62,12 @@ def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> Movi
         raise
     models = find_models(config.model_dir or default_model_dir())
     layout.root.mkdir(parents=True, exist_ok=True)
+    model_hashes = {"detector": file_hash(models.detector), "recognizer": file_hash(models.recognizer)}
+    if config.ingest.detection.proposer == "yunet":
+        model_hashes["proposer"] = file_hash(YUNET_PATH)
     ctx = MovieContext(
         video_path=str(Path(video_path).resolve()), movie_id=movie_id, out_root=str(layout.root), info=info,
-        config=config, models=models, code_hash=code_hash(),
-        model_hashes={"detector": file_hash(models.detector), "recognizer": file_hash(models.recognizer)},
+        config=config, models=models, code_hash=code_hash(), model_hashes=model_hashes,
     )
     update_manifest(
         layout,
@@ -78,8 +81,8 @@ def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> Movi
         input_error=None,
         code=code_version(),
         packages=package_versions(),
-        models={"detector": {"path": models.detector, "blake2b": ctx.model_hashes["detector"]},
-                "recognizer": {"path": models.recognizer, "blake2b": ctx.model_hashes["recognizer"]}},
+        models={role: {"path": YUNET_PATH if role == "proposer" else getattr(models, role), "blake2b": digest}
+                for role, digest in model_hashes.items()},
         config=config.to_dict(),
     )
     return ctx

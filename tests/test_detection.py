@@ -129,13 +129,17 @@ def test_detector_rejects_missing_or_keypointless_model(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- detection
 
 
-def test_detects_the_face_with_the_expected_box(detector: FaceDetector, jolie: np.ndarray) -> None:
-    dets = detector.detect(jolie)
+@pytest.mark.parametrize("proposer", ["yunet", "scrfd"])
+def test_detects_the_face_with_the_expected_box(models: ModelFiles, jolie: np.ndarray, proposer: str) -> None:
+    dets = FaceDetector(models.detector, DetectionConfig(proposer=proposer)).detect(jolie)
     assert len(dets) == 1
     assert dets.boxes.shape == (1, 4) and dets.boxes.dtype == np.float32
     assert dets.scores.shape == (1,) and dets.scores.dtype == np.float32
     assert dets.landmarks.shape == (1, 5, 2) and dets.landmarks.dtype == np.float32
-    np.testing.assert_allclose(dets.boxes[0], JOLIE_BOX, atol=1.5)
+    if proposer == "scrfd":
+        np.testing.assert_allclose(dets.boxes[0], JOLIE_BOX, atol=1.5)
+    else:  # SCRFD's box from a view where the 257 px face is 64 px high: a few pixels coarser
+        assert iou(dets.boxes[0], JOLIE_BOX) > 0.9
     assert dets.scores[0] > 0.8
     x1, y1, x2, y2 = dets.boxes[0]
     lm = dets.landmarks[0]
@@ -154,7 +158,7 @@ def test_matches_insightface_scrfd(models: ModelFiles, jolie: np.ndarray, tmp_pa
     # a landscape frame with the face off-centre, letterboxed like a video frame
     frame = np.full((720, 1280, 3), 90, np.uint8)
     frame[100:612, 700:1030] = jolie
-    ours = FaceDetector(models.detector, DetectionConfig(input_size=640)).detect(frame)
+    ours = FaceDetector(models.detector, DetectionConfig(proposer="scrfd", input_size=640)).detect(frame)
     ref_boxes, ref_kps = ref.detect(frame)
     assert len(ours) == len(ref_boxes) == 1
     np.testing.assert_allclose(ours.boxes[0], ref_boxes[0, :4], atol=1.0)
@@ -182,7 +186,9 @@ def test_default_finds_a_24px_face_in_720p(detector: FaceDetector, jolie: np.nda
 
 
 def test_tiles_find_small_faces_once(models: ModelFiles, jolie: np.ndarray) -> None:
-    tiled = FaceDetector(models.detector, DetectionConfig(input_size=640, tiles=(2, 2), tile_size=704))
+    tiled = FaceDetector(
+        models.detector, DetectionConfig(proposer="scrfd", input_size=640, tiles=(2, 2), tile_size=704)
+    )
     # a small face inside one tile, and a larger one straddling the tiles' inner edges
     frame, small_box = small_face_frame(jolie, 24, (200, 150))
     scale = 90 / (JOLIE_BOX[3] - JOLIE_BOX[1])
@@ -224,6 +230,13 @@ def test_bad_inputs_and_configs(detector: FaceDetector) -> None:
         DetectionConfig(zoom_floor=0.6)
     with pytest.raises(ConfigError):
         DetectionConfig(zoom_context=0.5)
+    with pytest.raises(ConfigError, match="proposer"):
+        DetectionConfig(proposer="yolo")
+    with pytest.raises(ConfigError, match="proposer='scrfd'"):
+        DetectionConfig(proposer="yunet", tiles=(2, 2))
+    with pytest.raises(ConfigError):
+        DetectionConfig(propose_floor=0.8, propose_threshold=0.7)
+    DetectionConfig(proposer="scrfd", tiles=(2, 2), zoom_floor=0.1)
 
 
 def test_nms_and_select() -> None:
@@ -245,8 +258,8 @@ def test_second_look_keeps_a_blurred_face_and_drops_weak_background(
     frame[300 : 300 + small.shape[0], 500 : 500 + small.shape[1]] = small
     frame = cv2.GaussianBlur(frame, (0, 0), 3)
     box = np.array([500, 300, 500 + small.shape[1], 300 + small.shape[0]], np.float32)
-    cfg = DetectionConfig(zoom_floor=0.1)
-    first_only = FaceDetector(models.detector, DetectionConfig()).detect(frame)
+    cfg = DetectionConfig(proposer="scrfd", zoom_floor=0.1)
+    first_only = FaceDetector(models.detector, DetectionConfig(proposer="scrfd")).detect(frame)
     floor = FaceDetector(models.detector, replace(cfg, score_threshold=0.1, zoom_floor=None)).detect(frame)
     dets = FaceDetector(models.detector, cfg).detect(frame)
     assert len(first_only) == 0
@@ -258,13 +271,38 @@ def test_second_look_keeps_a_blurred_face_and_drops_weak_background(
     assert dets.second_look.tolist() == [True]
     sharp = FaceDetector(models.detector, cfg).detect(jolie)
     assert len(sharp) and not sharp.second_look.any()
+    # YuNet proposes the blurred face with confidence, and SCRFD's zoomed view confirms it
+    proposed = FaceDetector(models.detector, DetectionConfig(proposer="yunet")).detect(frame)
+    assert len(proposed) == 1 and iou(proposed.boxes[0], box) >= 0.4
 
 
-def test_the_second_look_keys_the_tracks_stage_only_when_it_is_on() -> None:
+def test_a_sure_proposal_needs_scrfd_to_see_it_and_a_weak_one_needs_scrfd_to_be_sure(
+    models: ModelFiles, jolie: np.ndarray
+) -> None:
+    detector = FaceDetector(models.detector, DetectionConfig(proposer="yunet"))
+    frame, box = small_face_frame(jolie, 60, (300, 200))
+    background = np.array([900, 400, 960, 460], np.float32)  # flat colour: SCRFD sees nothing there
+    boxes = np.stack([box, box + 2, background]).astype(np.float32)
+    sure = detector.confirm(frame, boxes[[0, 2]], np.array([0.9, 0.9], np.float32))
+    assert len(sure) == 1 and iou(sure.boxes[0], box) >= 0.7 and not sure.second_look.any()
+    assert sure.scores[0] >= 0.9 and sure.landmarks.shape == (1, 5, 2)
+    # a weak proposal on the face: kept, with SCRFD's score, and marked as the zoomed look's
+    weak = detector.confirm(frame, boxes[[1, 2]], np.array([0.4, 0.4], np.float32))
+    assert len(weak) == 1 and weak.second_look.tolist() == [True] and weak.scores[0] >= 0.5
+    assert len(detector.confirm(frame, boxes[:0], np.zeros(0, np.float32))) == 0
+
+
+def test_the_stage_key_holds_only_the_settings_that_shape_the_detections() -> None:
     from vcn.config import PipelineConfig, fingerprint
 
-    off = PipelineConfig().stage_config("tracks")["ingest"]["detection"]
-    assert not any(key.startswith("zoom_") for key in off) and off["score_threshold"] == 0.5
+    default = PipelineConfig().stage_config("tracks")
+    key = default["ingest"]["detection"]
+    assert not any(name.startswith(("zoom_", "propose", "confirm_")) for name in key)
+    assert key["score_threshold"] == 0.5
+    yunet = PipelineConfig.from_dict({"ingest": {"detection": {"proposer": "yunet"}}}).stage_config("tracks")
+    key = yunet["ingest"]["detection"]
+    assert key["proposer"] == "yunet" and key["propose_threshold"] == 0.7 and key["zoom_face"] == 64
+    assert not any(name.startswith("tile") or name == "zoom_floor" for name in key)
     on = PipelineConfig.from_dict({"ingest": {"detection": {"zoom_floor": 0.1}}}).stage_config("tracks")
     assert on["ingest"]["detection"]["zoom_floor"] == 0.1 and on["ingest"]["detection"]["zoom_face"] == 64
-    assert fingerprint(on) != fingerprint(PipelineConfig().stage_config("tracks"))
+    assert len({fingerprint(default), fingerprint(yunet), fingerprint(on)}) == 3

@@ -261,6 +261,15 @@ def test_a_prepared_title_writes_the_manifest_shape_and_reads_it_back(tmp_path):
     assert set(raw["stages"]["clusters"]) == stamp | failed
     assert raw["history"] == [raw["stages"]["tracks"], raw["stages"]["clusters"]]
     assert Manifest.from_json(raw).to_json() == raw
+    assert set(raw["models"]) == {"detector", "recognizer"}
+    # YuNet's proposals shape the detections only when they are on: only then is its hash in the
+    # lineage and the stage keys
+    yunet = PipelineConfig.from_dict({"ingest": {"detection": {"proposer": "yunet"}}})
+    proposing = prepare_movie.fn(str(SAMPLE), str(tmp_path / "yunet"), yunet)
+    models = json.loads(proposing.layout.manifest.read_text())["models"]
+    assert set(models) == {"detector", "recognizer", "proposer"}
+    assert models["proposer"]["path"].endswith("face_detection_yunet_2023mar.onnx")
+    assert proposing.model_hashes["proposer"] == models["proposer"]["blake2b"]
 
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")

