@@ -155,7 +155,7 @@ def evaluate_rows(movie: Path, gt_csv: Path, seed: int = 0, reuse: bool = False,
         return rows_out
 
     cannot = cooccurring_pairs(faces["frame_idx"].to_numpy(), face_track)
-    # a cache written before the flag existed holds no second-look faces
+    # a stage-1 cache without the column holds no second-look faces
     flags = faces["second_look"].to_numpy() if "second_look" in faces else np.zeros(len(faces), bool)
     aside = second_look_tracks(flags, face_track, len(tracks))
     sample = sample_rows(face_track, cfg.faces_per_track)

@@ -62,9 +62,10 @@ def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> Movi
         raise
     models = find_models(config.model_dir or default_model_dir())
     layout.root.mkdir(parents=True, exist_ok=True)
-    model_hashes = {"detector": file_hash(models.detector), "recognizer": file_hash(models.recognizer)}
+    model_paths = {"detector": models.detector, "recognizer": models.recognizer}
     if config.ingest.detection.proposer == "yunet":
-        model_hashes["proposer"] = file_hash(YUNET_PATH)
+        model_paths["proposer"] = YUNET_PATH
+    model_hashes = {role: file_hash(path) for role, path in model_paths.items()}
     ctx = MovieContext(
         video_path=str(Path(video_path).resolve()), movie_id=movie_id, out_root=str(layout.root), info=info,
         config=config, models=models, code_hash=code_hash(), model_hashes=model_hashes,
@@ -81,8 +82,7 @@ def prepare_movie(video_path: str, out_dir: str, config: PipelineConfig) -> Movi
         input_error=None,
         code=code_version(),
         packages=package_versions(),
-        models={role: {"path": YUNET_PATH if role == "proposer" else getattr(models, role), "blake2b": digest}
-                for role, digest in model_hashes.items()},
+        models={role: {"path": path, "blake2b": model_hashes[role]} for role, path in model_paths.items()},
         config=config.to_dict(),
     )
     return ctx

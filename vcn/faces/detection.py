@@ -41,13 +41,13 @@ import onnx
 
 from vcn.errors import ConfigError, InputError, ModelNotFoundError
 from vcn.faces.boxes import box_iou
-from vcn.faces.proposals import YUNET_PATH, FaceProposer
+from vcn.faces.proposals import PAD_MULTIPLE as _PAD_MULTIPLE
+from vcn.faces.proposals import YUNET_PATH, FaceProposer, fit_input
 from vcn.faces.sessions import open_session
 
 # SCRFD anchors: three feature strides with two anchors each (the "_bnkps" graphs, 9 outputs) or
 # five strides with one anchor (15 outputs). Outputs come as scores, boxes, keypoints per stride.
 _LAYOUTS = {9: ((8, 16, 32), 2), 15: ((8, 16, 32, 64, 128), 1)}
-_PAD_MULTIPLE = 32
 _INPUT_MEAN, _INPUT_STD = 127.5, 128.0
 # a zoomed view's detection is the candidate's when their boxes overlap this much
 _ZOOM_MATCH_IOU = 0.4
@@ -464,31 +464,13 @@ class FaceDetector:
             return Detections.empty()
         keep = nms(boxes, scores, _PROPOSAL_NMS)
         keep = keep[boxes[keep, 3] - boxes[keep, 1] >= self.cfg.zoom_min_face]
-        if keep.size == 0:
-            return Detections.empty()
         boxes, scores = boxes[keep], scores[keep]
-        views = [self._zoom_view(box, frame.shape[1], frame.shape[0]) for box in boxes]
+        hit, view = self._zoomed(frame, boxes, self.cfg.confirm_floor)
         sure = scores >= self.cfg.propose_threshold
-        out_boxes, out_scores, out_kps, zoomed = [], [], [], []
-        results = self._run(_inputs(frame, views), self.cfg.confirm_floor)
-        for i, view, (b, s, k) in zip(range(len(views)), views, results, strict=True):
-            b, s, k = self._to_frame(view, b, s, k)
-            if s.size == 0:
-                continue
-            on_proposal = box_iou(boxes[i : i + 1], b)[0] >= _ZOOM_MATCH_IOU
-            if not on_proposal.any():
-                continue
-            best = int(np.argmax(np.where(on_proposal, s, -1.0)))
-            if sure[i] or s[best] >= self.cfg.score_threshold:
-                out_boxes.append(b[best])
-                out_scores.append(max(float(s[best]), float(scores[i])))
-                out_kps.append(k[best])
-                zoomed.append(not sure[i])
-        if not out_scores:
-            return Detections.empty()
-        merged = Detections(np.stack(out_boxes), np.asarray(out_scores, np.float32), np.stack(out_kps),
-                            np.asarray(zoomed, bool))
-        return merged.select(nms(merged.boxes, merged.scores, self.cfg.nms_threshold))
+        kept = hit & (sure | (view.scores >= self.cfg.score_threshold))
+        confirmed = Detections(view.boxes[kept], np.maximum(view.scores, scores)[kept].astype(np.float32),
+                               view.landmarks[kept], ~sure[kept])
+        return confirmed.select(nms(confirmed.boxes, confirmed.scores, self.cfg.nms_threshold))
 
     def _second_look(self, frame: np.ndarray, found: Detections, weak: np.ndarray) -> Detections:
         """Keep the confident detections, and each weak one whose zoomed view scores at or above the
@@ -501,25 +483,40 @@ class FaceDetector:
         kept = found.select(~weak)
         if candidates.size == 0:
             return kept
-        views = [self._zoom_view(found.boxes[i], frame.shape[1], frame.shape[0]) for i in candidates]
-        boxes, scores, kps = [kept.boxes], [kept.scores], [kept.landmarks]
-        zoomed = [kept.second_look]
-        results = self._run(_inputs(frame, views), self.cfg.score_threshold)
-        for i, view, (b, s, k) in zip(candidates, views, results, strict=True):
+        hit, view = self._zoomed(frame, found.boxes[candidates], self.cfg.score_threshold)
+        seen = view.select(hit)
+        merged = Detections(
+            np.concatenate([kept.boxes, seen.boxes]), np.concatenate([kept.scores, seen.scores]),
+            np.concatenate([kept.landmarks, seen.landmarks]),
+            np.concatenate([kept.second_look, np.ones(len(seen), bool)]),
+        )
+        return merged.select(nms(merged.boxes, merged.scores, self.cfg.nms_threshold))
+
+    def _zoomed(
+        self, frame: np.ndarray, boxes: np.ndarray, threshold: float
+    ) -> tuple[np.ndarray, Detections]:
+        """SCRFD's zoomed view of each candidate: (hit bool (K,), Detections (K,)).
+
+        ``boxes`` float (K, 4) x1, y1, x2, y2 frame pixels. Row i holds the view's highest-scoring
+        raw (pre-NMS, as NMS keeps) hit on candidate i, scoring ``threshold`` or more and
+        overlapping it by IoU >= 0.4, in frame pixels; rows without a hit are zero.
+        """
+        n = len(boxes)
+        out = Detections(np.zeros((n, 4), np.float32), np.zeros(n, np.float32),
+                         np.zeros((n, 5, 2), np.float32))
+        hit = np.zeros(n, bool)
+        if n == 0:
+            return hit, out
+        views = [self._zoom_view(box, frame.shape[1], frame.shape[0]) for box in boxes]
+        results = self._run(_inputs(frame, views), threshold)
+        for i, (view, (b, s, k)) in enumerate(zip(views, results, strict=True)):
             b, s, k = self._to_frame(view, b, s, k)
-            if s.size == 0:
-                continue
-            # the view's raw (pre-NMS) hits on the candidate: the highest-scoring one, as NMS keeps
-            on_candidate = box_iou(found.boxes[i : i + 1], b)[0] >= _ZOOM_MATCH_IOU
+            on_candidate = box_iou(boxes[i : i + 1], b)[0] >= _ZOOM_MATCH_IOU if s.size else s > 0
             if on_candidate.any():
                 best = int(np.argmax(np.where(on_candidate, s, -1.0)))
-                boxes.append(b[best : best + 1])
-                scores.append(s[best : best + 1])
-                kps.append(k[best : best + 1])
-                zoomed.append(np.ones(1, bool))
-        merged = Detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps),
-                            np.concatenate(zoomed))
-        return merged.select(nms(merged.boxes, merged.scores, self.cfg.nms_threshold))
+                out.boxes[i], out.scores[i], out.landmarks[i] = b[best], s[best], k[best]
+                hit[i] = True
+        return hit, out
 
     def _zoom_view(self, box: np.ndarray, width: int, height: int) -> _View:
         """The square crop ``zoom_context`` face heights wide around ``box`` (x1, y1, x2, y2, frame
@@ -546,11 +543,7 @@ class FaceDetector:
             fw, fh = self._fixed
             scale = min(fw / w, fh / h, self.cfg.max_upscale)
             return max(1, int(w * scale + 1e-6)), max(1, int(h * scale + 1e-6)), fw, fh
-        scale = min(long_side / max(w, h), self.cfg.max_upscale)
-        # int() like insightface: a one-pixel different resize moves boxes by a pixel or two
-        in_w, in_h = max(1, int(w * scale + 1e-6)), max(1, int(h * scale + 1e-6))
-        pad = _PAD_MULTIPLE
-        return in_w, in_h, math.ceil(in_w / pad) * pad, math.ceil(in_h / pad) * pad
+        return fit_input(w, h, long_side, self.cfg.max_upscale)
 
     def _groups(self, width: int, height: int) -> list[list[_View]]:
         """The global view, then the tiles (all of one size, so they run as one batch)."""

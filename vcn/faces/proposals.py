@@ -20,7 +20,18 @@ from vcn.faces.sessions import open_session
 
 YUNET_PATH = str(Path(__file__).with_name("models") / "face_detection_yunet_2023mar.onnx")
 _STRIDES = (8, 16, 32)
-_PAD_MULTIPLE = 32
+PAD_MULTIPLE = 32
+
+
+def fit_input(width: int, height: int, long_side: int, max_upscale: float) -> tuple[int, int, int, int]:
+    """(in_w, in_h, pad_w, pad_h): a width x height region resized so its long side is
+    ``long_side`` (never enlarged by more than ``max_upscale``), and the network input that holds
+    it, padded up to a multiple of 32. Both whole-frame detectors, YuNet and SCRFD, size their
+    input this way; ``int()`` like insightface, as a one-pixel different resize moves boxes."""
+    scale = min(long_side / max(width, height), max_upscale)
+    in_w, in_h = max(1, int(width * scale + 1e-6)), max(1, int(height * scale + 1e-6))
+    pad_w, pad_h = (math.ceil(side / PAD_MULTIPLE) * PAD_MULTIPLE for side in (in_w, in_h))
+    return in_w, in_h, pad_w, pad_h
 
 
 class FaceProposer:
@@ -63,10 +74,8 @@ class FaceProposer:
                 f"FaceProposer.propose needs a uint8 (H, W, 3) BGR frame, got {frame.dtype} {frame.shape}"
             )
         height, width = frame.shape[:2]
-        scale = min(self.input_size / max(width, height), self.max_upscale)
-        in_w, in_h = max(1, int(width * scale + 1e-6)), max(1, int(height * scale + 1e-6))
-        pad_w = math.ceil(in_w / _PAD_MULTIPLE) * _PAD_MULTIPLE
-        pad_h = math.ceil(in_h / _PAD_MULTIPLE) * _PAD_MULTIPLE
+        in_w, in_h, pad_w, pad_h = fit_input(width, height, self.input_size, self.max_upscale)
+        scale = min(self.input_size / max(width, height), self.max_upscale)  # as fit_input's
         blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
         resized = frame if (in_w, in_h) == (width, height) else cv2.resize(frame, (in_w, in_h))
         blob[0, :, :in_h, :in_w] = resized.transpose(2, 0, 1)
