@@ -111,3 +111,13 @@ def test_a_set_aside_track_never_joins_a_cluster_it_shares_a_frame_with() -> Non
     assert out[8] == -1 and out[9] == 0
     out = attach_tracks(units, labels, thresholds, np.array([8, 9]), _pairs((8, 9)))
     assert out[8] == 0 and out[9] == -1  # the nearer one is placed first and bars the other
+
+
+def test_a_set_aside_track_within_two_clusters_thresholds_stays_unknown() -> None:
+    units = _tracks(LEAD + COSTAR + [45, 20])
+    labels = np.array([0] * 4 + [1] * 4 + [-1, -1])
+    thresholds = np.full(10, 1 - np.cos(np.radians(40)))  # within 40 degrees
+    # 45 lies 35 from the lead's track at 10 and 35 from the co-star's at 80: either person;
+    # 20 lies 10 from the lead's track and 60 from the co-star's: the lead's
+    out = attach_tracks(units, labels, thresholds, np.array([8, 9]), _pairs())
+    assert out[8] == -1 and out[9] == 0

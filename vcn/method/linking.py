@@ -86,14 +86,16 @@ def link_fragments(track_sums: np.ndarray, labels: np.ndarray, cannot_link: np.n
 def attach_tracks(track_units: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
                   candidates: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
     """Labels (T,) int64 with each candidate track put in the cluster of its nearest clustered track,
-    when it lies within that track's threshold and shares no frame with the cluster; the others
-    keep -1.
+    when it lies within that track's threshold, within no other cluster's track's threshold, and
+    shares no frame with the cluster; the others keep -1.
 
     ``track_units`` (T, D) unit track means; ``labels`` (T,) int64, -1 = not clustered;
     ``thresholds`` (T,) float the stage-4 threshold of each clustered track; ``candidates`` (K,)
     int64 unclustered tracks to place; ``cannot_link`` (P, 2) int64 track pairs that are two
     people. Only the tracks clustered on entry are neighbours; candidates are placed nearest
-    first, and one placed candidate's frames bar the next from its cluster.
+    first, and one placed candidate's frames bar the next from its cluster. A candidate within
+    the thresholds of two clusters is left out: its face fits either person, and a wrong
+    placement merges two people where an ``unknown`` costs one track.
     """
     labels = np.asarray(labels, np.int64).copy()
     clustered = np.flatnonzero(labels >= 0)
@@ -104,12 +106,14 @@ def attach_tracks(track_units: np.ndarray, labels: np.ndarray, thresholds: np.nd
     d = 1.0 - units[candidates] @ units[clustered].T
     nearest = d.argmin(axis=1)
     dist = d[np.arange(len(candidates)), nearest]
+    within = d < thresholds[clustered][None, :]                              # (K, C)
+    clusters_within = np.array([len(np.unique(labels[clustered[w]])) for w in within])
     merger = ConstrainedMerger(len(labels), cannot_link)
     first = {}
     for t in clustered:  # each cluster as one group, so a placed track's frames bar the next
         merger.union(first.setdefault(int(labels[t]), int(t)), int(t))
     for i in np.argsort(dist, kind="stable"):
         track, near = int(candidates[i]), int(clustered[nearest[i]])
-        if dist[i] < thresholds[near] and merger.union(track, near):
+        if within[i, nearest[i]] and clusters_within[i] == 1 and merger.union(track, near):
             labels[track] = labels[near]
     return labels
