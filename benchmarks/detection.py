@@ -20,8 +20,8 @@ identity on consecutive labelled frames) with at least one found face on the fra
 ``frame_idx % k == 0``: the coverage left when the pipeline detects on every k-th frame only;
 k must be a multiple of the labelling step (5), and it is not printed with --max-frames.
 
-Setting names: ``y960`` = the default: YuNet proposals on the whole frame at 960 px long side,
-each confirmed by SCRFD on a zoomed crop; ``960`` = SCRFD on the whole frame at 960; ``640+2x2``
+Setting names: ``960`` = the default: SCRFD on the whole frame at 960 px long side; ``y960`` =
+YuNet proposals on the whole frame at 960, each confirmed by SCRFD on a zoomed crop; ``640+2x2``
 = SCRFD on the whole frame at 640 plus 2x2 overlapping tiles at 640 (``640+2x2@800`` for 800 px
 tiles); a ``u`` suffix on the first number (``960u``) allows upscaling a frame smaller than the
 input size; a ``/z`` suffix adds the zoomed second look at its measured setting (``960/z``: floor
