@@ -86,7 +86,7 @@ def link_fragments(track_sums: np.ndarray, labels: np.ndarray, cannot_link: np.n
 def attach_tracks(track_units: np.ndarray, labels: np.ndarray, thresholds: np.ndarray,
                   candidates: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
     """Labels (T,) int64 with each candidate track put in the cluster of its nearest clustered track,
-    when it lies within that track's threshold, within no other cluster's track's threshold, and
+    when it lies within that track's threshold and within no threshold of another cluster's track, and
     shares no frame with the cluster; the others keep -1.
 
     ``track_units`` (T, D) unit track means; ``labels`` (T,) int64, -1 = not clustered;
