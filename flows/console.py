@@ -67,11 +67,16 @@ class ConsoleFormatter(logging.Formatter):
         return text
 
 
-class _DropNannyShutdownNoise(logging.Filter):
-    """Dask's nanny warns when it has to kill a worker that is slow to exit at shutdown."""
+class _DropShutdownNoise(logging.Filter):
+    """Dask's shutdown races on a local cluster the command closes itself: the nanny warns when it
+    has to kill a worker that is slow to exit, and a worker whose heartbeat is in flight as the
+    scheduler closes logs the closed connection with its traceback."""
+
+    NOISE = ("still alive after", "Failed to communicate with scheduler during heartbeat")
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "still alive after" not in record.getMessage()
+        message = record.getMessage()
+        return not any(text in message for text in self.NOISE)
 
 
 def install_console_handler() -> None:
@@ -94,9 +99,10 @@ def install_console_handler() -> None:
     for name in ("prefect.flow_runs", "prefect.task_runs"):
         if logging.getLogger(name).getEffectiveLevel() > logging.INFO:
             logging.getLogger(name).setLevel(logging.INFO)
-    nanny = logging.getLogger("distributed.nanny")
-    if not any(isinstance(f, _DropNannyShutdownNoise) for f in nanny.filters):
-        nanny.addFilter(_DropNannyShutdownNoise())
+    for name in ("distributed.nanny", "distributed.worker"):
+        dask_logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropShutdownNoise) for f in dask_logger.filters):
+            dask_logger.addFilter(_DropShutdownNoise())
 
 
 def configure(verbose_output: bool) -> None:

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from vcn.errors import TruncatedVideoError
-from vcn.flows.console import ConsoleFilter, ConsoleFormatter
+from vcn.flows.console import ConsoleFilter, ConsoleFormatter, install_console_handler
 from vcn.tasks.progress import CONSOLE, Progress, duration
 
 
@@ -36,6 +36,18 @@ def test_console_filter_keeps_vcn_lines_warnings_and_bugs():
     assert not keep(record("prefect.task_runs", logging.ERROR, state))
     assert not keep(record("prefect.task_runs", logging.ERROR, "Task run failed - Retries are exhausted",
                            TruncatedVideoError("x.mp4: truncated")))
+
+
+def test_dask_shutdown_races_are_dropped_and_a_lost_worker_is_not():
+    install_console_handler()
+    worker, nanny = logging.getLogger("distributed.worker"), logging.getLogger("distributed.nanny")
+    heartbeat = "Failed to communicate with scheduler during heartbeat."
+    assert not worker.filter(record("distributed.worker", logging.ERROR, heartbeat))
+    assert worker.filter(record("distributed.worker", logging.ERROR, "Compute Failed"))
+    assert not nanny.filter(record("distributed.nanny", logging.WARNING,
+                                   "Worker process still alive after 4.0 seconds, killing"))
+    killed = "Worker process 123 was killed by signal 9"
+    assert nanny.filter(record("distributed.nanny", logging.WARNING, killed))
 
 
 def test_console_lines_are_short():
