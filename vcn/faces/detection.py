@@ -511,7 +511,9 @@ class FaceDetector:
         results = self._run(_inputs(frame, views), threshold)
         for i, (view, (b, s, k)) in enumerate(zip(views, results, strict=True)):
             b, s, k = self._to_frame(view, b, s, k)
-            on_candidate = box_iou(boxes[i : i + 1], b)[0] >= _ZOOM_MATCH_IOU if s.size else s > 0
+            if s.size == 0:
+                continue
+            on_candidate = box_iou(boxes[i : i + 1], b)[0] >= _ZOOM_MATCH_IOU
             if on_candidate.any():
                 best = int(np.argmax(np.where(on_candidate, s, -1.0)))
                 out.boxes[i], out.scores[i], out.landmarks[i] = b[best], s[best], k[best]

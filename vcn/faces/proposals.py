@@ -23,12 +23,18 @@ _STRIDES = (8, 16, 32)
 PAD_MULTIPLE = 32
 
 
+def input_scale(width: int, height: int, long_side: int, max_upscale: float) -> float:
+    """The factor that brings a width x height region's long side to ``long_side``, at most
+    ``max_upscale``."""
+    return min(long_side / max(width, height), max_upscale)
+
+
 def fit_input(width: int, height: int, long_side: int, max_upscale: float) -> tuple[int, int, int, int]:
-    """(in_w, in_h, pad_w, pad_h): a width x height region resized so its long side is
-    ``long_side`` (never enlarged by more than ``max_upscale``), and the network input that holds
-    it, padded up to a multiple of 32. Both whole-frame detectors, YuNet and SCRFD, size their
-    input this way; ``int()`` like insightface, as a one-pixel different resize moves boxes."""
-    scale = min(long_side / max(width, height), max_upscale)
+    """(in_w, in_h, pad_w, pad_h): a width x height region resized by :func:`input_scale`, and the
+    network input that holds it, padded up to a multiple of 32. Both whole-frame detectors, YuNet
+    and SCRFD, size their input this way; ``int()`` like insightface, as a one-pixel different
+    resize moves boxes."""
+    scale = input_scale(width, height, long_side, max_upscale)
     in_w, in_h = max(1, int(width * scale + 1e-6)), max(1, int(height * scale + 1e-6))
     pad_w, pad_h = (math.ceil(side / PAD_MULTIPLE) * PAD_MULTIPLE for side in (in_w, in_h))
     return in_w, in_h, pad_w, pad_h
@@ -75,7 +81,7 @@ class FaceProposer:
             )
         height, width = frame.shape[:2]
         in_w, in_h, pad_w, pad_h = fit_input(width, height, self.input_size, self.max_upscale)
-        scale = min(self.input_size / max(width, height), self.max_upscale)  # as fit_input's
+        scale = input_scale(width, height, self.input_size, self.max_upscale)
         blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
         resized = frame if (in_w, in_h) == (width, height) else cv2.resize(frame, (in_w, in_h))
         blob[0, :, :in_h, :in_w] = resized.transpose(2, 0, 1)

@@ -107,13 +107,15 @@ def attach_tracks(track_units: np.ndarray, labels: np.ndarray, thresholds: np.nd
     nearest = d.argmin(axis=1)
     dist = d[np.arange(len(candidates)), nearest]
     within = d < thresholds[clustered][None, :]                              # (K, C)
-    clusters_within = np.array([len(np.unique(labels[clustered[w]])) for w in within])
+    # within the nearest track's threshold, and within no threshold of another cluster's track
+    other = labels[clustered][None, :] != labels[clustered[nearest]][:, None]
+    fits_one = within[np.arange(len(candidates)), nearest] & ~(within & other).any(axis=1)
     merger = ConstrainedMerger(len(labels), cannot_link)
     first = {}
     for t in clustered:  # each cluster as one group, so a placed track's frames bar the next
         merger.union(first.setdefault(int(labels[t]), int(t)), int(t))
     for i in np.argsort(dist, kind="stable"):
         track, near = int(candidates[i]), int(clustered[nearest[i]])
-        if within[i, nearest[i]] and clusters_within[i] == 1 and merger.union(track, near):
+        if fits_one[i] and merger.union(track, near):
             labels[track] = labels[near]
     return labels
